@@ -1,0 +1,1 @@
+"""vs-hdrvid: HDR video from alternating-exposure footage, as VapourSynth nodes."""
