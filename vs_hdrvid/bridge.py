@@ -1,0 +1,308 @@
+"""VideoFrame <-> numpy <-> torch, the device-tensor handoff between nodes, and temporal windows.
+
+Every node goes through this module, so the rules live in one place:
+
+- CPU frames become tensors as views of the frame's planes (``np.asarray(frame[p])`` ->
+  ``torch.from_numpy``); the only copy on input is stacking the planes into one ``(C, H, W)``
+  tensor. Output is one ``np.copyto`` per plane into a new frame.
+- On CUDA, uploads and downloads go through pinned staging buffers with non-blocking copies.
+- A frame made by a vs_hdrvid node carries the property ``HdrvidToken``; its tensor stays in a
+  bounded cache so a vs_hdrvid consumer on the same device takes the tensor instead of uploading the
+  frame again. A fingerprint of sampled pixels guards against a filter in between that kept the
+  props but changed the pixels.
+- Within a node, each source frame is uploaded at most once however many windows contain it.
+- :data:`counters` counts uploads, downloads and handoffs for benchmarks.
+"""
+from __future__ import annotations
+
+import itertools
+import warnings
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import vapoursynth as vs
+
+__all__ = [
+    "Counters", "counters", "resolve_device", "frame_to_tensor", "tensor_to_frame",
+    "NodeRunner", "shift_clip", "window_index", "blank_like", "handoff", "TOKEN_PROP",
+]
+
+TOKEN_PROP = "HdrvidToken"
+core = vs.core
+# frame planes are read-only views; tensors made from them are never written to
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+
+@dataclass
+class Counters:
+    """Transfers between frames and tensors, for benchmarks (thread-safe increments)."""
+
+    uploads: int = 0
+    downloads: int = 0
+    handoffs: int = 0
+    cache_hits: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, name: str, k: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + k)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.uploads = self.downloads = self.handoffs = self.cache_hits = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in ("uploads", "downloads", "handoffs", "cache_hits")}
+
+
+counters = Counters()
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else CPU; anything else is passed to ``torch.device``."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+# ----------------------------------------------------------------------------- frame <-> tensor
+_staging: dict[tuple, torch.Tensor] = {}
+_staging_lock = threading.Lock()
+
+
+def _pinned(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    key = (shape, dtype, threading.get_ident())
+    with _staging_lock:
+        buf = _staging.get(key)
+        if buf is None:
+            buf = _staging[key] = torch.empty(shape, dtype=dtype, pin_memory=True)
+    return buf
+
+
+def frame_to_tensor(frame: vs.VideoFrame, device: torch.device, dtype: torch.dtype = torch.float32
+                    ) -> torch.Tensor:
+    """Planes of ``frame`` as one ``(C, H, W)`` tensor on ``device`` (counts one upload).
+
+    Float frames only (nodes convert integer input with ``resize`` before reaching here).
+    """
+    planes = [np.asarray(frame[p]) for p in range(frame.format.num_planes)]
+    counters.add("uploads")
+    if device.type == "cpu":
+        return torch.stack([torch.from_numpy(p) for p in planes]).to(dtype)
+    staging = _pinned((len(planes), *planes[0].shape), torch.from_numpy(planes[0][:1, :1]).dtype)
+    for i, p in enumerate(planes):
+        np.copyto(staging[i].numpy(), p)
+    return staging.to(device, non_blocking=True).to(dtype)
+
+
+def tensor_to_frame(t: torch.Tensor, fmt: vs.VideoFormat, props: dict | None = None) -> vs.VideoFrame:
+    """A new frame of format ``fmt`` holding ``t`` ``(C, H, W)`` (counts one download).
+
+    Values are cast to the frame's sample type; integer formats expect ``t`` already scaled to
+    the integer range and rounded.
+    """
+    c, h, w = t.shape
+    out = core.create_video_frame(fmt, w, h)
+    if props:
+        out.props.update(props)
+    t = t.detach()
+    if t.device.type == "cuda":
+        staging = _pinned((c, h, w), t.dtype)
+        staging.copy_(t, non_blocking=True)
+        torch.cuda.current_stream(t.device).synchronize()
+        t = staging
+    src = t.numpy()
+    for p in range(c):
+        np.copyto(np.asarray(out[p]), src[p], casting="unsafe")
+    counters.add("downloads")
+    return out
+
+
+# ----------------------------------------------------------------------------- device handoff
+def _fingerprint(frame: vs.VideoFrame) -> np.ndarray:
+    """A few sampled pixel values: cheap to take, and different if a filter changed the pixels."""
+    h, w = frame.height, frame.width
+    ys = (np.arange(1, 9) * 7919 % h)
+    xs = (np.arange(1, 9) * 104729 % w)
+    return np.stack([np.asarray(frame[p])[ys, xs] for p in range(frame.format.num_planes)])
+
+
+class _HandoffCache:
+    """Bounded map token -> (tensor, fingerprint) of frames produced by vs_hdrvid nodes."""
+
+    def __init__(self, max_items: int = 64):
+        self.max_items = max_items
+        self._items: OrderedDict[int, tuple[torch.Tensor, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._next = itertools.count(1)
+
+    def publish(self, frame: vs.VideoFrame, tensor: torch.Tensor) -> None:
+        token = next(self._next)
+        frame.props[TOKEN_PROP] = token
+        with self._lock:
+            self._items[token] = (tensor, _fingerprint(frame))
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+    def lookup(self, frame: vs.VideoFrame, device: torch.device) -> torch.Tensor | None:
+        token = frame.props.get(TOKEN_PROP)
+        if token is None:
+            return None
+        with self._lock:
+            item = self._items.get(int(token))
+        if item is None:
+            return None
+        tensor, fp = item
+        if (tensor.device.type != device.type or tensor.shape[-2:] != (frame.height, frame.width)
+                or tensor.shape[0] != frame.format.num_planes
+                or not np.array_equal(fp, _fingerprint(frame))):
+            return None
+        return tensor
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+handoff = _HandoffCache()
+
+
+# ----------------------------------------------------------------------------- temporal windows
+def window_index(n: int, offset: int, num_frames: int, period: int) -> int:
+    """Source frame for slot ``offset`` of the window centred on ``n``.
+
+    Past either end the neighbour is replaced by the nearest in-range frame with the same exposure
+    index, shifting by whole pattern periods, so every window has the exposures it expects.
+    """
+    m = n + offset
+    if m < 0:
+        m += -(m // period) * period  # whole periods up to the first in-range frame
+    elif m >= num_frames:
+        m -= -(-(m - num_frames + 1) // period) * period
+    if not 0 <= m < num_frames:
+        raise IndexError(f"no frame with exposure index {(n + offset) % period} within the clip")
+    return m
+
+
+def shift_clip(clip: vs.VideoNode, offset: int, period: int) -> vs.VideoNode:
+    """``clip`` shifted so frame ``n`` is source frame :func:`window_index` ``(n, offset)``.
+
+    Built from trims and splices, so the host graph serves the frame requests.
+    """
+    if offset == 0:
+        return clip
+    n_frames = clip.num_frames
+    idx = [window_index(n, offset, n_frames, period) for n in range(n_frames)]
+    runs: list[tuple[int, int]] = []  # contiguous source runs [a, b]
+    for m in idx:
+        if runs and m == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], m)
+        else:
+            runs.append((m, m))
+    return core.std.Splice([clip[a:b + 1] for a, b in runs]) if len(runs) > 1 else clip[runs[0][0]:runs[0][1] + 1]
+
+
+class NodeRunner:
+    """Per-node execution: device, upload cache, locks per CUDA stream, frame mapping.
+
+    Args:
+        name: node name for error messages.
+        device: torch device the node computes on.
+        dtype: compute dtype (fp16 on CUDA unless the node was asked for fp32).
+        num_streams: frames processed concurrently (CUDA streams, each with its own lock);
+            1 runs callbacks one at a time through a single ``ModifyFrame``.
+        cache_frames: how many uploaded source frames to keep for overlapping windows.
+    """
+
+    def __init__(self, name: str, device: torch.device, dtype: torch.dtype = torch.float32,
+                 num_streams: int = 1, cache_frames: int = 16):
+        self.name, self.device, self.dtype = name, device, dtype
+        self.num_streams = max(1, int(num_streams))
+        self.cache_frames = cache_frames
+        self._uploads: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._locks = [threading.Lock() for _ in range(self.num_streams)]
+        self._streams = ([torch.cuda.Stream(device) for _ in range(self.num_streams)]
+                         if device.type == "cuda" else [None] * self.num_streams)
+
+    def fetch(self, frame: vs.VideoFrame, key: tuple[int, int] | None = None) -> torch.Tensor:
+        """Tensor ``(C, H, W)`` for ``frame``: handed over, cached, or uploaded once.
+
+        ``key`` identifies the source frame (input slot, source index) for the upload cache.
+        """
+        t = handoff.lookup(frame, self.device)
+        if t is not None:
+            counters.add("handoffs")
+            return t.to(self.dtype)
+        if key is not None:
+            with self._cache_lock:
+                t = self._uploads.get(key)
+                if t is not None:
+                    self._uploads.move_to_end(key)
+                    counters.add("cache_hits")
+                    return t
+        t = frame_to_tensor(frame, self.device, self.dtype)
+        if key is not None:
+            with self._cache_lock:
+                self._uploads[key] = t
+                while len(self._uploads) > self.cache_frames:
+                    self._uploads.popitem(last=False)
+        return t
+
+    def emit(self, t: torch.Tensor, fmt: vs.VideoFormat, props: dict | None = None,
+             publish: bool = True) -> vs.VideoFrame:
+        """Write ``t`` into a new frame and make it available to downstream vs_hdrvid nodes."""
+        out = tensor_to_frame(t, fmt, props)
+        if publish:
+            handoff.publish(out, t)
+        return out
+
+    @contextmanager
+    def _slot(self, n: int):
+        i = n % self.num_streams
+        with self._locks[i]:
+            stream = self._streams[i]
+            with torch.cuda.stream(stream) if stream is not None else nullcontext():
+                yield
+
+    def map_frames(self, template: vs.VideoNode, clips: Sequence[vs.VideoNode],
+                   fn: Callable[[int, list[vs.VideoFrame]], vs.VideoFrame]) -> vs.VideoNode:
+        """Run ``fn(n, frames)`` for every output frame; frames are ``clips``' frames ``n``.
+
+        ``template`` gives the output format, size and length. With several streams the
+        ``FrameEval(ModifyFrame)`` pattern lets frames run concurrently, one per stream lock.
+        """
+        clips = list(clips)
+
+        @torch.inference_mode()
+        def selector(n: int, f) -> vs.VideoFrame:
+            frames = list(f) if isinstance(f, (list, tuple)) else [f]
+            with self._slot(n):
+                try:
+                    return fn(n, frames)
+                except vs.Error:
+                    raise
+                except Exception as e:  # keep the node name on every error
+                    raise vs.Error(f"hdrvid.{self.name}: frame {n}: {type(e).__name__}: {e}") from e
+
+        if self.num_streams == 1:
+            return core.std.ModifyFrame(template, clips, selector)
+        return core.std.FrameEval(
+            template, lambda n: core.std.ModifyFrame(template, clips, selector), clip_src=clips)
+
+
+def blank_like(clip: vs.VideoNode, fmt: int | vs.VideoFormat = vs.RGBS,
+               width: int | None = None, height: int | None = None) -> vs.VideoNode:
+    """A template clip with ``clip``'s length and frame rate in another format or size."""
+    return core.std.BlankClip(clip, format=int(fmt) if isinstance(fmt, int) else fmt.id,
+                              width=width or clip.width, height=height or clip.height, keep=True)

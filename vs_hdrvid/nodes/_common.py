@@ -1,0 +1,109 @@
+"""Validation and property helpers shared by every node (VapourSynth glue only)."""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Sequence
+
+import torch
+import vapoursynth as vs
+
+from ..bridge import resolve_device
+
+core = vs.core
+log = logging.getLogger("vs_hdrvid")
+
+# Frame properties written by the nodes (DESIGN.md, "Conventions every node keeps").
+EV_PROP = "HdrExposureEV"
+INDEX_PROP = "HdrExposureIndex"
+COUNT_PROP = "HdrExposureCount"
+PATTERN_PROP = "HdrExposurePattern"
+SIM_PROP = "HdrSimilarityPrev"
+SIM_CONF_PROP = "HdrSimilarityConfidence"
+MAX_EV_SPAN = 12.0
+
+
+def error(node: str, msg: str) -> vs.Error:
+    """``vs.Error("hdrvid.<node>: msg")``, the one error type nodes raise."""
+    return vs.Error(f"hdrvid.{node}: {msg}")
+
+
+def check_clip(clip: object, node: str, *, min_frames: int = 1) -> vs.VideoNode:
+    """Reject anything that is not a constant-format, constant-size video clip."""
+    if not isinstance(clip, vs.VideoNode):
+        raise error(node, f"expected a video clip, got {type(clip).__name__}")
+    if clip.format is None or clip.width == 0 or clip.height == 0:
+        raise error(node, "variable format or size clips are not supported; "
+                          "convert to one format and size first (e.g. resize.Bicubic(format=vs.RGBS))")
+    if clip.num_frames < min_frames:
+        raise error(node, f"needs at least {min_frames} frames, the clip has {clip.num_frames}")
+    if clip.gpu_resident:
+        clip = core.std.GPUDownload(clip)
+    return clip
+
+
+def check_linear(clip: object, node: str, *, min_frames: int = 1) -> vs.VideoNode:
+    """A clip made by :func:`vs_hdrvid.linearize`: RGBS with the exposure props."""
+    clip = check_clip(clip, node, min_frames=min_frames)
+    if clip.format.id not in (vs.RGBS, vs.RGBH):
+        raise error(node, f"expects the linear RGBS output of hv.linearize, got {clip.format.name}")
+    props = clip.get_frame(0).props
+    if EV_PROP not in props or COUNT_PROP not in props:
+        raise error(node, "frames carry no exposure props; run hv.linearize(clip, exposures=[...]) first")
+    return clip
+
+
+def exposure_pattern(clip: vs.VideoNode) -> list[float]:
+    """The repeating EV pattern of a linearised clip, read from its first frame."""
+    props = clip.get_frame(0).props
+    if PATTERN_PROP in props:
+        return [float(v) for v in props[PATTERN_PROP]]
+    count = int(props[COUNT_PROP])
+    return [float(clip.get_frame(i).props[EV_PROP]) for i in range(count)]
+
+
+def validate_exposures(exposures: Sequence[float], node: str) -> list[float]:
+    """EVs must be finite, 2 or 3 of them, distinct, and span at most 12 stops."""
+    try:
+        evs = [float(e) for e in exposures]
+    except (TypeError, ValueError):
+        raise error(node, f"exposures must be a list of numbers (stops), got {exposures!r}") from None
+    if len(evs) not in (1, 2, 3):
+        raise error(node, f"exposure patterns of 2 or 3 frames are supported, got {len(evs)}: {evs}")
+    if not all(math.isfinite(e) for e in evs):
+        raise error(node, f"exposures must be finite, got {evs}")
+    if max(evs) - min(evs) > MAX_EV_SPAN:
+        raise error(node, f"exposures span {max(evs) - min(evs):g} stops, more than {MAX_EV_SPAN:g}; "
+                          "give them in stops (EV), e.g. [-1.5, 1.5]")
+    if len(set(evs)) != len(evs):
+        raise error(node, f"exposures in one pattern must differ, got {evs}")
+    return evs
+
+
+def pick_device(device: str, fp32: bool, node: str) -> tuple[torch.device, torch.dtype]:
+    """``auto``/``cpu``/``cuda[:N]`` and the compute dtype (fp16 on CUDA unless ``fp32``)."""
+    try:
+        dev = resolve_device(device)
+    except (ValueError, RuntimeError) as e:
+        raise error(node, f"{e}; use device='cpu' or 'auto'") from None
+    return dev, (torch.float32 if fp32 or dev.type == "cpu" else torch.float16)
+
+
+def to_rgb_float(clip: vs.VideoNode, node: str) -> vs.VideoNode:
+    """Any RGB/YUV/GRAY clip as RGBS in [0, 1]: integers are normalised, YUV uses its props."""
+    fmt = clip.format
+    if fmt.color_family == vs.RGB:
+        return clip if fmt.id == vs.RGBS else core.resize.Point(clip, format=vs.RGBS)
+    if fmt.color_family == vs.GRAY:
+        return core.std.ShufflePlanes(core.resize.Point(clip, format=vs.GRAYS), [0, 0, 0], vs.RGB)
+    if fmt.color_family == vs.YUV:
+        props = clip.get_frame(0).props
+        matrix = int(props.get("_Matrix", 2))
+        kwargs = {}
+        if matrix in (2, 3) or matrix == 0:  # unspecified: guess from the size, as players do
+            kwargs["matrix_in_s"] = "709" if clip.height > 576 else "170m"
+            log.info("hdrvid.%s: clip has no _Matrix, assuming %s", node, kwargs["matrix_in_s"])
+        if "_Range" not in props and "_ColorRange" not in props:
+            kwargs["range_in_s"] = "limited"
+        return core.resize.Bicubic(clip, format=vs.RGBS, **kwargs)
+    raise error(node, f"unsupported colour family of {fmt.name}; give RGB, YUV or GRAY")

@@ -1,0 +1,101 @@
+"""``align``: global similarity transforms between consecutive frames, stored as frame props."""
+from __future__ import annotations
+
+import torch
+import vapoursynth as vs
+
+from ..bridge import NodeRunner, shift_clip
+from ..ops.similarity import estimate_similarity
+from ..ops.warp import invert_affine, warp_similarity
+from ._common import (EV_PROP, SIM_CONF_PROP, SIM_PROP, check_linear, error, exposure_pattern,
+                      pick_device)
+
+__all__ = ["align", "alignment_input", "similarity_between"]
+
+NODE = "align"
+IDENTITY = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+
+
+def alignment_input(h: torch.Tensor, ev: float, clip_level: float, lo: float = 0.04, hi: float = 0.92,
+                    gamma: float = 2.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exposure-normalised, clipped, gamma-encoded luminance and its well-exposed mask.
+
+    Both frames of a pair are clipped at the same radiance ``clip_level`` (the lower of their
+    saturation levels), so a highlight looks the same in both; pixels under- or over-exposed in
+    their own frame are masked out.
+
+    Shape:
+        ``(B, 3, H, W)`` -> ``(B, 1, H, W)``, ``(B, 1, H, W)``.
+    """
+    y = 0.2126 * h[:, 0:1] + 0.7152 * h[:, 1:2] + 0.0722 * h[:, 2:3]
+    ldr = (y * 2.0 ** ev).clamp(0, 1).pow(1 / gamma)
+    mask = ((ldr > lo) & (ldr < hi)).to(h.dtype)
+    return (y / clip_level).clamp(0, 1).pow(1 / gamma), mask
+
+
+def similarity_between(prev: torch.Tensor, cur: torch.Tensor, ev_prev: float, ev_cur: float
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Similarity mapping ``prev`` onto ``cur`` (both linear radiance), and its confidence.
+
+    Shape:
+        ``(B, 3, H, W)`` x 2 -> ``(B, 2, 3)``, ``(B,)``.
+    """
+    level = min(2.0 ** -ev_prev, 2.0 ** -ev_cur) * 0.92 ** 2.2
+    a, ma = alignment_input(cur.float(), ev_cur, level)
+    b, mb = alignment_input(prev.float(), ev_prev, level)
+    return estimate_similarity(a, b, ref_mask=ma, mov_mask=mb)
+
+
+def align(clip: vs.VideoNode, warp: bool = False, device: str = "auto", fp32: bool = False
+          ) -> vs.VideoNode:
+    """Estimate the similarity transform (rotation, scale, translation) between consecutive frames.
+
+    Estimated on exposure-normalised, clipped luminance with under/over-exposed pixels masked out
+    (Chen et al. 2021, section 3.1, global alignment). Consumers compose the per-frame transforms
+    for any neighbour offset.
+
+    Args:
+        clip: output of :func:`vs_hdrvid.linearize`.
+        warp: return each frame registered onto its previous frame (warped by the inverse of its
+            ``HdrSimilarityPrev``) for checking the alignment in a preview; frame pixels are
+            otherwise passed through untouched.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
+        fp32: compute in float32 on CUDA too.
+
+    Returns:
+        the clip with ``HdrSimilarityPrev`` (6 floats, the row-major 2x3 matrix mapping frame n-1
+        onto frame n in pixel coordinates, identity for frame 0) and ``HdrSimilarityConfidence``
+        (0..1; 0 for frame 0) on every frame.
+    """
+    clip = check_linear(clip, NODE, min_frames=1)
+    if not isinstance(warp, bool):
+        raise error(NODE, f"warp must be True or False, got {warp!r}")
+    dev, dtype = pick_device(device, fp32, NODE)
+    period = len(exposure_pattern(clip))
+    runner = NodeRunner(NODE, dev, dtype, cache_frames=4)
+    prev_clip = shift_clip(clip, -1, period) if clip.num_frames > 1 else clip
+
+    def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        cur = runner.fetch(f[0], key=(0, n))
+        props = dict(f[0].props)
+        if n == 0:
+            props.update({SIM_PROP: IDENTITY, SIM_CONF_PROP: 0.0})
+            return runner.emit(cur, f[0].format, props) if warp else _passthrough(f[0], props)
+        prev = runner.fetch(f[1], key=(0, n - 1))
+        m, conf = similarity_between(prev[None], cur[None], float(f[1].props[EV_PROP]),
+                                     float(f[0].props[EV_PROP]))
+        props.update({SIM_PROP: [float(v) for v in m[0].flatten().tolist()],
+                      SIM_CONF_PROP: float(conf[0])})
+        if not warp:
+            return _passthrough(f[0], props)
+        registered = warp_similarity(cur[None].float(), invert_affine(m))[0].to(cur.dtype)
+        return runner.emit(registered, f[0].format, props)
+
+    return runner.map_frames(clip, [clip, prev_clip], process)
+
+
+def _passthrough(frame: vs.VideoFrame, props: dict) -> vs.VideoFrame:
+    """The same pixels with new props (a copy-on-write copy, no pixel copy)."""
+    out = frame.copy()
+    out.props.update(props)
+    return out

@@ -1,0 +1,150 @@
+"""Image-sequence sources and the EXR writer node."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import vapoursynth as vs
+
+from ..ops.exr import read_exr as _read_exr_file
+from ..ops.exr import write_exr as _write_exr_file
+from ._common import EV_PROP, check_clip, error
+
+__all__ = ["read_images", "read_exr", "write_exr", "sequence_files"]
+
+core = vs.core
+_PRINTF = re.compile(r"%0?(\d*)d")
+
+
+def sequence_files(pattern: str | os.PathLike) -> list[Path]:
+    """Files of a printf-style sequence (``dir/%05d.png``), from its first existing number on.
+
+    The numbering may start at 0 or 1 (or anywhere below 1000) and must be contiguous.
+    """
+    pattern = os.fspath(pattern)
+    if not _PRINTF.search(pattern):
+        raise ValueError(f"{pattern!r} is not an image-sequence pattern like dir/%05d.png")
+    start = next((i for i in range(1000) if os.path.isfile(pattern % i)), None)
+    if start is None:
+        raise FileNotFoundError(f"no file matches {pattern}")
+    files = []
+    i = start
+    while os.path.isfile(pattern % i):
+        files.append(Path(pattern % i))
+        i += 1
+    return files
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """``(H, W, 3)`` RGB array: uint8, uint16 or float32 (EXR)."""
+    if path.suffix.lower() == ".exr":
+        return _read_exr_file(path)
+    img = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise OSError(f"cannot read image {path}")
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, -1)
+    img = img[..., :3][..., ::-1]  # BGR(A) -> RGB
+    if img.dtype not in (np.uint8, np.uint16, np.float32):
+        raise OSError(f"{path}: unsupported sample type {img.dtype}")
+    return np.ascontiguousarray(img)
+
+
+def _find_exposures(pattern: str, count: int) -> list[float] | None:
+    """EVs from an ``exposures.txt`` beside the frames or in their parent folder, if present."""
+    folder = Path(pattern).parent
+    for cand in (folder / "exposures.txt", folder.parent / "exposures.txt"):
+        if cand.is_file():
+            evs = [float(v) for v in cand.read_text().split()]
+            if len(evs) < count:
+                raise ValueError(f"{cand} lists {len(evs)} exposures for {count} frames")
+            return evs[:count]
+    return None
+
+
+def read_images(pattern: str | os.PathLike, fps: tuple[int, int] = (24, 1),
+                exposures_file: bool = True) -> vs.VideoNode:
+    """A clip from an image sequence: 8/16-bit PNG or TIFF, or EXR (``dir/%05d.png``).
+
+    8-bit frames give RGB24, 16-bit RGB48, EXR RGBS linear. An ``exposures.txt`` (one EV per frame)
+    beside the frames or in their parent folder sets ``HdrExposureEV`` on every frame, which
+    :func:`linearize` then uses.
+
+    Raises:
+        vs.Error: no matching files, unreadable first frame, or mixed sizes (at frame time).
+    """
+    node = "read_images"
+    try:
+        files = sequence_files(pattern)
+        first = _read_image(files[0])
+        evs = _find_exposures(os.fspath(pattern), len(files)) if exposures_file else None
+    except (OSError, ValueError) as e:
+        raise error(node, str(e)) from None
+    fmt = {np.dtype(np.uint8): vs.RGB24, np.dtype(np.uint16): vs.RGB48,
+           np.dtype(np.float32): vs.RGBS}[first.dtype]
+    h, w = first.shape[:2]
+    blank = core.std.BlankClip(format=fmt, width=w, height=h, length=len(files),
+                               fpsnum=fps[0], fpsden=fps[1])
+    transfer = 8 if fmt == vs.RGBS else 13  # EXR is linear; PNG/TIFF are taken as sRGB-like
+
+    def load(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        img = _read_image(files[n])
+        if img.shape != first.shape or img.dtype != first.dtype:
+            raise error(node, f"{files[n]} is {img.shape} {img.dtype}, the sequence started with "
+                              f"{first.shape} {first.dtype}")
+        out = f.copy()
+        for p in range(3):
+            np.copyto(np.asarray(out[p]), img[..., p])
+        out.props.update({"_Matrix": 0, "_Range": 1, "_Transfer": transfer, "_Primaries": 1,
+                          "HdrSourcePath": os.fspath(files[n])})
+        if evs is not None:
+            out.props[EV_PROP] = evs[n]
+        return out
+
+    return core.std.ModifyFrame(blank, blank, load)
+
+
+def read_exr(pattern: str | os.PathLike, fps: tuple[int, int] = (24, 1)) -> vs.VideoNode:
+    """A linear RGBS clip from an EXR sequence (``dir/%05d.exr``); see :func:`read_images`."""
+    if not os.fspath(pattern).lower().endswith(".exr"):
+        raise error("read_exr", f"expects an .exr pattern, got {pattern}")
+    return read_images(pattern, fps, exposures_file=False)
+
+
+def write_exr(clip: vs.VideoNode, pattern: str | os.PathLike, half: bool = True,
+              first: int = 0) -> vs.VideoNode:
+    """Pass ``clip`` through, writing each requested frame to ``pattern % (first + n)`` as EXR.
+
+    Each file is written under a temporary name and renamed when complete, so an interrupted run
+    never leaves a half-written frame.
+
+    Args:
+        clip: RGBS or RGBH linear clip.
+        pattern: printf-style path, e.g. ``out/%05d.exr``; folders are created.
+        half: half-float (default) or 32-bit float files.
+        first: number of the first file.
+    """
+    node = "write_exr"
+    clip = check_clip(clip, node)
+    pattern = os.fspath(pattern)
+    if clip.format.id not in (vs.RGBS, vs.RGBH):
+        raise error(node, f"expects a linear RGBS/RGBH clip, got {clip.format.name}")
+    if not _PRINTF.search(pattern) or not pattern.lower().endswith(".exr"):
+        raise error(node, f"pattern must look like out/%05d.exr, got {pattern!r}")
+    folder = Path(pattern).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise error(node, f"cannot create {folder}: {e}") from None
+    if not os.access(folder, os.W_OK):
+        raise error(node, f"{folder} is not writable")
+
+    def write(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        rgb = np.stack([np.asarray(f[p]) for p in range(3)], -1)
+        _write_exr_file(pattern % (first + n), rgb, half=half)
+        return f
+
+    return core.std.ModifyFrame(clip, clip, write)

@@ -1,0 +1,97 @@
+"""``merge``: the weight-free HDR reconstruction (global alignment, optional flow, ghost rejection)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import vapoursynth as vs
+
+from ..bridge import NodeRunner, blank_like
+from ..ops.merge import MergeConfig, merge_exposures
+from ..ops.warp import flow_warp, warp_similarity
+from ._common import check_clip, check_linear, error, exposure_pattern, pick_device
+from ._window import ExposureWindow
+
+__all__ = ["merge"]
+
+NODE = "merge"
+
+
+def _check_flows(flow: Sequence[vs.VideoNode] | None, clip: vs.VideoNode, offsets: list[int]
+                 ) -> list[vs.VideoNode]:
+    if flow is None:
+        return []
+    flows = [flow] if isinstance(flow, vs.VideoNode) else list(flow)
+    if len(flows) != len(offsets):
+        raise error(NODE, f"flow needs one clip per neighbour offset {offsets}, got {len(flows)}")
+    for f in flows:
+        f = check_clip(f, NODE)
+        if f.format.id != vs.RGBS or (f.width, f.height) != (clip.width, clip.height):
+            raise error(NODE, "flow clips must be RGBS (u, v, confidence) of the clip's size; "
+                              "make them with hv.classical_flow or hv.flow")
+        if f.num_frames != clip.num_frames:
+            raise error(NODE, f"a flow clip has {f.num_frames} frames, the clip {clip.num_frames}")
+    return flows
+
+
+def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | None = None,
+          config: MergeConfig | None = None, device: str = "auto", fp32: bool = False
+          ) -> vs.VideoNode:
+    """Merge each frame with its aligned neighbours into HDR, rejecting ghosts.
+
+    Neighbours are aligned to the reference by the composed global similarity props of
+    :func:`align` (or, when given, by a flow clip per neighbour), then merged in linear radiance with
+    exposure-aware weights; a neighbour is dropped where it disagrees with the reference inside the
+    reference's well-exposed range (see :mod:`vs_hdrvid.ops.merge`).
+
+    Args:
+        clip: output of :func:`linearize`, ideally through :func:`align`.
+        radius: neighbours on each side (window ``2 * radius + 1``). 1 sees every exposure of a
+            2- or 3-exposure pattern; larger radii also average same-exposure frames.
+        flow: optional flow clips, one per neighbour offset in order
+            ``-radius..-1, 1..radius``, each from frame n to that neighbour (RGBS u, v, confidence);
+            they replace the global alignment for that neighbour.
+        config: thresholds of the merge (:class:`~vs_hdrvid.ops.merge.MergeConfig`).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
+        fp32: compute in float32 on CUDA too.
+
+    Returns:
+        RGBS linear HDR on the radiometric scale of the input.
+    """
+    if not isinstance(radius, int) or not 1 <= radius <= 4:
+        raise error(NODE, f"radius must be an integer in 1..4, got {radius!r}")
+    clip = check_linear(clip, NODE)
+    period = len(exposure_pattern(clip))
+    if period < 2:
+        raise error(NODE, "the clip has a single exposure; merge needs an alternating pattern")
+    offsets = list(range(-radius, radius + 1))
+    neighbours = [o for o in offsets if o != 0]
+    flows = _check_flows(flow, clip, neighbours)
+    window = ExposureWindow(clip, offsets, period, NODE)
+    dev, dtype = pick_device(device, fp32, NODE)
+    runner = NodeRunner(NODE, dev, dtype, cache_frames=2 * len(offsets) + 2)
+    cfg = config or MergeConfig()
+    ref = offsets.index(0)
+    k = len(window.clips)
+
+    def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        w = window.gather(n, f[:k], runner)
+        frames, valid = [], []
+        for i, o in enumerate(offsets):
+            x = w.frames[i][None]
+            if o == 0:
+                frames.append(x)
+                valid.append(torch.ones_like(x[:, :1]))
+            elif flows:
+                fl = runner.fetch(f[k + neighbours.index(o)])[None]
+                frames.append(flow_warp(x, fl[:, :2].to(x.dtype)))
+                valid.append(fl[:, 2:3].to(x.dtype).clamp(0, 1))
+            else:
+                xw, m = warp_similarity(x, w.to_ref[i][None].to(dev), return_mask=True)
+                frames.append(xw)
+                valid.append(m)
+        out = merge_exposures(torch.stack(frames, 1), w.ev.to(dev), torch.stack(valid, 1), ref, cfg)
+        props = w.props
+        return runner.emit(out[0], f[ref].format, props)
+
+    return runner.map_frames(blank_like(clip), window.clips + flows, process)

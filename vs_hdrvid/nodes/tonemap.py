@@ -1,0 +1,147 @@
+"""``tonemap``: linear HDR -> mu-law, Reinhard, PQ / HLG (HDR10 / BT.2100) or an 8-bit SDR preview."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import vapoursynth as vs
+
+from ..bridge import NodeRunner, blank_like
+from ..ops.color import bt709_to_bt2020
+from ..ops.tonemap import (bt709_oetf, hlg_display_to_scene, hlg_oetf, log_average_luminance, mulaw,
+                           pq_encode, reinhard)
+from ._common import PATTERN_PROP, check_clip, error, pick_device
+from ._window import _clamped
+
+__all__ = ["tonemap", "highlight_rolloff", "HDR10_PRIMARIES"]
+
+NODE = "tonemap"
+OPS = ("mulaw", "reinhard", "pq", "hlg", "sdr")
+STATS_PROP = "HdrLogAverage"
+# BT.2020 primaries and D65 white, the mastering display the HDR10 props describe
+HDR10_PRIMARIES = {"MasteringDisplayPrimariesX": [0.708, 0.170, 0.131],
+                   "MasteringDisplayPrimariesY": [0.292, 0.797, 0.046],
+                   "MasteringDisplayWhitePointX": 0.3127, "MasteringDisplayWhitePointY": 0.3290}
+
+
+def highlight_rolloff(nits: torch.Tensor, peak: float, knee: float) -> torch.Tensor:
+    """Compress display light above ``knee`` smoothly towards ``peak`` (slope 1 at the knee).
+
+    Applied to max(R, G, B) with the channels scaled alike, so hues are kept.
+
+    Shape:
+        ``(B, 3, H, W)`` -> same.
+    """
+    m = nits.amax(1, keepdim=True).clamp(min=1e-9)
+    over = (m - knee).clamp(min=0)
+    span = peak - knee
+    target = torch.where(m > knee, knee + span * over / (over + span), m)
+    return nits * (target / m)
+
+
+def _stats_clip(clip: vs.VideoNode) -> vs.VideoNode:
+    """A tiny copy of ``clip`` whose frames carry their log-average luminance as a prop."""
+    w = min(64, clip.width)
+    h = max(2, round(clip.height * w / clip.width / 2) * 2)
+    small = vs.core.resize.Bilinear(clip, width=w, height=h) if clip.width > w else clip
+
+    def stat(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        x = torch.from_numpy(np.stack([np.asarray(f[p]) for p in range(3)]))[None]
+        out = f.copy()
+        out.props[STATS_PROP] = float(log_average_luminance(x.float())[0])
+        return out
+
+    return vs.core.std.ModifyFrame(small, small, stat)
+
+
+def tonemap(clip: vs.VideoNode, op: str = "pq", peak_nits: float = 1000.0, white_nits: float = 203.0,
+            key: float | None = None, smooth: int = 8, output: str = "yuv", mu: float = 5000.0,
+            device: str = "auto", fp32: bool = False) -> vs.VideoNode:
+    """Tone-map or encode linear HDR for display or delivery.
+
+    Ops:
+        ``mulaw``: ``log(1 + mu H / H_sat) / log(1 + mu)`` with ``H_sat = 1 / 2**min(EV)``, the
+        papers' metric space (RGBS). ``reinhard``: global Reinhard 2002 on a temporally smoothed
+        log-average key (RGBS, display-linear). ``pq`` / ``hlg``: BT.709 -> BT.2020 primaries,
+        SMPTE ST 2084 or ARIB STD-B67 (BT.2100), scene key mapped to the reference white
+        ``white_nits`` and highlights rolled off to ``peak_nits``; YUV420P10 (BT.2020 NCL, limited)
+        or RGB48 with the HDR10 props. ``sdr``: an 8-bit BT.709 RGB24 preview (Reinhard + BT.709).
+
+    Args:
+        clip: linear RGBS HDR (from merge, coarse, refine, dealthdr or read_exr).
+        op: one of ``mulaw``, ``reinhard``, ``pq``, ``hlg``, ``sdr``.
+        peak_nits: display peak for ``pq``/``hlg`` (mastering MaxLuminance).
+        white_nits: nits of the reference (diffuse) white, BT.2408's 203 by default.
+        key: radiance mapped to the reference white; None (default) is automatic: the log-average
+            luminance over ``2 * smooth + 1`` frames is mapped to 18 % of it, so the picture does
+            not flicker.
+        smooth: half-width in frames of the automatic key's temporal average (0: per frame).
+        output: ``"yuv"`` (YUV420P10) or ``"rgb"`` (RGB48) for ``pq``/``hlg``.
+        mu: mu of ``mulaw``.
+        device, fp32: as for the other nodes.
+    """
+    clip = check_clip(clip, NODE)
+    if op not in OPS:
+        raise error(NODE, f"op must be one of {', '.join(OPS)}, got {op!r}")
+    if clip.format.id not in (vs.RGBS, vs.RGBH):
+        raise error(NODE, f"expects linear RGBS HDR, got {clip.format.name}")
+    if not (math.isfinite(peak_nits) and 100 <= peak_nits <= 10000):
+        raise error(NODE, f"peak_nits must be within 100..10000, got {peak_nits}")
+    if not (math.isfinite(white_nits) and 10 <= white_nits < peak_nits):
+        raise error(NODE, f"white_nits must be within 10..peak_nits, got {white_nits}")
+    if key is not None and not (math.isfinite(key) and key > 0):
+        raise error(NODE, f"key must be a positive radiance or None, got {key}")
+    if output not in ("yuv", "rgb"):
+        raise error(NODE, f"output must be 'yuv' or 'rgb', got {output!r}")
+    if not isinstance(smooth, int) or not 0 <= smooth <= 120:
+        raise error(NODE, f"smooth must be an integer within 0..120, got {smooth!r}")
+    dev, dtype = pick_device(device, fp32, NODE)
+    runner = NodeRunner(NODE, dev, dtype)
+    h_sat = None
+    if op == "mulaw":
+        pattern = clip.get_frame(0).props.get(PATTERN_PROP)
+        if pattern is None:
+            raise error(NODE, "mulaw needs the exposure pattern props of hv.linearize on the clip")
+        h_sat = 2.0 ** -min(float(v) for v in pattern)
+    stats = _stats_clip(clip) if key is None and op != "mulaw" else None
+    stat_clips = [_clamped(stats, o) for o in range(-smooth, smooth + 1)] if stats is not None else []
+    rgbs = vs.core.get_video_format(vs.RGBS)
+
+    def scene_key(f: list[vs.VideoFrame]) -> float:
+        if key is not None:
+            return key / 0.18  # so that `key` lands on reference white below
+        logs = [math.log(max(float(s.props[STATS_PROP]), 1e-9)) for s in f[1:]]
+        return math.exp(sum(logs) / len(logs))
+
+    def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        x = runner.fetch(f[0]).float().clamp(min=0)[None]
+        props = {k: v for k, v in dict(f[0].props).items() if not k.startswith("Hdrvid")}
+        if op == "mulaw":
+            out = mulaw((x / h_sat).clamp(0, 1), mu)
+            return runner.emit(out[0], rgbs, props, publish=False)
+        if op in ("reinhard", "sdr"):
+            out = reinhard(x, key=0.18, log_avg=scene_key(f)).clamp(0, 1)
+            if op == "sdr":
+                out = bt709_oetf(out)
+            props.update({"_Transfer": 8 if op == "reinhard" else 1, "_Primaries": 1})
+            return runner.emit(out[0], rgbs, props, publish=False)
+        nits = x * (0.18 * white_nits / scene_key(f))
+        nits = highlight_rolloff(bt709_to_bt2020(nits).clamp(min=0), peak_nits, knee=0.75 * peak_nits)
+        signal = pq_encode(nits) if op == "pq" else hlg_oetf(hlg_display_to_scene(nits, peak_nits))
+        props.update({"_Transfer": 16 if op == "pq" else 18, "_Primaries": 9,
+                      "HdrFrameMaxNits": float(nits.amax()), "HdrFrameAverageNits": float(nits.amax(1).mean())})
+        return runner.emit(signal.clamp(0, 1)[0], rgbs, props, publish=False)
+
+    out = runner.map_frames(blank_like(clip), [clip] + stat_clips, process)
+    if op == "sdr":
+        return vs.core.resize.Point(out, format=vs.RGB24, dither_type="error_diffusion")
+    if op in ("pq", "hlg"):
+        static = dict(HDR10_PRIMARIES, MasteringDisplayMinLuminance=0.0001,
+                      MasteringDisplayMaxLuminance=float(peak_nits),
+                      ContentLightLevelMax=int(round(peak_nits)), ContentLightLevelAverage=0)
+        out = vs.core.std.SetFrameProps(out, **static)
+        if output == "yuv":
+            return vs.core.resize.Bicubic(out, format=vs.YUV420P10, matrix_s="2020ncl", range_s="limited")
+        return vs.core.resize.Point(out, format=vs.RGB48)
+    return out

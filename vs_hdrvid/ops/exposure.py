@@ -1,0 +1,98 @@
+"""Detecting an alternating-exposure pattern from frame brightness.
+
+Consecutive frames of alternating-exposure footage see nearly the same scene, so the median log
+ratio of their linear luminance over pixels exposed well in both is the EV step between them,
+robust to moving objects. The pattern (period 2 or 3) is the periodic model of those steps that
+explains them best.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ExposureDetection", "exposure_steps", "detect_exposure_pattern"]
+
+
+@dataclass
+class ExposureDetection:
+    """Result of :func:`detect_exposure_pattern`.
+
+    Attributes:
+        exposures: EV per position of the pattern, starting at frame 0, centred on 0 stops.
+        confidence: 0..1, how well the periodic model explains the measured steps.
+        residual: RMS (stops) of the measured steps around the model.
+        steps: the measured EV steps between consecutive frames.
+    """
+
+    exposures: list[float]
+    confidence: float
+    residual: float
+    steps: list[float]
+
+    def describe(self) -> str:
+        evs = ", ".join(f"{e:+.2f}" for e in self.exposures)
+        return (f"period {len(self.exposures)}, EVs [{evs}] (confidence {self.confidence:.2f}, "
+                f"step residual {self.residual:.2f} stops over {len(self.steps)} frame pairs)")
+
+
+def exposure_steps(lin: list[np.ndarray], ldr: list[np.ndarray], lo: float = 0.04, hi: float = 0.92
+                   ) -> np.ndarray:
+    """EV step ``log2(Y[i+1] / Y[i])`` between consecutive frames, from well-exposed pixels.
+
+    Args:
+        lin: linearised frames ``(H, W)`` luminance (before exposure normalisation).
+        ldr: the matching LDR luminance in [0, 1], used to pick pixels exposed well in both frames.
+
+    Returns:
+        ``(len(lin) - 1,)`` steps in stops; NaN where two frames share too few usable pixels.
+    """
+    steps = np.full(len(lin) - 1, np.nan)
+    for i in range(len(lin) - 1):
+        ok = (ldr[i] > lo) & (ldr[i] < hi) & (ldr[i + 1] > lo) & (ldr[i + 1] < hi)
+        if ok.sum() >= max(64, 0.005 * ok.size):
+            steps[i] = np.median(np.log2(lin[i + 1][ok] / lin[i][ok]))
+    return steps
+
+
+def _fit(steps: np.ndarray, period: int) -> tuple[np.ndarray, float]:
+    phase_steps = np.array([np.nanmedian(steps[p::period]) if np.isfinite(steps[p::period]).any()
+                            else np.nan for p in range(period)])
+    model = phase_steps[np.arange(len(steps)) % period]
+    ok = np.isfinite(steps) & np.isfinite(model)
+    resid = float(np.sqrt(np.mean((steps[ok] - model[ok]) ** 2))) if ok.any() else np.inf
+    return phase_steps, resid
+
+
+def detect_exposure_pattern(lin: list[np.ndarray], ldr: list[np.ndarray],
+                            min_step: float = 0.4) -> ExposureDetection:
+    """Period (2 or 3) and EVs of an alternating-exposure sequence starting at frame 0.
+
+    Args:
+        lin: linearised luminance of the first frames (at least 4; 12+ recommended), ``(H, W)``.
+        ldr: their LDR luminance in [0, 1].
+        min_step: the smallest EV step, in stops, taken as a real exposure change.
+
+    Raises:
+        ValueError: too few frames, or no alternation found (constant exposure footage).
+    """
+    if len(lin) < 4:
+        raise ValueError(f"need at least 4 frames to detect an exposure pattern, got {len(lin)}")
+    steps = exposure_steps(lin, ldr)
+    if np.isfinite(steps).sum() < 3:
+        raise ValueError("too few well-exposed pixels shared by consecutive frames to measure exposure")
+    fits = {p: _fit(steps, p) for p in (2, 3) if len(steps) >= p + 1}
+    # a period-3 model always fits at least as well on few samples; take it only if clearly better
+    period = 2
+    if 3 in fits and fits[3][1] < 0.5 * fits[2][1] - 0.05:
+        period = 3
+    phase_steps, resid = fits[period]
+    if not np.isfinite(phase_steps).all() or np.max(np.abs(phase_steps)) < min_step:
+        raise ValueError(f"no alternating exposure found (median steps {np.round(phase_steps, 2)} stops)")
+    evs = np.concatenate([[0.0], np.cumsum(phase_steps[:-1])])
+    evs -= evs.mean()
+    scale = np.mean(np.abs(phase_steps))
+    closure = abs(float(np.sum(phase_steps)))  # a true cycle returns to its start
+    confidence = float(np.clip(1.0 - (resid + closure) / max(scale, 1e-6), 0.0, 1.0))
+    return ExposureDetection([round(float(e), 3) for e in evs], confidence, resid,
+                             [float(s) for s in steps])
