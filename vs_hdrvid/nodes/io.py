@@ -13,7 +13,7 @@ from ..ops.exr import read_exr as _read_exr_file
 from ..ops.exr import write_exr as _write_exr_file
 from ._common import EV_PROP, check_clip, error
 
-__all__ = ["read_images", "read_exr", "write_exr", "sequence_files"]
+__all__ = ["source", "read_images", "read_exr", "write_exr", "sequence_files"]
 
 core = vs.core
 _PRINTF = re.compile(r"%0?(\d*)d")
@@ -148,3 +148,44 @@ def write_exr(clip: vs.VideoNode, pattern: str | os.PathLike, half: bool = True,
         return f
 
     return core.std.ModifyFrame(clip, clip, write)
+
+
+def source(path: str | os.PathLike) -> vs.VideoNode:
+    """Open ``path`` as a clip: a ``.vpy`` script (its output 0), an image-sequence pattern
+    (``dir/%05d.png``, PNG/TIFF/EXR) or a video file (BestSource).
+
+    Raises:
+        vs.Error: the path does not exist, the script raises or sets no output, or the file cannot
+            be decoded.
+    """
+    node = "source"
+    path = os.fspath(path)
+    if _PRINTF.search(path):
+        return read_images(path)
+    if not os.path.isfile(path):
+        raise error(node, f"no such file: {path}")
+    if path.lower().endswith(".vpy"):
+        return _run_script(path)
+    try:
+        return core.bs.VideoSource(path)
+    except vs.Error as e:
+        raise error(node, f"cannot decode {path}: {str(e).splitlines()[0]}") from None
+
+
+def _run_script(path: str) -> vs.VideoNode:
+    import runpy
+
+    vs.clear_outputs()
+    try:
+        runpy.run_path(path, run_name="__vapoursynth__")
+    except vs.Error:
+        raise
+    except BaseException as e:  # a script may raise anything, SystemExit included
+        raise error("source", f"{path} raised {type(e).__name__}: {e}") from None
+    out = vs.get_outputs().get(0)
+    if out is None:
+        raise error("source", f"{path} sets no output 0 (call clip.set_output())")
+    clip = out.clip if hasattr(out, "clip") else out
+    if not isinstance(clip, vs.VideoNode):
+        raise error("source", f"output 0 of {path} is not a video clip")
+    return clip

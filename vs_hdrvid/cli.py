@@ -1,0 +1,120 @@
+"""``vs-hdrvid``: reconstruct, demo, synth, eval, bench.
+
+Every failure the user can fix ends in one line ``vs-hdrvid: error: ...`` and exit status 2 (bad
+input) or 1 (a failure while running); stdout stays free for data.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from typing import Sequence
+
+__all__ = ["main"]
+
+log = logging.getLogger("vs_hdrvid")
+
+
+class UserError(Exception):
+    """A problem with the user's input: reported in one line, exit status 2."""
+
+
+def _exposures(text: str) -> list[float]:
+    try:
+        evs = [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"exposures must be comma-separated stops, got {text!r}") from None
+    if len(evs) not in (2, 3) or not all(math.isfinite(e) for e in evs):
+        raise argparse.ArgumentTypeError(f"give 2 or 3 finite EVs like -1.5,1.5, got {text!r}")
+    return evs
+
+
+def _frames(text: str) -> tuple[int, int | None]:
+    try:
+        a, _, b = text.partition(":")
+        return int(a or 0), (int(b) if b else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"frames must look like A:B, got {text!r}") from None
+
+
+def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
+    from .reconstruct import FLOWS, METHODS
+
+    p = sub.add_parser("reconstruct", help="alternating-exposure footage -> HDR (EXR, HDR10 video or SDR PNG)",
+                       description="Reconstruct an HDR frame for every input frame.")
+    p.add_argument("input", help="video file, image sequence pattern (dir/%%05d.png|tif|exr) or .vpy script")
+    p.add_argument("-o", "--output", required=True,
+                   help="out/%%05d.exr (linear half EXR), out.mkv|mp4|mov (HDR10) or out/%%05d.png (SDR)")
+    p.add_argument("--exposures", type=_exposures, help="EV pattern from frame 0, e.g. -1.5,1.5 (default: "
+                   "frame props or automatic detection, printed)")
+    p.add_argument("--method", choices=METHODS, default="merge")
+    p.add_argument("--flow", choices=FLOWS, default="none", help="dense flow for merge (classical DIS/Farneback)")
+    p.add_argument("--radius", type=int, default=1, help="merge window half-width")
+    p.add_argument("--crf", default="gamma", help="'gamma' or a response file from estimate_crf")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--frames", type=_frames, help="A:B, a half-open frame range")
+    p.add_argument("--peak-nits", type=float, default=1000.0, help="HDR10 mastering peak")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_reconstruct(args: argparse.Namespace) -> int:
+    import vapoursynth as vs
+
+    from .nodes import source
+    from .reconstruct import Options, build, output_kind, write_output
+
+    try:
+        output_kind(args.output)
+        clip = source(args.input)
+        hdr = build(clip, Options(exposures=args.exposures, method=args.method, flow=args.flow,
+                                  crf=args.crf, device=args.device, frames=args.frames, radius=args.radius))
+    except (vs.Error, ValueError, OSError) as e:
+        raise UserError(str(e).splitlines()[0]) from None
+    try:
+        paths = write_output(hdr, args.output, progress=not args.quiet, peak_nits=args.peak_nits)
+    except PermissionError as e:
+        raise UserError(str(e)) from None
+    print(f"vs-hdrvid: wrote {len(paths)} file(s) to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vs-hdrvid", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the nodes decide")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_reconstruct(sub)
+    for module in ("demo", "eval.bench", "synth.cli", "eval.cli"):
+        try:
+            mod = __import__(f"vs_hdrvid.{module}", fromlist=["add_cli"])
+        except ImportError:
+            continue
+        mod.add_cli(sub).set_defaults(run=mod.run_cli)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="vs-hdrvid: %(message)s", stream=sys.stderr, force=True)
+    runner = _run_reconstruct if args.command == "reconstruct" else args.run
+    try:
+        return int(runner(args) or 0)
+    except UserError as e:
+        print(f"vs-hdrvid: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vs-hdrvid: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a failure while running: one line, not a traceback
+        if args.verbose:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"vs-hdrvid: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""``vs-hdrvid bench``: throughput of the weight-free chain and the bridge at a given size.
+
+Stages are timed cumulatively (source, +linearize, +align, +merge, +tonemap), each by pulling the
+same frames through a fresh graph, and the per-node cost is the difference between consecutive
+stages. Run it on an otherwise idle machine; figures depend on ``core.num_threads``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import vapoursynth as vs
+
+from .. import bridge, nodes
+
+__all__ = ["add_cli", "run_cli", "run_bench", "bridge_cost"]
+
+core = vs.core
+
+
+def _source(width: int, height: int, evs: list[float], frames: int, seed: int = 0) -> vs.VideoNode:
+    """An RGB48 alternating-exposure clip of a textured scene panning 3 px per frame."""
+    rng = np.random.default_rng(seed)
+    small = rng.standard_normal((height // 16 + 4, width // 16 + 4)).astype(np.float32)
+    import cv2
+
+    field = cv2.resize(small, (width + 3 * frames + 64, height + 64), interpolation=cv2.INTER_CUBIC)
+    hdr = np.exp2(2.5 * field)[..., None] * np.array([1.0, 0.85, 0.7], np.float32)
+    imgs = []
+    for n in range(len(evs) * 2):
+        h = hdr[32:32 + height, 32 + 3 * n:32 + 3 * n + width]
+        ldr = np.clip(h * 2.0 ** evs[n % len(evs)], 0, 1) ** (1 / 2.2)
+        imgs.append(np.round(ldr * 65535).astype(np.uint16))
+    blank = core.std.BlankClip(format=vs.RGB48, width=width, height=height, length=frames)
+
+    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        out = f.copy()
+        for p in range(3):
+            np.copyto(np.asarray(out[p]), imgs[n % len(imgs)][..., p])
+        return out
+
+    return core.std.ModifyFrame(blank, blank, fill)
+
+
+def _fps(clip: vs.VideoNode) -> float:
+    clip.get_frame(0)  # warm-up: graph set-up, first allocations
+    t = time.perf_counter()
+    for _ in clip.frames(close=True):
+        pass
+    return (clip.num_frames) / (time.perf_counter() - t)
+
+
+def bridge_cost(width: int, height: int, device: torch.device, repeats: int = 10) -> dict[str, float]:
+    """Milliseconds to turn one RGBS frame into a tensor and one tensor back into a frame."""
+    clip = core.std.BlankClip(format=vs.RGBS, width=width, height=height, length=1, color=[0.5] * 3)
+    frame = clip.get_frame(0)
+    fmt = clip.format
+    t = bridge.frame_to_tensor(frame, device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        t = bridge.frame_to_tensor(frame, device)
+    frame_to = (time.perf_counter() - start) / repeats * 1e3
+    start = time.perf_counter()
+    for _ in range(repeats):
+        bridge.tensor_to_frame(t, fmt)
+    to_frame = (time.perf_counter() - start) / repeats * 1e3
+    return {"frame_to_tensor_ms": frame_to, "tensor_to_frame_ms": to_frame,
+            "round_trip_ms": frame_to + to_frame}
+
+
+def run_bench(width: int = 1920, height: int = 1080, frames: int = 12, device: str = "cpu") -> dict:
+    """Frames/s of each node of the weight-free chain for 2- and 3-exposure footage."""
+    dev = bridge.resolve_device(device)
+    result: dict = {"size": f"{width}x{height}", "frames": frames, "device": str(dev),
+                    "machine": f"{platform.processor() or platform.machine()}, {core.num_threads} VS threads, "
+                               f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
+                    "bridge": bridge_cost(width, height, dev), "patterns": {}}
+    for evs in ([-1.5, 1.5], [-2.0, 0.0, 2.0]):
+        def chain(upto: str) -> vs.VideoNode:
+            """A fresh graph (nothing cached) from the source up to stage ``upto``."""
+            clip = _source(width, height, evs, frames)
+            steps = [("linearize", lambda c: nodes.linearize(c, exposures=evs, device=device)),
+                     ("align", lambda c: nodes.align(c, device=device)),
+                     ("merge", lambda c: nodes.merge(c, device=device)),
+                     ("tonemap_pq", lambda c: nodes.tonemap(c, "pq", device=device))]
+            for name, step in steps:
+                if upto == "source":
+                    break
+                clip = step(clip)
+                if name == upto:
+                    break
+            return clip
+
+        names = ["source", "linearize", "align", "merge", "tonemap_pq"]
+        cumulative = {name: _fps(chain(name)) for name in names}
+        per_node = {names[i]: 1.0 / max(1.0 / cumulative[names[i]] - 1.0 / cumulative[names[i - 1]], 1e-9)
+                    for i in range(1, len(names))}
+        bridge.counters.reset()
+        bridge.handoff.clear()
+        for _ in chain("tonemap_pq").frames(close=True):
+            pass
+        c = bridge.counters.snapshot()
+        result["patterns"][f"{len(evs)}-exposure"] = {
+            "chain_fps": cumulative["tonemap_pq"], "cumulative_fps": cumulative, "node_fps": per_node,
+            "per_output_frame": {k: v / frames for k, v in c.items()}}
+    return result
+
+
+def add_cli(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("bench", help="frames/s of the nodes and the bridge (a benchmark, not a test)")
+    p.add_argument("--size", default="1920x1080", help="WxH")
+    p.add_argument("--frames", type=int, default=12)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    return p
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    res = run_bench(w, h, args.frames, args.device)
+    b = res["bridge"]
+    print(f"vs-hdrvid bench at {res['size']} on {res['device']} ({res['machine']})")
+    print(f"  bridge: frame->tensor {b['frame_to_tensor_ms']:.1f} ms, tensor->frame "
+          f"{b['tensor_to_frame_ms']:.1f} ms per frame")
+    for pat, r in res["patterns"].items():
+        nodes_txt = ", ".join(f"{k} {v:.2f}" for k, v in r["node_fps"].items())
+        per = r["per_output_frame"]
+        print(f"  {pat}: chain {r['chain_fps']:.2f} fps; per node fps: {nodes_txt}")
+        print(f"    per output frame: uploads {per['uploads']:.2f}, downloads {per['downloads']:.2f}, "
+              f"handoffs {per['handoffs']:.2f}, cache hits {per['cache_hits']:.2f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=2))
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0

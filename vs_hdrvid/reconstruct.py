@@ -1,0 +1,110 @@
+"""The reconstruction pipeline behind ``vs-hdrvid reconstruct``: build the graph, write the output."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import vapoursynth as vs
+
+from . import nodes
+from .encode import encode_hdr10, iterate_frames
+from .ops.exr import atomic_path
+from .ops.exr import write_exr as write_exr_file
+
+__all__ = ["METHODS", "FLOWS", "Options", "build", "write_output", "output_kind"]
+
+log = logging.getLogger("vs_hdrvid")
+METHODS = ("reference", "merge")
+FLOWS = ("none", "dis", "farneback")
+
+
+@dataclass
+class Options:
+    """What ``reconstruct`` was asked for (the command line's flags)."""
+
+    exposures: Sequence[float] | None = None
+    method: str = "merge"
+    flow: str = "none"
+    crf: str = "gamma"
+    device: str = "auto"
+    frames: tuple[int, int | None] | None = None
+    radius: int = 1
+
+
+def output_kind(path: str) -> str:
+    """``"exr"``, ``"png"`` (patterns) or ``"video"``, from the output name."""
+    low = path.lower()
+    if low.endswith((".mkv", ".mp4", ".mov")):
+        return "video"
+    if low.endswith((".exr", ".png")):
+        if not re.search(r"%0?\d*d", path):
+            raise ValueError(f"image output needs a frame-number pattern like out/%05d{Path(path).suffix}")
+        return low.rsplit(".", 1)[1]
+    raise ValueError(f"unknown output type {Path(path).suffix or path!r}: use .exr/.png patterns or .mkv/.mp4/.mov")
+
+
+def build(clip: vs.VideoNode, opts: Options) -> vs.VideoNode:
+    """Linear HDR clip for ``clip`` by ``opts.method`` (the radiometry of DESIGN.md)."""
+    if opts.frames is not None:
+        a, b = opts.frames
+        b = clip.num_frames if b is None else b
+        if not 0 <= a < b <= clip.num_frames:
+            raise ValueError(f"--frames {a}:{b} is outside the clip's 0:{clip.num_frames}")
+        clip = clip[a:b]
+    lin = nodes.linearize(clip, exposures=opts.exposures, crf=opts.crf, device=opts.device)
+    if opts.method == "reference":
+        return lin
+    if opts.method == "merge":
+        lin = nodes.align(lin, device=opts.device)
+        flows = None
+        if opts.flow != "none":
+            offsets = [o for o in range(-opts.radius, opts.radius + 1) if o]
+            flows = [nodes.classical_flow(lin, o, method=opts.flow) for o in offsets]
+        return nodes.merge(lin, radius=opts.radius, flow=flows, device=opts.device)
+    raise ValueError(f"unknown method {opts.method!r}; choose from {', '.join(METHODS)}")
+
+
+def _write_png(path: str, rgb: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(tmp, np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 3]):
+            raise OSError(f"cannot write {path}")
+
+
+def write_output(hdr: vs.VideoNode, output: str, progress: bool = True, peak_nits: float = 1000.0
+                 ) -> list[str]:
+    """Write linear HDR ``hdr`` to ``output`` (EXR or PNG pattern, or an HDR10 video).
+
+    Every file is written under a temporary name and renamed when complete; if the run fails or is
+    interrupted, the frames this run already wrote are removed again, so no partial result is left.
+
+    Returns:
+        the paths written.
+    """
+    kind = output_kind(output)
+    folder = Path(output).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"cannot write into {folder}")
+    written: list[str] = []
+    try:
+        if kind == "video":
+            tm = nodes.tonemap(hdr, "pq", peak_nits=peak_nits)
+            written.append(os.fspath(encode_hdr10(tm, output, progress=progress)))
+            return written
+        clip = hdr if kind == "exr" else nodes.tonemap(hdr, "sdr")
+        for n, f in iterate_frames(clip, progress, desc=f"writing {Path(output).name}"):
+            rgb = np.stack([np.asarray(f[p]) for p in range(3)], -1)
+            path = output % n
+            (write_exr_file if kind == "exr" else _write_png)(path, rgb)
+            written.append(path)
+        return written
+    except BaseException:
+        for path in written:
+            Path(path).unlink(missing_ok=True)
+        raise
