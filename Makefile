@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY312) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test,eval]'
+	$(BIN)/vapoursynth config  # lets vspipe find this venv's Python (keyed by venv, user-level file)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -72,17 +72,25 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     except (vs.Error, ValueError, OSError) as e:
         raise UserError(str(e).splitlines()[0]) from None
     try:
-        paths = write_output(hdr, args.output, progress=not args.quiet, peak_nits=args.peak_nits)
+        paths = write_output(hdr, args.output, progress=not args.quiet, peak_nits=args.peak_nits,
+                             first=args.frames[0] if args.frames else 0)
     except PermissionError as e:
         raise UserError(str(e)) from None
     print(f"vs-hdrvid: wrote {len(paths)} file(s) to {args.output}", file=sys.stderr)
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments end in one line, like every other user error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"vs-hdrvid: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vs-hdrvid", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="vs-hdrvid", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the nodes decide")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_reconstruct(sub)
     for module in ("demo", "eval.bench", "synth.cli", "eval.cli"):
         try:
@@ -93,10 +101,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--exposures -1.5,1.5`` -> ``--exposures=-1.5,1.5`` (argparse reads ``-1.5,1.5`` as an option)."""
+    out: list[str] = []
+    for i, a in enumerate(argv):
+        if out and out[-1] == "--exposures" and a.startswith("-") and a[1:2].isdigit() | (a[1:2] == "."):
+            out[-1] = f"--exposures={a}"
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="vs-hdrvid: %(message)s", stream=sys.stderr, force=True)
     runner = _run_reconstruct if args.command == "reconstruct" else args.run

@@ -12,7 +12,7 @@ import vapoursynth as vs
 from . import nodes
 from .ops.exr import read_exr
 from .ops.metrics import psnr_mu
-from .reconstruct import Options, build, write_output
+from .reconstruct import Options, build, write_output, write_png
 
 __all__ = ["add_cli", "run_cli", "run_demo", "SAMPLE"]
 
@@ -38,14 +38,12 @@ def _score(clip: vs.VideoNode, gt: list[np.ndarray], evs: list[float]) -> dict[s
 
 def _contact_sheet(ldr: vs.VideoNode, hdr: vs.VideoNode, path: Path, count: int = 4) -> None:
     """Input exposures above, their reconstruction (SDR preview) below."""
-    from .reconstruct import _write_png
-
     sdr_in = vs.core.resize.Point(ldr, format=vs.RGB24)
     sdr_out = nodes.tonemap(hdr, "sdr")
     idx = np.linspace(0, ldr.num_frames - 1, count).round().astype(int)
     top = np.concatenate([_planes(sdr_in.get_frame(int(i))) for i in idx], 1)
     bottom = np.concatenate([_planes(sdr_out.get_frame(int(i))) for i in idx], 1)
-    _write_png(str(path), np.concatenate([top, bottom], 0))
+    write_png(str(path), np.concatenate([top, bottom], 0))
 
 
 def run_demo(sample: Path = SAMPLE, out: Path = Path("out/demo"), progress: bool = True) -> dict:

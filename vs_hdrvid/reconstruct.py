@@ -17,7 +17,7 @@ from .encode import encode_hdr10, iterate_frames
 from .ops.exr import atomic_path
 from .ops.exr import write_exr as write_exr_file
 
-__all__ = ["METHODS", "FLOWS", "Options", "build", "write_output", "output_kind"]
+__all__ = ["METHODS", "FLOWS", "Options", "build", "write_output", "write_png", "output_kind"]
 
 log = logging.getLogger("vs_hdrvid")
 METHODS = ("reference", "merge")
@@ -50,35 +50,46 @@ def output_kind(path: str) -> str:
 
 
 def build(clip: vs.VideoNode, opts: Options) -> vs.VideoNode:
-    """Linear HDR clip for ``clip`` by ``opts.method`` (the radiometry of DESIGN.md)."""
-    if opts.frames is not None:
-        a, b = opts.frames
-        b = clip.num_frames if b is None else b
-        if not 0 <= a < b <= clip.num_frames:
-            raise ValueError(f"--frames {a}:{b} is outside the clip's 0:{clip.num_frames}")
-        clip = clip[a:b]
+    """Linear HDR clip for ``clip`` by ``opts.method`` (the radiometry of DESIGN.md).
+
+    ``opts.frames`` trims the result, not the input, so the exposure pattern stays anchored at
+    frame 0 and the first frames of the range keep their neighbours.
+    """
     lin = nodes.linearize(clip, exposures=opts.exposures, crf=opts.crf, device=opts.device)
     if opts.method == "reference":
-        return lin
-    if opts.method == "merge":
+        hdr = lin
+    elif opts.method == "merge":
         lin = nodes.align(lin, device=opts.device)
         flows = None
         if opts.flow != "none":
             offsets = [o for o in range(-opts.radius, opts.radius + 1) if o]
             flows = [nodes.classical_flow(lin, o, method=opts.flow) for o in offsets]
-        return nodes.merge(lin, radius=opts.radius, flow=flows, device=opts.device)
-    raise ValueError(f"unknown method {opts.method!r}; choose from {', '.join(METHODS)}")
+        hdr = nodes.merge(lin, radius=opts.radius, flow=flows, device=opts.device)
+    else:
+        raise ValueError(f"unknown method {opts.method!r}; choose from {', '.join(METHODS)}")
+    if opts.frames is not None:
+        a, b = opts.frames
+        b = clip.num_frames if b is None else b
+        if not 0 <= a < b <= clip.num_frames:
+            raise ValueError(f"--frames {a}:{b} is outside the clip's 0:{clip.num_frames}")
+        hdr = hdr[a:b]
+    return hdr
 
 
-def _write_png(path: str, rgb: np.ndarray) -> None:
+def write_png(path: str, rgb: np.ndarray) -> None:
+    """Write an ``(H, W, 3)`` uint8/uint16 RGB image atomically."""
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise OSError(f"cannot encode {path}")
     with atomic_path(path) as tmp:
-        if not cv2.imwrite(tmp, np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 3]):
-            raise OSError(f"cannot write {path}")
+        Path(tmp).write_bytes(data.tobytes())
 
 
-def write_output(hdr: vs.VideoNode, output: str, progress: bool = True, peak_nits: float = 1000.0
-                 ) -> list[str]:
+def write_output(hdr: vs.VideoNode, output: str, progress: bool = True, peak_nits: float = 1000.0,
+                 first: int = 0) -> list[str]:
     """Write linear HDR ``hdr`` to ``output`` (EXR or PNG pattern, or an HDR10 video).
+
+    Image files are numbered from ``first`` (the source frame number of the clip's frame 0).
 
     Every file is written under a temporary name and renamed when complete; if the run fails or is
     interrupted, the frames this run already wrote are removed again, so no partial result is left.
@@ -88,7 +99,10 @@ def write_output(hdr: vs.VideoNode, output: str, progress: bool = True, peak_nit
     """
     kind = output_kind(output)
     folder = Path(output).parent
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PermissionError(f"cannot create the output folder {folder}: {e.strerror}") from None
     if not os.access(folder, os.W_OK):
         raise PermissionError(f"cannot write into {folder}")
     written: list[str] = []
@@ -100,8 +114,8 @@ def write_output(hdr: vs.VideoNode, output: str, progress: bool = True, peak_nit
         clip = hdr if kind == "exr" else nodes.tonemap(hdr, "sdr")
         for n, f in iterate_frames(clip, progress, desc=f"writing {Path(output).name}"):
             rgb = np.stack([np.asarray(f[p]) for p in range(3)], -1)
-            path = output % n
-            (write_exr_file if kind == "exr" else _write_png)(path, rgb)
+            path = output % (first + n)
+            (write_exr_file if kind == "exr" else write_png)(path, rgb)
             written.append(path)
         return written
     except BaseException:

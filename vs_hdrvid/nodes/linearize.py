@@ -52,11 +52,10 @@ def detect_exposures(clip: vs.VideoNode, frames: int = 24, crf: str | CRF = "gam
     rgb = to_rgb_float(check_clip(clip, "detect_exposures"), "detect_exposures")
     to_linear, _ = _resolve_crf(crf, gamma, "detect_exposures")
     ldr = _sample_frames(rgb, frames)
-    luma = [x @ np.array([0.2126, 0.7152, 0.0722], np.float32) for x in ldr]
-    lin = [to_linear(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))).numpy().transpose(1, 2, 0)
-           @ np.array([0.2126, 0.7152, 0.0722], np.float32) + 1e-7 for x in ldr]
+    lin = [to_linear(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))).amax(0).numpy() + 1e-7
+           for x in ldr]
     try:
-        return detect_exposure_pattern(lin, luma)
+        return detect_exposure_pattern(lin, [x.max(-1) for x in ldr])
     except ValueError as e:
         raise error("linearize", f"cannot detect the exposure pattern: {e}; pass exposures=[...]") from None
 

@@ -1,9 +1,11 @@
 """Detecting an alternating-exposure pattern from frame brightness.
 
-Consecutive frames of alternating-exposure footage see nearly the same scene, so the median log
-ratio of their linear luminance over pixels exposed well in both is the EV step between them,
-robust to moving objects. The pattern (period 2 or 3) is the periodic model of those steps that
-explains them best.
+Consecutive frames of alternating-exposure footage see nearly the same scene, so the brightness
+distributions of their linear values differ by the exposure ratio. Comparing quantiles rather than
+pixels makes the step immune to motion (a moved object changes pixels, hardly the histogram) and to
+the selection bias of picking pixels exposed well in both frames; clipping is monotone, so a
+quantile below the clipping level is exact. The pattern (period 2 or 3) is the periodic model of
+the steps that explains them best.
 """
 from __future__ import annotations
 
@@ -36,22 +38,28 @@ class ExposureDetection:
                 f"step residual {self.residual:.2f} stops over {len(self.steps)} frame pairs)")
 
 
-def exposure_steps(lin: list[np.ndarray], ldr: list[np.ndarray], lo: float = 0.04, hi: float = 0.92
-                   ) -> np.ndarray:
-    """EV step ``log2(Y[i+1] / Y[i])`` between consecutive frames, from well-exposed pixels.
+def exposure_steps(lin: list[np.ndarray], ldr: list[np.ndarray], lo: float = 0.04, hi: float = 0.92,
+                   quantiles: int = 49) -> np.ndarray:
+    """EV step ``log2(Q[i+1](q) / Q[i](q))`` between consecutive frames, median over quantiles ``q``.
 
     Args:
-        lin: linearised frames ``(H, W)`` luminance (before exposure normalisation).
-        ldr: the matching LDR luminance in [0, 1], used to pick pixels exposed well in both frames.
+        lin: per frame, the linear value of each pixel's brightest channel (any shape).
+        ldr: the same pixels' LDR value in [0, 1], to keep only quantiles that are neither clipped
+            nor near black in both frames.
+        lo, hi: usable LDR range.
+        quantiles: number of quantiles between 2 % and 98 %.
 
     Returns:
-        ``(len(lin) - 1,)`` steps in stops; NaN where two frames share too few usable pixels.
+        ``(len(lin) - 1,)`` steps in stops; NaN where two frames share fewer than 3 usable quantiles.
     """
+    q = np.linspace(0.02, 0.98, quantiles)
+    qs_lin = [np.quantile(x, q) for x in lin]
+    qs_ldr = [np.quantile(x, q) for x in ldr]
     steps = np.full(len(lin) - 1, np.nan)
     for i in range(len(lin) - 1):
-        ok = (ldr[i] > lo) & (ldr[i] < hi) & (ldr[i + 1] > lo) & (ldr[i + 1] < hi)
-        if ok.sum() >= max(64, 0.005 * ok.size):
-            steps[i] = np.median(np.log2(lin[i + 1][ok] / lin[i][ok]))
+        ok = ((qs_ldr[i] > lo) & (qs_ldr[i] < hi) & (qs_ldr[i + 1] > lo) & (qs_ldr[i + 1] < hi))
+        if ok.sum() >= 3:
+            steps[i] = np.median(np.log2(qs_lin[i + 1][ok] / qs_lin[i][ok]))
     return steps
 
 
@@ -69,8 +77,9 @@ def detect_exposure_pattern(lin: list[np.ndarray], ldr: list[np.ndarray],
     """Period (2 or 3) and EVs of an alternating-exposure sequence starting at frame 0.
 
     Args:
-        lin: linearised luminance of the first frames (at least 4; 12+ recommended), ``(H, W)``.
-        ldr: their LDR luminance in [0, 1].
+        lin: per frame (at least 4; 12+ recommended), the linear value of each pixel's brightest
+            channel.
+        ldr: the same pixels' LDR values in [0, 1].
         min_step: the smallest EV step, in stops, taken as a real exposure change.
 
     Raises:
@@ -80,7 +89,7 @@ def detect_exposure_pattern(lin: list[np.ndarray], ldr: list[np.ndarray],
         raise ValueError(f"need at least 4 frames to detect an exposure pattern, got {len(lin)}")
     steps = exposure_steps(lin, ldr)
     if np.isfinite(steps).sum() < 3:
-        raise ValueError("too few well-exposed pixels shared by consecutive frames to measure exposure")
+        raise ValueError("too few well-exposed pixels in consecutive frames to measure exposure")
     fits = {p: _fit(steps, p) for p in (2, 3) if len(steps) >= p + 1}
     # a period-3 model always fits at least as well on few samples; take it only if clearly better
     period = 2
