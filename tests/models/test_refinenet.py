@@ -1,0 +1,93 @@
+"""Tests of RefineNet (vs_hdrvid.models.refinenet)."""
+
+import pytest
+import torch
+
+from vs_hdrvid.models.blocks import DeformConvPack
+from vs_hdrvid.models.refinenet import RefineNet, RefineNetConfig, TemporalAttentionFusion
+
+PUBLIC_REFINE_PARAMS = 3_010_019  # DAHDRnet: 6 channels in, nf 64, 5 + 10 blocks, PCD, TA fusion
+EVS = {(2, 3): [1.5, -1.5, 1.5], (3, 3): [0.0, 2.0, -2.0], (3, 5): [-2.0, 0.0, 2.0, -2.0, 0.0]}
+SMALL = dict(features=16, deformable_groups=4, front_blocks=1, back_blocks=1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny convolutions run fastest on one thread, and the test machines' cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("n,frames,small", [(2, 3, False), (3, 3, True), (3, 5, True)])
+def test_refinenet_shapes_and_range(n, frames, small):
+    torch.manual_seed(0)
+    cfg = RefineNetConfig.for_exposures(n, frames)
+    net = RefineNet(RefineNetConfig.from_dict(cfg.to_dict() | SMALL) if small else cfg).eval()
+    evs = torch.tensor(EVS[n, frames])
+    h_sat = 2 ** -evs.min()
+    hdrs, ldrs = torch.rand(1, frames, 3, 20, 12) * h_sat, torch.rand(1, frames, 3, 20, 12)
+    with torch.no_grad():
+        out = net(hdrs, ldrs, evs)
+    assert out.hdr.shape == out.refined.shape == (1, 3, 20, 12)
+    assert out.mask.shape == (1, 1, 20, 12)
+    for v in out:
+        assert torch.isfinite(v).all()
+    assert out.refined.min() >= 0 and out.refined.max() <= h_sat
+    assert out.hdr.min() >= 0 and out.hdr.max() <= h_sat
+    assert net.conv_first1.in_channels == (6 if n == 2 else 3)
+
+
+def test_refinenet_parameter_count():
+    n = sum(p.numel() for p in RefineNet().parameters())
+    print(f"RefineNet (2 exposures): {n} parameters, public {PUBLIC_REFINE_PARAMS}")
+    assert abs(n - PUBLIC_REFINE_PARAMS) <= 0.15 * PUBLIC_REFINE_PARAMS
+
+
+def test_refinenet_final_blend_equation4():
+    torch.manual_seed(1)
+    net = RefineNet(RefineNetConfig(**SMALL)).eval()
+    ldrs = torch.rand(1, 3, 3, 16, 16)
+    ldrs[:, 1, :, :8] *= 0.1  # low reference, dark top half
+    hdrs = torch.rand(1, 3, 3, 16, 16)
+    with torch.no_grad():
+        out = net(hdrs, ldrs, torch.tensor([1.5, -1.5, 1.5]))
+    peak = ldrs[:, 1].amax(1, keepdim=True)
+    assert torch.allclose(out.mask, (peak / 0.15).clamp(max=1).square())
+    assert torch.allclose(out.hdr, out.mask * hdrs[:, 1] + (1 - out.mask) * out.refined)
+    well = out.mask == 1
+    assert well.any() and (~well).any()
+    assert torch.equal(out.hdr[well.expand_as(out.hdr)], hdrs[:, 1][well.expand_as(out.hdr)])
+
+
+def test_temporal_attention_fusion_shapes():
+    taf = TemporalAttentionFusion(nf=8, num_frames=5)
+    assert taf(torch.rand(2, 5, 8, 6, 6)).shape == (2, 8, 6, 6)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_refinenet_backward_reaches_all_parameters(n):
+    torch.manual_seed(2)
+    net = RefineNet(RefineNetConfig(exposure_mask_input=n == 2, **SMALL))
+    for m in net.modules():  # move the offset heads off zero so gradients reach the offset branch
+        if isinstance(m, DeformConvPack):
+            torch.nn.init.normal_(m.offset_mask.weight, std=1e-2)
+    ldrs = torch.rand(1, 3, 3, 16, 16) * 0.3  # mostly badly exposed for a low reference
+    out = net(torch.rand(1, 3, 3, 16, 16), ldrs, torch.tensor([1.5, -1.5, 1.5]))
+    out.hdr.mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_refinenet_config():
+    cfg = RefineNetConfig.for_exposures(3, num_frames=5)
+    assert not cfg.exposure_mask_input and cfg.num_frames == 5
+    assert RefineNetConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown keys"):
+        RefineNetConfig.from_dict({"nframes": 3})
+    with pytest.raises(ValueError, match="odd"):
+        RefineNetConfig(num_frames=4)
+    with pytest.raises(ValueError):
+        RefineNet(RefineNetConfig(**SMALL))(torch.rand(1, 5, 3, 8, 8), torch.rand(1, 5, 3, 8, 8), torch.zeros(5))

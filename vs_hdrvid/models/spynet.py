@@ -1,0 +1,101 @@
+"""Flow network of CoarseNet: a SpyNet pyramid over exposure-matched frame triples.
+
+Chen et al. (ICCV 2021), section 3.2 and its supplement: the flow network follows
+Kalantari and Ramamoorthi (2019). The reference frame is first re-exposed to its neighbours'
+exposure (``blocks.reexpose``); one triple ``[N_a, C re-exposed, N_b]`` of two neighbours that
+share an exposure and the reference is stacked on channels (9 channels) and a 5-level pyramid
+predicts both flows (4 channels) coarse to fine. Each level is a stack of 5x5 convolutions
+(100-50-25 channels, ReLU) predicting the residual of the upsampled flow of the level below,
+with the neighbours backward-warped by that flow first. Three exposures use two triples
+(18 channels in, 4 flows out).
+
+Convention: flows are ``(B, 2, H, W)`` in pixels, channel 0 = x; the flow "from C to N"
+backward-warps N onto C.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vs_hdrvid.models.blocks import ConfigMixin, pad_to_multiple
+from vs_hdrvid.ops.warp import flow_warp, resize_flow
+
+
+@dataclass(frozen=True)
+class SpyNetConfig(ConfigMixin):
+    """Hyperparameters of :class:`SpyNet`.
+
+    Attributes:
+        num_triples: frame triples estimated jointly (1 for two exposures, 2 for three).
+        levels: pyramid levels; inputs are padded to a multiple of ``2**(levels-1)``.
+        channels: hidden channels of each level's convolution stack.
+        kernel_size: kernel of those convolutions.
+        max_flow: final flows are clamped to +-max_flow pixels (0 disables).
+    """
+
+    num_triples: int = 1
+    levels: int = 5
+    channels: tuple[int, ...] = (100, 50, 25)
+    kernel_size: int = 5
+    max_flow: float = 200.0
+
+    def __post_init__(self) -> None:
+        if self.num_triples < 1 or self.levels < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"SpyNetConfig: invalid {self}")
+
+
+class SpyNet(nn.Module):
+    """Coarse-to-fine flow from the reference of each triple to its two neighbours.
+
+    Args:
+        config: :class:`SpyNetConfig`.
+
+    Shape:
+        - triples: ``(B, G, 3, 3, H, W)``: G triples ``[N_a, C, N_b]`` of RGB LDR frames in
+          [0, 1], where C is the reference re-exposed to the exposure of N_a and N_b.
+        - output: ``(B, 2*G, 2, H, W)``: flows ``[C->N_a, C->N_b]`` for each triple in turn.
+    """
+
+    def __init__(self, config: SpyNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or SpyNetConfig()
+        c_in, c_out, k = 9 * cfg.num_triples, 4 * cfg.num_triples, cfg.kernel_size
+        self.basic = nn.ModuleList()
+        for _ in range(cfg.levels):
+            layers: list[nn.Module] = []
+            prev = c_in
+            for ch in cfg.channels:
+                layers += [nn.Conv2d(prev, ch, k, 1, k // 2), nn.ReLU(inplace=True)]
+                prev = ch
+            layers.append(nn.Conv2d(prev, c_out, k, 1, k // 2))
+            self.basic.append(nn.Sequential(*layers))
+
+    def forward(self, triples: Tensor) -> Tensor:
+        b, g, three, c, h, w = triples.shape
+        if g != self.config.num_triples or three != 3:
+            raise ValueError(f"SpyNet: expected (B, {self.config.num_triples}, 3, C, H, W), got {tuple(triples.shape)}")
+        x, crop = pad_to_multiple(triples.reshape(b, g * 3 * c, h, w), 2 ** (self.config.levels - 1))
+        pyramid = [x]  # finest last
+        for _ in range(self.config.levels - 1):
+            pyramid.insert(0, F.avg_pool2d(pyramid[0], 2))
+
+        flow = x.new_zeros(b, g * 4, *pyramid[0].shape[-2:])  # (B, 4G, h0, w0)
+        for level, (module, img) in enumerate(zip(self.basic, pyramid)):
+            hl, wl = img.shape[-2:]
+            frames = img.reshape(b, g, 3, c, hl, wl)
+            if level > 0:  # upsample the flow of the level below (doubling it), warp the neighbours
+                flow = resize_flow(flow.reshape(b * g * 2, 2, *flow.shape[-2:]), (hl, wl)).reshape(b, g * 4, hl, wl)
+                nbrs = frames[:, :, (0, 2)].reshape(b * g * 2, c, hl, wl)  # (B*G*2, C, h, w)
+                nbrs = flow_warp(nbrs, flow.reshape(b * g * 2, 2, hl, wl))
+                nbrs = nbrs.reshape(b, g, 2, c, hl, wl)
+                frames = torch.stack((nbrs[:, :, 0], frames[:, :, 1], nbrs[:, :, 1]), dim=2)  # (B, G, 3, C, h, w)
+            flow = flow + module(frames.reshape(b, g * 3 * c, hl, wl))  # residual, (B, 4G, h, w)
+
+        flow = crop(flow)
+        if self.config.max_flow > 0:
+            flow = flow.clamp(-self.config.max_flow, self.config.max_flow)
+        return flow.reshape(b, 2 * g, 2, h, w)
