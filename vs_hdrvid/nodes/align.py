@@ -18,7 +18,7 @@ IDENTITY = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 
 def alignment_input(h: torch.Tensor, ev: float, clip_level: float, lo: float = 0.04, hi: float = 0.92,
                     gamma: float = 2.2) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exposure-normalised, clipped, gamma-encoded luminance and its well-exposed mask.
+    """Exposure-normalised, clipped luminance (scaled to [0, 1]) and its well-exposed mask.
 
     Both frames of a pair are clipped at the same radiance ``clip_level`` (the lower of their
     saturation levels), so a highlight looks the same in both; pixels under- or over-exposed in
@@ -30,7 +30,7 @@ def alignment_input(h: torch.Tensor, ev: float, clip_level: float, lo: float = 0
     y = 0.2126 * h[:, 0:1] + 0.7152 * h[:, 1:2] + 0.0722 * h[:, 2:3]
     ldr = (y * 2.0 ** ev).clamp(0, 1).pow(1 / gamma)
     mask = ((ldr > lo) & (ldr < hi)).to(h.dtype)
-    return (y / clip_level).clamp(0, 1).pow(1 / gamma), mask
+    return (y / clip_level).clamp(0, 1), mask
 
 
 def similarity_between(prev: torch.Tensor, cur: torch.Tensor, ev_prev: float, ev_cur: float

@@ -1,0 +1,178 @@
+import math
+
+import pytest
+import torch
+
+from vs_hdrvid.ops.color import bt709_to_bt2020, bt2020_to_bt709, rgb_to_luminance, rgb_to_ycbcr, ycbcr_to_rgb
+from vs_hdrvid.ops.tonemap import (
+    MuLaw,
+    Reinhard,
+    bt709_inverse_oetf,
+    bt709_oetf,
+    hlg_display_to_scene,
+    hlg_inverse_oetf,
+    hlg_oetf,
+    hlg_ootf,
+    hlg_ootf_inverse,
+    hlg_system_gamma,
+    inverse_mulaw,
+    log_average_luminance,
+    mulaw,
+    pq_decode,
+    pq_encode,
+    reinhard,
+    srgb_decode,
+    srgb_encode,
+)
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+T = torch.tensor
+
+
+# --------------------------------------------------------------------------------------- PQ
+@pytest.mark.parametrize("device", DEVICES)
+def test_pq_reference_values(device):
+    nits = T([0.0, 100.0, 1000.0, 10000.0], dtype=torch.float64, device=device)
+    sig = pq_encode(nits)
+    c1, m2 = 3424 / 4096, 2523 / 4096 * 128
+    expect = T([c1**m2, 0.508078, 0.751827, 1.0], dtype=torch.float64, device=device)
+    torch.testing.assert_close(sig, expect, atol=1e-6, rtol=0)
+    assert 7.0e-7 < sig[0].item() < 7.6e-7
+    torch.testing.assert_close(pq_decode(sig), nits, atol=1e-6, rtol=1e-9)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_pq_round_trip(device, dtype):
+    nits = torch.logspace(-3, 4, 200, device=device).to(dtype)
+    back = pq_decode(pq_encode(nits))
+    assert back.dtype == dtype
+    rtol = 5e-3 if dtype == torch.float16 else 5e-4
+    torch.testing.assert_close(back.float(), nits.float(), rtol=rtol, atol=1e-4)
+    s = torch.linspace(0, 1, 101, device=device)
+    torch.testing.assert_close(pq_encode(pq_decode(s)), s, atol=3e-5, rtol=0)
+    assert pq_encode(T([20000.0], device=device)).item() == 1.0
+
+
+# -------------------------------------------------------------------------------------- HLG
+@pytest.mark.parametrize("device", DEVICES)
+def test_hlg_reference_values_and_round_trip(device):
+    e = T([0.0, 1 / 12, 1.0], dtype=torch.float64, device=device)
+    torch.testing.assert_close(hlg_oetf(e), T([0.0, 0.5, 1.0], dtype=torch.float64, device=device),
+                               atol=1e-7, rtol=0)
+    x = torch.linspace(0, 1, 301, dtype=torch.float64, device=device)
+    torch.testing.assert_close(hlg_inverse_oetf(hlg_oetf(x)), x, atol=1e-12, rtol=0)
+    torch.testing.assert_close(hlg_oetf(hlg_inverse_oetf(x)), x, atol=1e-8, rtol=0)  # constants are rounded
+    # continuity at the segment boundary
+    b = T([1 / 12 - 1e-9, 1 / 12 + 1e-9], dtype=torch.float64)
+    assert abs(hlg_oetf(b).diff().item()) < 1e-6
+
+
+def test_hlg_ootf():
+    assert hlg_system_gamma(1000) == pytest.approx(1.2)
+    assert hlg_system_gamma(2000) == pytest.approx(1.2 * 1.111)
+    e = torch.rand(2, 3, 4, 5, dtype=torch.float64) * 0.9 + 0.05
+    for peak in (400.0, 1000.0, 4000.0):
+        d = hlg_ootf(e, peak)
+        torch.testing.assert_close(hlg_ootf_inverse(d, peak), e)
+        torch.testing.assert_close(hlg_display_to_scene(d, peak), e)
+    # grey scene light 1 -> peak; display luminance follows Ys ** gamma
+    grey = torch.full((1, 3, 1, 1), 0.25, dtype=torch.float64)
+    torch.testing.assert_close(hlg_ootf(torch.ones_like(grey)), torch.full_like(grey, 1000.0))
+    torch.testing.assert_close(hlg_ootf(grey), torch.full_like(grey, 1000 * 0.25**1.2))
+    with pytest.raises(ValueError, match="peak_nits"):
+        hlg_system_gamma(0)
+
+
+# ----------------------------------------------------------------------------------- mu-law
+@pytest.mark.parametrize("device", DEVICES)
+def test_mulaw(device):
+    x = torch.linspace(0, 1, 101, dtype=torch.float64, device=device)
+    y = mulaw(x)
+    assert y[0].item() == 0 and y[-1].item() == pytest.approx(1.0)
+    assert (y.diff() > 0).all()
+    torch.testing.assert_close(inverse_mulaw(y), x)
+    assert mulaw(T([0.5], dtype=torch.float64)).item() == pytest.approx(math.log1p(2500) / math.log1p(5000))
+    torch.testing.assert_close(MuLaw(50.0)(x), mulaw(x, 50.0))
+    torch.testing.assert_close(MuLaw(50.0, inverse=True)(y), inverse_mulaw(y, 50.0))
+    assert mulaw(x.half()).dtype == torch.float16
+    with pytest.raises(ValueError, match="mu"):
+        mulaw(x, mu=0)
+    with pytest.raises(ValueError, match="floating"):
+        mulaw(torch.arange(3))
+
+
+# --------------------------------------------------------------------------------- Reinhard
+@pytest.mark.parametrize("device", DEVICES)
+def test_reinhard(device):
+    g = torch.Generator().manual_seed(0)
+    x = torch.exp(torch.randn(2, 3, 16, 16, generator=g, dtype=torch.float64) * 2).to(device)
+    out = reinhard(x)
+    assert out.shape == x.shape
+    y_out = rgb_to_luminance(out)
+    assert (y_out >= 0).all() and (y_out < 1).all()
+    torch.testing.assert_close(out[:, 0] / out[:, 1], x[:, 0] / x[:, 1])  # colour ratios kept
+    # the log-average maps to the key
+    la = log_average_luminance(x)
+    assert la.shape == (2,)
+    grey = la.view(2, 1, 1, 1).expand(2, 3, 1, 1).contiguous()
+    torch.testing.assert_close(reinhard(grey, log_avg=la), torch.full_like(grey, 0.18 / 1.18))
+    # with a white point, Lm == white maps to 1
+    w = 4.0
+    lum = torch.full((1, 1, 1, 1), w * 4.0, dtype=torch.float64, device=device)
+    torch.testing.assert_close(reinhard(lum, key=0.5, white=w, log_avg=2.0), torch.ones_like(lum))
+    # module, and scale invariance of the automatic key
+    torch.testing.assert_close(Reinhard(0.3)(x), reinhard(x, 0.3))
+    torch.testing.assert_close(reinhard(10 * x), out, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="B, 1|3"):
+        reinhard(torch.rand(2, 2, 4, 4))
+    with pytest.raises(ValueError, match="positive"):
+        reinhard(x, key=0)
+
+
+# ------------------------------------------------------------------------------- SDR curves
+def test_bt709_and_srgb():
+    v = bt709_oetf(T([0.0, 0.018053968510807, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(v, T([0.0, 4.5 * 0.018053968510807, 1.0], dtype=torch.float64))
+    x = torch.linspace(0, 1, 501, dtype=torch.float64)
+    torch.testing.assert_close(bt709_inverse_oetf(bt709_oetf(x)), x)
+    torch.testing.assert_close(srgb_decode(srgb_encode(x)), x)
+    assert srgb_encode(T([0.5])).item() == pytest.approx(0.735357, abs=1e-5)
+    assert bt709_oetf(T([0.5])).item() == pytest.approx(1.09929682680944 * 0.5**0.45 - 0.09929682680944)
+
+
+# -------------------------------------------------------------------------------- gradcheck
+@pytest.mark.parametrize("fn,lo,hi", [
+    (mulaw, 0.01, 1.0), (inverse_mulaw, 0.0, 1.0), (pq_encode, 1.0, 9000.0), (pq_decode, 0.1, 0.95),
+    (hlg_oetf, 0.01, 0.99), (hlg_inverse_oetf, 0.01, 0.99), (bt709_oetf, 0.03, 0.99),
+    (lambda x: reinhard(x, white=3.0), 0.01, 2.0), (lambda x: hlg_ootf_inverse(x, 1000.0), 1.0, 900.0),
+])
+def test_gradcheck(fn, lo, hi):
+    g = torch.Generator().manual_seed(1)
+    x = (lo + (hi - lo) * torch.rand(1, 3, 3, 4, generator=g, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(fn, (x,), eps=1e-7 * max(1.0, hi), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ colour
+@pytest.mark.parametrize("device", DEVICES)
+def test_color(device):
+    x = torch.rand(2, 3, 4, 5, dtype=torch.float64, device=device)
+    m = bt709_to_bt2020(torch.eye(3, dtype=torch.float64, device=device).view(3, 3, 1, 1)).squeeze(-1).squeeze(-1)
+    bt2087 = T([[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]],
+               dtype=torch.float64, device=device)
+    torch.testing.assert_close(m.T, bt2087, atol=1e-4, rtol=0)
+    torch.testing.assert_close(bt2020_to_bt709(bt709_to_bt2020(x)), x)
+    white = torch.ones(1, 3, 2, 2, dtype=torch.float64, device=device)
+    torch.testing.assert_close(bt709_to_bt2020(white), white)
+    torch.testing.assert_close(rgb_to_luminance(white, "2020"), torch.ones(1, 1, 2, 2, dtype=torch.float64,
+                                                                               device=device))
+    y = rgb_to_luminance(x)
+    assert y.shape == (2, 1, 4, 5)
+    torch.testing.assert_close(y, 0.2126 * x[:, :1] + 0.7152 * x[:, 1:2] + 0.0722 * x[:, 2:])
+    torch.testing.assert_close(ycbcr_to_rgb(rgb_to_ycbcr(x, "2020"), "2020"), x)
+    ycc = rgb_to_ycbcr(white)
+    torch.testing.assert_close(ycc[:, 1:], torch.zeros_like(ycc[:, 1:]), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="primaries"):
+        rgb_to_luminance(x, "601")
+    with pytest.raises(ValueError, match="RGB"):
+        bt709_to_bt2020(torch.rand(2, 4, 4, 4))
