@@ -1,0 +1,166 @@
+"""Random scene construction from a :class:`SceneSpec`: camera path, exposure key and layers.
+
+Foreground layers are cut from other sources of the same split (panorama crops) or procedural
+textures, move with their own affine and (for about a third) non-rigid motion, and include emissive
+light sources 10x to 1000x brighter than the scene key, so sequences have local motion, occlusions,
+disocclusions and highlights beyond every exposure's saturation.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vs_hdrvid.synth.camera import Background, CameraPath
+from vs_hdrvid.synth.layers import Layer, LayerMotion, lamp_texture
+from vs_hdrvid.synth.scene import Scene
+from vs_hdrvid.synth.sources import TEXTURE_FAMILIES, procedural_texture, resolve_source
+from vs_hdrvid.synth.spec import MOTION, SceneSpec
+
+__all__ = ["build_scene", "scene_rngs"]
+
+
+def scene_rngs(seed: int) -> dict[str, np.random.Generator]:
+    """Independent generators for each part of a scene (adding a draw in one never shifts another)."""
+    names = ("camera", "layers", "noise", "misc")
+    return {n: np.random.default_rng(s) for n, s in zip(names, np.random.SeedSequence(seed).spawn(len(names)))}
+
+
+@lru_cache(maxsize=16)
+def _load(name: str, folder: str | None) -> tuple:
+    src = resolve_source(name, folder)
+    return src, tuple(src.load())
+
+
+def _camera_path(spec: SceneSpec, rng: np.random.Generator, projection: str) -> CameraPath:
+    m = MOTION[spec.motion]
+    hfov = math.radians(rng.uniform(*spec.hfov))
+    f = (spec.width / 2) / math.tan(hfov / 2)
+    speed = m["cam"] * spec.width / f * rng.uniform(0.6, 1.4)          # rad / frame
+    heading = rng.uniform(0, 2 * math.pi)
+    rate = (speed * math.cos(heading), 0.4 * speed * math.sin(heading), m["roll"] * rng.uniform(-1, 1))
+    acc = tuple(float(v) for v in rng.uniform(-0.1, 0.1, 3) * np.array(rate))
+    if projection == "equirect":
+        angle0 = (rng.uniform(-math.pi, math.pi), rng.uniform(-0.35, 0.2), rng.uniform(-0.05, 0.05))
+    else:
+        angle0 = (rng.uniform(-0.1, 0.1), rng.uniform(-0.05, 0.05), rng.uniform(-0.03, 0.03))
+    amp = m["shake"] * spec.width / f * rng.uniform(0.5, 1.0, 6)
+    return CameraPath(angle0=tuple(float(a) for a in angle0), rate=tuple(float(r) for r in rate), acc=acc,
+                      hfov0=hfov, zoom_rate=float(m["zoom"] * rng.uniform(-1, 1)),
+                      shake_amp=tuple(float(a) for a in amp),
+                      shake_freq=tuple(float(v) for v in rng.uniform(0.08, 0.35, 6)),
+                      shake_phase=tuple(float(v) for v in rng.uniform(0, 2 * math.pi, 6)))
+
+
+def _geo_mean(img: np.ndarray) -> float:
+    lum = img @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    return float(np.exp(np.mean(np.log(np.maximum(lum, 1e-4)))))
+
+
+def _pano_crop(pano: np.ndarray, rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
+    hp, wp = pano.shape[:2]
+    cw = int(rng.integers(wp // 16, wp // 5))
+    x0 = int(rng.integers(0, wp - cw))
+    y0 = int(rng.integers(int(0.15 * hp), max(int(0.85 * hp) - cw, int(0.15 * hp) + 1)))
+    crop = torch.from_numpy(np.ascontiguousarray(pano[y0:y0 + cw, x0:x0 + cw])).permute(2, 0, 1)[None]
+    tex = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return tex[0].permute(1, 2, 0).numpy(), f"@{x0},{y0},{cw}"
+
+
+def _texture(spec: SceneSpec, rng: np.random.Generator, folder: str | None, key: float, size: int):
+    """A layer texture (radiance around the key) and its provenance name."""
+    if spec.texture_sources and rng.random() < 0.5:
+        name = spec.texture_sources[int(rng.integers(len(spec.texture_sources)))]
+        _, frames = _load(name, folder)
+        tex, where = _pano_crop(frames[0], rng, size)
+        gain = key * math.exp(rng.uniform(-0.7, 1.0)) / max(_geo_mean(tex), 1e-6)
+        return np.minimum(tex * gain, 6e4).astype(np.float32), f"pano:{Path(name).stem}{where}"
+    family = TEXTURE_FAMILIES[int(rng.integers(len(TEXTURE_FAMILIES)))]
+    seed = int(rng.integers(*spec.texture_seeds))
+    tex = procedural_texture(family, seed, size)
+    return tex * np.float32(key * math.exp(rng.uniform(0.3, 1.6))), f"proc:{family}:{seed}"
+
+
+def _layer_motion(spec: SceneSpec, rng: np.random.Generator, radius: float, nonrigid: bool) -> LayerMotion:
+    m = MOTION[spec.motion]
+    w, h, t_mid = spec.width, spec.height, (spec.frames - 1) / 2
+    speed = m["layer"] * w * rng.uniform(0.5, 1.5)
+    ang = rng.uniform(0, 2 * math.pi)
+    vel = np.array([speed * math.cos(ang), speed * math.sin(ang)])
+    mid = np.array([rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h])
+    acc = rng.uniform(-0.15, 0.15, 2) * speed
+    b0 = mid - vel * t_mid - 0.5 * acc * t_mid ** 2
+    warp = {}
+    if nonrigid:
+        amp = radius * rng.uniform(0.02, 0.06)
+        kk = rng.uniform(1.5, 4.0, 2) / radius
+        ka = rng.uniform(0, 2 * math.pi, 2)
+        warp = {"warp_amp": float(amp),
+                "warp_k": (float(kk[0] * math.cos(ka[0])), float(kk[0] * math.sin(ka[0])),
+                           float(kk[1] * math.cos(ka[1])), float(kk[1] * math.sin(ka[1]))),
+                "warp_w": tuple(float(v) for v in m["warp"] * rng.uniform(0.5, 1.5, 2)),
+                "warp_phase": tuple(float(v) for v in rng.uniform(0, 2 * math.pi, 2))}
+    return LayerMotion(b0=(float(b0[0]), float(b0[1])), vel=(float(vel[0]), float(vel[1])),
+                       acc=(float(acc[0]), float(acc[1])), theta0=float(rng.uniform(0, 2 * math.pi)),
+                       omega=float(m["layer_rot"] * rng.uniform(-1, 1)),
+                       scale=tuple(float(s) for s in np.exp(rng.uniform(-0.2, 0.2, 2))),
+                       zoom_rate=float(m["layer_zoom"] * rng.uniform(-1, 1)), **warp)
+
+
+def _shape(rng: np.random.Generator) -> tuple[str, tuple[float, ...]]:
+    kind = ("ellipse", "blob", "polygon")[int(rng.integers(3))]
+    if kind == "blob":
+        return kind, tuple(float(v) for pair in zip(rng.uniform(0, 0.12, 3), rng.uniform(0, 2 * math.pi, 3))
+                           for v in pair)
+    if kind == "polygon":
+        return kind, (float(rng.integers(3, 8)), float(rng.uniform(0, 2 * math.pi)))
+    return kind, ()
+
+
+def build_scene(spec: SceneSpec, folder: str | None = None) -> tuple[Scene, dict]:
+    """Construct the scene of ``spec`` (sources looked up in ``folder``) and describe the choices.
+
+    Returns:
+        the :class:`Scene` and ``{"key", "gain", "source_kind", "flow_exact", "textures"}`` for
+        ``meta.json``; ``flow_exact`` is False for EXR sequences, whose own content motion the
+        flow (camera and layers only) does not describe.
+    """
+    rng = scene_rngs(spec.seed)
+    src, frames = _load(spec.source, None if folder is None else str(folder))
+    projection = "equirect" if src.kind == "pano" else "plane"
+    path = _camera_path(spec, rng["camera"], projection)
+    key = math.exp(rng["misc"].uniform(math.log(spec.key[0]), math.log(spec.key[1])))
+    offset = float(rng["misc"].uniform(0, max(len(frames) - spec.frames, 0))) if len(frames) > 1 else 0.0
+    probe = Background(list(frames[:1]), projection, path, max(spec.width // 4, 16), max(spec.height // 4, 16))
+    bg_gain = key / max(_geo_mean(probe.render(0.0).permute(1, 2, 0).numpy()), 1e-8)
+    bg = Background(list(frames), projection, path, spec.width, spec.height, gain=bg_gain, seq_offset=offset)
+
+    lr = rng["layers"]
+    n_layers = int(lr.integers(spec.layers[0], spec.layers[1] + 1))
+    base = min(spec.width, spec.height)
+    layers = []
+    for i in range(n_layers + spec.emissive):
+        emissive = i >= n_layers
+        if emissive:
+            radius = max(base * lr.uniform(0.03, 0.07), 2.5)
+            color = np.array([1.0, lr.uniform(0.6, 1.0), lr.uniform(0.3, 1.0)])[lr.permutation(3)]
+            tex, name = lamp_texture(color), "lamp"
+            gain = key * 10 ** lr.uniform(1, 3)
+            shape, params = "ellipse", ()
+        else:
+            radius = base * lr.uniform(0.12, 0.3)
+            size = int(min(512, 2 ** math.ceil(math.log2(max(2.5 * radius, 32)))))
+            tex, name = _texture(spec, lr, None if folder is None else str(folder), key, size)
+            gain = 1.0
+            shape, params = _shape(lr)
+        motion = _layer_motion(spec, lr, radius, nonrigid=(not emissive) and lr.random() < 0.35)
+        layers.append(Layer(radius=float(radius), shape=shape, motion=motion, texture=tex, gain=float(gain),
+                            shape_params=params, emissive=emissive, name=name))
+    info = {"key": key, "gain": bg_gain, "source_kind": src.kind, "flow_exact": src.kind != "sequence",
+            "textures": sorted({layer.name for layer in layers if layer.name != "lamp"})}
+    return Scene(bg, layers), info
+
