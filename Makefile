@@ -28,6 +28,8 @@ bench: $(STAMP)
 
 data: $(STAMP)
 	$(BIN)/vs-hdrvid synth --fetch-panoramas
+	$(BIN)/vs-hdrvid synth --preset val
+	$(BIN)/vs-hdrvid synth --preset test
 
 clean:
 	rm -rf $(VENV) build *.egg-info

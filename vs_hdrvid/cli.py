@@ -53,6 +53,8 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--radius", type=int, default=1, help="merge window half-width")
     p.add_argument("--crf", default="gamma", help="'gamma' or a response file from estimate_crf")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--weights", help="folder of the coarse/refine weights and their MANIFEST.json "
+                   "(default: the shipped weights/)")
     p.add_argument("--frames", type=_frames, help="A:B, a half-open frame range")
     p.add_argument("--peak-nits", type=float, default=1000.0, help="HDR10 mastering peak")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -68,7 +70,8 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
         output_kind(args.output)
         clip = source(args.input)
         hdr = build(clip, Options(exposures=args.exposures, method=args.method, flow=args.flow,
-                                  crf=args.crf, device=args.device, frames=args.frames, radius=args.radius))
+                                  crf=args.crf, device=args.device, frames=args.frames, radius=args.radius,
+                                  weights=args.weights))
     except (vs.Error, ValueError, OSError) as e:
         raise UserError(str(e).splitlines()[0]) from None
     try:
@@ -92,11 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the nodes decide")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_reconstruct(sub)
-    for module in ("demo", "eval.bench", "synth.cli", "eval.cli"):
-        try:
-            mod = __import__(f"vs_hdrvid.{module}", fromlist=["add_cli"])
-        except ImportError:
-            continue
+    for module in ("demo", "eval.bench", "eval.bench_nets", "synth.cli", "eval.cli"):
+        mod = __import__(f"vs_hdrvid.{module}", fromlist=["add_cli"])
         mod.add_cli(sub).set_defaults(run=mod.run_cli)
     return parser
 
