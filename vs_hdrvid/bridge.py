@@ -236,14 +236,11 @@ class NodeRunner:
                          if device.type == "cuda" else [None] * self.num_streams)
 
     def fetch(self, frame: vs.VideoFrame, key: tuple[int, int] | None = None) -> torch.Tensor:
-        """Tensor ``(C, H, W)`` for ``frame``: handed over, cached, or uploaded once.
+        """Tensor ``(C, H, W)`` for ``frame``: cached, handed over, or uploaded once.
 
-        ``key`` identifies the source frame (input slot, source index) for the upload cache.
+        ``key`` identifies the source frame (input slot, source index) for the per-node cache, so a
+        frame shared by several windows is uploaded (or handed over) once.
         """
-        t = handoff.lookup(frame, self.device)
-        if t is not None:
-            counters.add("handoffs")
-            return t.to(self.dtype)
         if key is not None:
             with self._cache_lock:
                 t = self._uploads.get(key)
@@ -251,7 +248,12 @@ class NodeRunner:
                     self._uploads.move_to_end(key)
                     counters.add("cache_hits")
                     return t
-        t = frame_to_tensor(frame, self.device, self.dtype)
+        t = handoff.lookup(frame, self.device)
+        if t is not None:
+            counters.add("handoffs")
+            t = t.to(self.dtype)
+        else:
+            t = frame_to_tensor(frame, self.device, self.dtype)
         if key is not None:
             with self._cache_lock:
                 self._uploads[key] = t

@@ -73,7 +73,7 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
                                   crf=args.crf, device=args.device, frames=args.frames, radius=args.radius,
                                   weights=args.weights))
     except (vs.Error, ValueError, OSError) as e:
-        raise UserError(str(e).splitlines()[0]) from None
+        raise UserError(_one_line(e)) from None
     try:
         paths = write_output(hdr, args.output, progress=not args.quiet, peak_nits=args.peak_nits,
                              first=args.frames[0] if args.frames else 0)
@@ -99,6 +99,18 @@ def _parser() -> argparse.ArgumentParser:
         mod = __import__(f"vs_hdrvid.{module}", fromlist=["add_cli"])
         mod.add_cli(sub).set_defaults(run=mod.run_cli)
     return parser
+
+
+def _one_line(e: BaseException) -> str:
+    """The message of ``e`` in one line; errors raised inside frame callbacks reach us as a whole
+    traceback in a ``vs.Error``, whose last line is the message."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    line = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    for prefix in ("vapoursynth.Error: ", "Error: "):
+        line = line.removeprefix(prefix)
+    return line
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:
@@ -130,8 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a failure while running: one line, not a traceback
         if args.verbose:
             raise
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"vs-hdrvid: error: {msg}", file=sys.stderr)
+        print(f"vs-hdrvid: error: {_one_line(e)}", file=sys.stderr)
         return 1
 
 

@@ -84,7 +84,7 @@ def add_cli(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run_cli(args: argparse.Namespace) -> int:
     scores = run_demo(args.sample, args.out, progress=not args.quiet)
     print(f"PSNR-mu against the sample's ground truth ({args.sample}):")
-    keys = sorted(k for k in scores["merge"] if k != "all") + ["all"]
+    keys = sorted((k for k in scores["merge"] if k != "all"), key=lambda k: float(k[2:])) + ["all"]
     print(f"  {'method':<10}" + "".join(f"{k:>10}" for k in keys))
     for method, s in scores.items():
         print(f"  {method:<10}" + "".join(f"{s[k]:>10.2f}" for k in keys))

@@ -20,7 +20,7 @@ from .ops.exr import write_exr as write_exr_file
 __all__ = ["METHODS", "FLOWS", "Options", "build", "write_output", "write_png", "output_kind"]
 
 log = logging.getLogger("vs_hdrvid")
-METHODS = ("reference", "merge")
+METHODS = ("reference", "merge", "coarse", "refine")
 FLOWS = ("none", "dis", "farneback")
 
 
@@ -35,6 +35,7 @@ class Options:
     device: str = "auto"
     frames: tuple[int, int | None] | None = None
     radius: int = 1
+    weights: str | None = None  # folder of the coarse/refine weights (default: weights/)
 
 
 def output_kind(path: str) -> str:
@@ -65,6 +66,11 @@ def build(clip: vs.VideoNode, opts: Options) -> vs.VideoNode:
             offsets = [o for o in range(-opts.radius, opts.radius + 1) if o]
             flows = [nodes.classical_flow(lin, o, method=opts.flow) for o in offsets]
         hdr = nodes.merge(lin, radius=opts.radius, flow=flows, device=opts.device)
+    elif opts.method in ("coarse", "refine"):
+        lin = nodes.align(lin, device=opts.device)
+        hdr = nodes.coarse(lin, weights=opts.weights, device=opts.device)
+        if opts.method == "refine":
+            hdr = nodes.refine(hdr, lin, weights=opts.weights, device=opts.device)
     else:
         raise ValueError(f"unknown method {opts.method!r}; choose from {', '.join(METHODS)}")
     if opts.frames is not None:

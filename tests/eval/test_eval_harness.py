@@ -62,7 +62,7 @@ def test_command_lines(run):
     assert first[0] == "reconstruct" and first[1].endswith("s2/ldr/%05d.png")
     assert "--exposures=-1.5,1.5" in first  # '=' form: argparse would take -1.5,1.5 for an option
     assert first[first.index("-o") + 1] == str(out / "outputs" / "s2" / "reference" / "%05d.exr")
-    assert runner.calls[2][-6:] == ["--method", "merge", "--flow", "dis", "--device", "cpu"]
+    assert runner.calls[2][-7:] == ["--method", "merge", "--flow", "dis", "--device", "cpu", "--quiet"]
     assert "--frames" not in first
 
 

@@ -128,7 +128,7 @@ def _run_method(scene: Scene, method: str, out_folder: Path, lo: int, hi: int, r
     out_folder.mkdir(parents=True)
     argv = ["reconstruct", scene.ldr_pattern(), "-o", str(out_folder / "%05d.exr"),
             "--exposures=" + ",".join(f"{e:g}" for e in scene.pattern), *method_argv(method),
-            "--device", device]
+            "--device", device, "--quiet"]  # the harness shows its own progress
     if (lo, hi) != (0, scene.num_frames):
         argv += ["--frames", f"{lo}:{hi}"]
     t0 = time.perf_counter()

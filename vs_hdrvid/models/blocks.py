@@ -19,7 +19,6 @@ from typing import Any, Self
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import deform_conv2d
 
 GAMMA = 2.2
 
@@ -218,4 +217,6 @@ class DeformConvPack(nn.Module):
     def forward(self, x: Tensor, guide: Tensor) -> Tensor:
         o1, o2, mask = self.offset_mask(guide).chunk(3, dim=1)  # 3 x (B, G*k*k, H, W)
         offset = torch.cat((o1, o2), dim=1)  # (B, 2*G*k*k, H, W)
+        from torchvision.ops import deform_conv2d  # imported on use: torchvision takes seconds to load
+
         return deform_conv2d(x, offset, self.weight, self.bias, padding=self.k // 2, mask=mask.sigmoid())

@@ -57,7 +57,8 @@ def exposure_pattern(clip: vs.VideoNode) -> list[float]:
     """The repeating EV pattern of a linearised clip, read from its first frame."""
     props = clip.get_frame(0).props
     if PATTERN_PROP in props:
-        return [float(v) for v in props[PATTERN_PROP]]
+        value = props[PATTERN_PROP]  # a one-element float array comes back as a plain float
+        return [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
     count = int(props[COUNT_PROP])
     return [float(clip.get_frame(i).props[EV_PROP]) for i in range(count)]
 

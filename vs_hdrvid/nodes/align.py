@@ -60,8 +60,8 @@ def similarity_between(prev: torch.Tensor, cur: torch.Tensor, ev_prev: float, ev
     return compose_affine(compose_affine(to_small, m), invert_affine(to_small)), conf
 
 
-def align(clip: vs.VideoNode, warp: bool = False, device: str = "auto", fp32: bool = False
-          ) -> vs.VideoNode:
+def align(clip: vs.VideoNode, warp: bool = False, device: str = "auto", fp32: bool = False,
+          num_streams: int = 1) -> vs.VideoNode:
     """Estimate the similarity transform (rotation, scale, translation) between consecutive frames.
 
     Estimated on exposure-normalised, clipped luminance with under/over-exposed pixels masked out
@@ -75,6 +75,8 @@ def align(clip: vs.VideoNode, warp: bool = False, device: str = "auto", fp32: bo
             otherwise passed through untouched.
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         fp32: compute in float32 on CUDA too.
+        num_streams: frames processed concurrently (one CUDA stream and lock each; on CPU, worker
+            slots sharing torch's threads).
 
     Returns:
         the clip with ``HdrSimilarityPrev`` (6 floats, the row-major 2x3 matrix mapping frame n-1
@@ -86,7 +88,9 @@ def align(clip: vs.VideoNode, warp: bool = False, device: str = "auto", fp32: bo
         raise error(NODE, f"warp must be True or False, got {warp!r}")
     dev, dtype = pick_device(device, fp32, NODE)
     period = len(exposure_pattern(clip))
-    runner = NodeRunner(NODE, dev, dtype, cache_frames=4)
+    runner = NodeRunner(NODE, dev, dtype, cache_frames=4, num_streams=num_streams)
+    if clip.num_frames < period:
+        raise error(NODE, f"needs at least {period} frames (one exposure pattern), the clip has {clip.num_frames}")
     prev_clip = shift_clip(clip, -1, period) if clip.num_frames > 1 else clip
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:

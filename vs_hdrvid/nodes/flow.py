@@ -55,12 +55,15 @@ def classical_flow(clip: vs.VideoNode, offset: int, method: str = "dis", preset:
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         w = window.gather(n, f[:k], runner)
         m = w.to_ref[slot][None]
-        mov = warp_similarity(w.frames[slot][None], m)[0]
+        mov, inside = warp_similarity(w.frames[slot][None], m, return_mask=True)
+        mov = mov[0]
         level = float(torch.exp2(-w.ev.max())) * 0.92 ** 2.2
         a, b = flow_luminance(w.frames[ref], level), flow_luminance(mov, level)
         fw = dense_flow(a, b, method=method, preset=preset)
         bw = dense_flow(b, a, method=method, preset=preset)
-        conf = flow_confidence(fw, bw)
+        # no confidence where the neighbour's pixel lies outside its frame (border padding)
+        landed = flow_warp(inside, torch.from_numpy(fw)[None])[0, 0].numpy()
+        conf = flow_confidence(fw, bw) * (landed > 0.999)
         # residual flow lands in the warped neighbour; map it back through the similarity
         res = torch.from_numpy(fw)[None]
         total = res + flow_warp(similarity_to_flow(m, *res.shape[-2:]), res)

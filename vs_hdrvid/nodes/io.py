@@ -42,7 +42,12 @@ def _read_image(path: Path) -> np.ndarray:
     """``(H, W, 3)`` RGB array: uint8, uint16 or float32 (EXR)."""
     if path.suffix.lower() == ".exr":
         return _read_exr_file(path)
-    img = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # we report a bad file ourselves
+    try:
+        img = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if img is None:
         raise OSError(f"cannot read image {path}")
     if img.ndim == 2:

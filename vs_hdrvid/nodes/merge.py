@@ -35,8 +35,8 @@ def _check_flows(flow: Sequence[vs.VideoNode] | None, clip: vs.VideoNode, offset
 
 
 def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | None = None,
-          config: MergeConfig | None = None, device: str = "auto", fp32: bool = False
-          ) -> vs.VideoNode:
+          config: MergeConfig | None = None, device: str = "auto", fp32: bool = False,
+          num_streams: int = 1) -> vs.VideoNode:
     """Merge each frame with its aligned neighbours into HDR, rejecting ghosts.
 
     Neighbours are aligned to the reference by the composed global similarity props of
@@ -54,6 +54,8 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
         config: thresholds of the merge (:class:`~vs_hdrvid.ops.merge.MergeConfig`).
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         fp32: compute in float32 on CUDA too.
+        num_streams: frames processed concurrently (one CUDA stream and lock each; on CPU, worker
+            slots sharing torch's threads).
 
     Returns:
         RGBS linear HDR on the radiometric scale of the input.
@@ -69,7 +71,7 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
     flows = _check_flows(flow, clip, neighbours)
     window = ExposureWindow(clip, offsets, period, NODE)
     dev, dtype = pick_device(device, fp32, NODE)
-    runner = NodeRunner(NODE, dev, dtype, cache_frames=2 * len(offsets) + 2)
+    runner = NodeRunner(NODE, dev, dtype, cache_frames=2 * len(offsets) + 2, num_streams=num_streams)
     cfg = config or MergeConfig()
     ref = offsets.index(0)
     k = len(window.clips)

@@ -103,6 +103,7 @@ def tonemap(clip: vs.VideoNode, op: str = "pq", peak_nits: float = 1000.0, white
         pattern = clip.get_frame(0).props.get(PATTERN_PROP)
         if pattern is None:
             raise error(NODE, "mulaw needs the exposure pattern props of hv.linearize on the clip")
+        pattern = [pattern] if isinstance(pattern, (int, float)) else pattern
         h_sat = 2.0 ** -min(float(v) for v in pattern)
     stats = _stats_clip(clip) if key is None and op != "mulaw" else None
     stat_clips = [_clamped(stats, o) for o in range(-smooth, smooth + 1)] if stats is not None else []
@@ -110,7 +111,7 @@ def tonemap(clip: vs.VideoNode, op: str = "pq", peak_nits: float = 1000.0, white
 
     def scene_key(f: list[vs.VideoFrame]) -> float:
         if key is not None:
-            return key / 0.18  # so that `key` lands on reference white below
+            return 0.18 * key  # so that radiance `key` lands on the reference white below
         logs = [math.log(max(float(s.props[STATS_PROP]), 1e-9)) for s in f[1:]]
         return math.exp(sum(logs) / len(logs))
 

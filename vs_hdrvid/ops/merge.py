@@ -33,10 +33,11 @@ class MergeConfig:
     Attributes:
         low, high: LDR levels (gamma domain) below/above which a frame's pixel is not trusted.
         ghost_tolerance: allowed |log2| disagreement (stops) with the reference in its well-exposed
-            range before a neighbour is rejected (soft, Gaussian falloff).
+            range; acceptance falls linearly from 1 at the tolerance to 0 at twice it.
         noise_stops: extra tolerance (stops) for dark pixels, where noise dominates the ratio.
         bound_margin: slack (stops) on the clipped/black bounds of the reference.
-        blur: box size smoothing the disagreement before the test, against speckle from noise.
+        dilate: size of the min-filter spreading a rejection to neighbouring pixels, so thin
+            edges of a moving object are rejected with it (1: off).
         gamma: gamma used to judge exposure levels from linear values.
     """
 
@@ -45,7 +46,7 @@ class MergeConfig:
     ghost_tolerance: float = 0.25
     noise_stops: float = 0.6
     bound_margin: float = 0.25
-    blur: int = 5
+    dilate: int = 3
     gamma: float = 2.2
 
 
@@ -99,19 +100,17 @@ def merge_exposures(frames: Tensor, ev: Tensor, valid: Tensor | None = None, ref
     h_ref = frames[:, ref]                                              # (b, 3, h, w)
     y_ref = _luma(h_ref).clamp(min=1e-8)
     l_ref = ldr_y[:, ref]
-    h_sat_ref = 1.0 / expo[:, ref, 0]                                   # clipping radiance
+    h_sat_ref = 1.0 / expo[:, ref]                                      # (b, 1, 1, 1) clipping radiance
     eps = 1e-8
-    k = c.blur
+    k = c.dilate
     for i in range(t):
         if i == ref:
             continue
         y_i = _luma(frames[:, i]).clamp(min=eps)
         d = torch.log2(y_i / y_ref)
-        if k > 1:
-            d = F.avg_pool2d(d, k, 1, k // 2, count_include_pad=False)
         # tolerance grows in the reference's dark range, where its noise dominates
         tol = c.ghost_tolerance + c.noise_stops * (1 - (l_ref / 0.25).clamp(0, 1))
-        agree = torch.exp(-0.5 * (d / tol) ** 2)
+        agree = (2 - d.abs() / tol).clamp(0, 1)
         well = hat_weight(l_ref, c.low, c.high)
         # reference clipped: the scene is at least this bright; nearly black: at most this bright
         clipped = (ldr_max[:, ref] >= c.high).to(x.dtype)
@@ -122,11 +121,13 @@ def merge_exposures(frames: Tensor, ev: Tensor, valid: Tensor | None = None, ref
         above = _luma(frames[:, i]) > upper
         ok = well * agree + (1 - well) * torch.ones_like(agree)
         ok = ok * (1 - clipped * below.to(x.dtype)) * (1 - dark * above.to(x.dtype))
+        if k > 1:
+            ok = -F.max_pool2d(-ok, k, 1, k // 2)
         w[:, i] = w[:, i] * ok
 
-    # the reference keeps a floor so a fully rejected pixel falls back to it
-    w_ref = w[:, ref].clamp(min=1e-3 * expo[:, ref, 0])
-    w = torch.cat([w[:, :ref], w_ref[:, None], w[:, ref + 1:]], 1)
+    # a pixel no frame can vouch for (all rejected or clipped) falls back to the reference
+    nobody = (w.sum(1) <= 0).to(x.dtype)
+    w[:, ref] = w[:, ref] + nobody * expo[:, ref]
     total = w.sum(1)
     merged = (w * frames).sum(1) / total
     # where every frame is clipped, the shortest exposure's clipped value is the best bound
