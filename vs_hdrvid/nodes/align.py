@@ -17,43 +17,52 @@ NODE = "align"
 IDENTITY = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 
 
-def alignment_input(h: torch.Tensor, ev: float, clip_level: float, lo: float = 0.04, hi: float = 0.92,
-                    gamma: float = 2.2) -> tuple[torch.Tensor, torch.Tensor]:
+def _luma(h: torch.Tensor) -> torch.Tensor:
+    return 0.2126 * h[:, 0:1] + 0.7152 * h[:, 1:2] + 0.0722 * h[:, 2:3]
+
+
+def alignment_input(h: torch.Tensor, ev: float, clip_level: float, factor: int = 1, lo: float = 0.04,
+                    hi: float = 0.92, gamma: float = 2.2) -> tuple[torch.Tensor, torch.Tensor]:
     """Exposure-normalised, clipped luminance (scaled to [0, 1]) and its well-exposed mask.
 
     Both frames of a pair are clipped at the same radiance ``clip_level`` (the lower of their
     saturation levels), so a highlight looks the same in both; pixels under- or over-exposed in
-    their own frame are masked out.
+    their own frame are masked out. With ``factor > 1`` the luminance is box-downscaled by it, and
+    a coarse pixel is usable only if every fine pixel under it is.
 
     Shape:
-        ``(B, 3, H, W)`` -> ``(B, 1, H, W)``, ``(B, 1, H, W)``.
+        ``(B, 3, H, W)`` -> ``(B, 1, H / factor, W / factor)`` twice.
     """
-    y = 0.2126 * h[:, 0:1] + 0.7152 * h[:, 1:2] + 0.0722 * h[:, 2:3]
-    ldr = (y * 2.0 ** ev).clamp(0, 1).pow(1 / gamma)
-    # usable: well exposed in its own frame and below the pair's common clipping level
-    mask = ((ldr > lo) & (ldr < hi) & (y < clip_level)).to(h.dtype)
+    y = _luma(h)
+    y_max = y_min = y
+    if factor > 1:
+        y_max = F.max_pool2d(y, factor)
+        y_min = -F.max_pool2d(-y, factor)
+        y = F.avg_pool2d(y, factor)
+    scale = 2.0 ** ev
+    lo_lin, hi_lin = lo ** gamma / scale, hi ** gamma / scale  # the LDR range in radiance
+    mask = ((y_min > lo_lin) & (y_max < min(hi_lin, clip_level))).to(h.dtype)
     return (y / clip_level).clamp(0, 1), mask
 
 
 def similarity_between(prev: torch.Tensor, cur: torch.Tensor, ev_prev: float, ev_cur: float,
-                       max_side: int = 960) -> tuple[torch.Tensor, torch.Tensor]:
+                       max_side: int = 480) -> tuple[torch.Tensor, torch.Tensor]:
     """Similarity mapping ``prev`` onto ``cur`` (both linear radiance), and its confidence.
 
     Frames larger than ``max_side`` are box-downscaled by an integer factor for the estimate and the
-    transform is scaled back (sub-pixel accurate: the estimate is already ~0.01 px at 540p).
+    transform is scaled back: the estimate is accurate to ~0.01 px at the reduced size, so a few
+    hundredths of a pixel at full size.
 
     Shape:
         ``(B, 3, H, W)`` x 2 -> ``(B, 2, 3)``, ``(B,)``.
     """
     level = min(2.0 ** -ev_prev, 2.0 ** -ev_cur) * 0.92 ** 2.2
-    a, ma = alignment_input(cur.float(), ev_cur, level)
-    b, mb = alignment_input(prev.float(), ev_prev, level)
-    k = -(-max(a.shape[-2:]) // max_side)
+    k = -(-max(cur.shape[-2:]) // max_side)
+    a, ma = alignment_input(cur.float(), ev_cur, level, k)
+    b, mb = alignment_input(prev.float(), ev_prev, level, k)
+    m, conf = estimate_similarity(a, b, ref_mask=ma, mov_mask=mb)
     if k == 1:
-        return estimate_similarity(a, b, ref_mask=ma, mov_mask=mb)
-    pool = lambda x: F.avg_pool2d(x, k)  # noqa: E731
-    m, conf = estimate_similarity(pool(a), pool(b), ref_mask=(pool(ma) > 0.5).float(),
-                                  mov_mask=(pool(mb) > 0.5).float())
+        return m, conf
     # box pooling by k maps full-res x to (x - (k - 1) / 2) / k at the coarse level
     to_small = torch.tensor([[1 / k, 0, -(k - 1) / (2 * k)], [0, 1 / k, -(k - 1) / (2 * k)]],
                             dtype=m.dtype, device=m.device).expand_as(m)
