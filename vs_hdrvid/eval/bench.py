@@ -74,10 +74,11 @@ def bridge_cost(width: int, height: int, device: torch.device, repeats: int = 10
             "round_trip_ms": frame_to + to_frame}
 
 
-def run_bench(width: int = 1920, height: int = 1080, frames: int = 12, device: str = "cpu") -> dict:
+def run_bench(width: int = 1920, height: int = 1080, frames: int = 12, device: str = "cpu",
+              compile: bool = False) -> dict:
     """Frames/s of each node of the weight-free chain for 2- and 3-exposure footage."""
     dev = bridge.resolve_device(device)
-    result: dict = {"size": f"{width}x{height}", "frames": frames, "device": str(dev),
+    result: dict = {"size": f"{width}x{height}", "frames": frames, "device": str(dev), "compile": compile,
                     "machine": f"{platform.processor() or platform.machine()}, {core.num_threads} VS threads, "
                                f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
                     "bridge": bridge_cost(width, height, dev), "patterns": {}}
@@ -87,7 +88,7 @@ def run_bench(width: int = 1920, height: int = 1080, frames: int = 12, device: s
             clip = _source(width, height, evs, frames)
             steps = [("linearize", lambda c: nodes.linearize(c, exposures=evs, device=device)),
                      ("align", lambda c: nodes.align(c, device=device)),
-                     ("merge", lambda c: nodes.merge(c, device=device)),
+                     ("merge", lambda c: nodes.merge(c, device=device, compile=compile)),
                      ("tonemap_pq", lambda c: nodes.tonemap(c, "pq", device=device))]
             for name, step in steps:
                 if upto == "source":
@@ -117,15 +118,17 @@ def add_cli(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--size", default="1920x1080", help="WxH")
     p.add_argument("--frames", type=int, default=12)
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--compile", action="store_true", help="merge through torch.compile (warm-up excluded)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     return p
 
 
 def run_cli(args: argparse.Namespace) -> int:
     w, h = (int(v) for v in args.size.lower().split("x"))
-    res = run_bench(w, h, args.frames, args.device)
+    res = run_bench(w, h, args.frames, args.device, args.compile)
     b = res["bridge"]
-    print(f"vs-hdrvid bench at {res['size']} on {res['device']} ({res['machine']})")
+    print(f"vs-hdrvid bench at {res['size']} on {res['device']}{' (compiled merge)' if res['compile'] else ''}"
+          f" ({res['machine']})")
     print(f"  bridge: frame->tensor {b['frame_to_tensor_ms']:.1f} ms, tensor->frame "
           f"{b['tensor_to_frame_ms']:.1f} ms per frame")
     for pat, r in res["patterns"].items():

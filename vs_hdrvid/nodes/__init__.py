@@ -1,7 +1,7 @@
 """VapourSynth nodes, one module each: validate at graph-build time, set up once, per-frame closure."""
 from .align import align
 from .coarse import coarse
-from .flow import classical_flow
+from .classical_flow import classical_flow
 from .io import read_exr, read_images, source, write_exr
 from .linearize import detect_exposures, estimate_crf, linearize
 from .merge import merge

@@ -36,7 +36,7 @@ def _check_flows(flow: Sequence[vs.VideoNode] | None, clip: vs.VideoNode, offset
 
 def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | None = None,
           config: MergeConfig | None = None, device: str = "auto", fp32: bool = False,
-          num_streams: int = 1) -> vs.VideoNode:
+          num_streams: int = 1, compile: bool = False) -> vs.VideoNode:
     """Merge each frame with its aligned neighbours into HDR, rejecting ghosts.
 
     Neighbours are aligned to the reference by the composed global similarity props of
@@ -56,6 +56,8 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
         fp32: compute in float32 on CUDA too.
         num_streams: frames processed concurrently (one CUDA stream and lock each; on CPU, worker
             slots sharing torch's threads).
+        compile: fuse the merge with ``torch.compile`` (about 4x faster at 1080p on CPU, after a
+            one-off compilation of tens of seconds per frame size; needs a C compiler on CPU).
 
     Returns:
         RGBS linear HDR on the radiometric scale of the input.
@@ -73,6 +75,7 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
     dev, dtype = pick_device(device, fp32, NODE)
     runner = NodeRunner(NODE, dev, dtype, cache_frames=2 * len(offsets) + 2, num_streams=num_streams)
     cfg = config or MergeConfig()
+    merge_fn = torch.compile(merge_exposures, dynamic=False) if compile else merge_exposures
     ref = offsets.index(0)
     k = len(window.clips)
 
@@ -92,7 +95,7 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
                 xw, m = warp_similarity(x, w.to_ref[i][None].to(dev), return_mask=True)
                 frames.append(xw)
                 valid.append(m)
-        out = merge_exposures(torch.stack(frames, 1), w.ev.to(dev), torch.stack(valid, 1), ref, cfg)
+        out = merge_fn(torch.stack(frames, 1), w.ev.to(dev), torch.stack(valid, 1), ref, cfg)
         props = w.props
         return runner.emit(out[0], f[ref].format, props)
 

@@ -10,7 +10,7 @@ from ..bridge import NodeRunner, blank_like, shift_clip
 from ..models.blocks import GAMMA, pad_to_multiple
 from ._common import check_clip, check_linear, error, pick_device
 from ._window import ExposureWindow
-from .coarse import align_to_ref, load_network, network_period, radiance_to_ldr
+from ._nets import align_to_ref, load_network, network_period, radiance_to_ldr
 
 __all__ = ["refine"]
 

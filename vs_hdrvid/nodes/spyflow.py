@@ -12,7 +12,7 @@ from ..ops.warp import (compose_affine, flow_warp, forward_backward_confidence, 
                         similarity_to_flow)
 from ._common import check_linear, error, pick_device
 from ._window import ExposureWindow
-from .coarse import align_to_ref, load_network, network_period, radiance_to_ldr
+from ._nets import align_to_ref, load_network, network_period, radiance_to_ldr
 
 __all__ = ["flow", "spynet_flows", "through_similarity"]
 

@@ -61,7 +61,7 @@ def hat_weight(ldr: Tensor, low: float = 0.05, high: float = 0.92) -> Tensor:
 
 
 def _luma(x: Tensor) -> Tensor:
-    return (0.2126 * x[:, 0:1] + 0.7152 * x[:, 1:2] + 0.0722 * x[:, 2:3])
+    return 0.2126 * x[:, 0:1] + 0.7152 * x[:, 1:2] + 0.0722 * x[:, 2:3]
 
 
 def merge_exposures(frames: Tensor, ev: Tensor, valid: Tensor | None = None, ref: int = 0,
@@ -88,45 +88,37 @@ def merge_exposures(frames: Tensor, ev: Tensor, valid: Tensor | None = None, ref
     ev = torch.as_tensor(ev, dtype=frames.dtype, device=frames.device).expand(b, t)
     expo = torch.exp2(ev)[..., None, None, None]                       # (b, t, 1, 1, 1)
     c = config
-    x = (frames * expo).clamp(min=0)                                    # linear exposure values
-    ldr_y = _luma(x.flatten(0, 1)).clamp(0, 1).pow(1 / c.gamma).unflatten(0, (b, t))  # (b, t, 1, h, w)
-    ldr_max = x.amax(2, keepdim=True).clamp(0, 1).pow(1 / c.gamma)
-    w = hat_weight(ldr_y, c.low, 1.0) * (ldr_max < c.high).to(x.dtype) * expo
-    w = w.clone()
+    y = _luma(frames.flatten(0, 1)).unflatten(0, (b, t)).clamp(min=0)    # (b, t, 1, h, w) radiance
+    ldr_y = (y * expo).clamp(0, 1).pow(1 / c.gamma)                     # LDR luminance
+    ldr_max = (frames.amax(2, keepdim=True) * expo).clamp(0, 1).pow(1 / c.gamma)  # brightest channel
+    w = hat_weight(ldr_y, c.low, 1.0) * (ldr_max < c.high).to(frames.dtype) * expo
     if valid is not None:
         w = w * valid
 
-    # ghost rejection against the reference
-    h_ref = frames[:, ref]                                              # (b, 3, h, w)
-    y_ref = _luma(h_ref).clamp(min=1e-8)
+    # ghost rejection against the reference; what depends on the reference alone is computed once
+    y_ref = y[:, ref].clamp(min=1e-8)
     l_ref = ldr_y[:, ref]
     h_sat_ref = 1.0 / expo[:, ref]                                      # (b, 1, 1, 1) clipping radiance
-    eps = 1e-8
-    k = c.dilate
+    tol = c.ghost_tolerance + c.noise_stops * (1 - (l_ref / 0.25).clamp(0, 1))  # looser where noisy
+    well = hat_weight(l_ref, c.low, c.high)
+    # reference clipped: the scene is at least this bright; nearly black: at most this bright
+    clipped = ldr_max[:, ref] >= c.high
+    lower = h_sat_ref * c.high ** c.gamma * 2.0 ** -c.bound_margin
+    dark = l_ref <= c.low
+    upper = h_sat_ref * (c.low ** c.gamma) * 2.0 ** (1 + c.bound_margin)
     for i in range(t):
         if i == ref:
             continue
-        y_i = _luma(frames[:, i]).clamp(min=eps)
-        d = torch.log2(y_i / y_ref)
-        # tolerance grows in the reference's dark range, where its noise dominates
-        tol = c.ghost_tolerance + c.noise_stops * (1 - (l_ref / 0.25).clamp(0, 1))
-        agree = (2 - d.abs() / tol).clamp(0, 1)
-        well = hat_weight(l_ref, c.low, c.high)
-        # reference clipped: the scene is at least this bright; nearly black: at most this bright
-        clipped = (ldr_max[:, ref] >= c.high).to(x.dtype)
-        lower = h_sat_ref * c.high ** c.gamma * 2.0 ** -c.bound_margin
-        below = _luma(frames[:, i]) < lower
-        dark = (l_ref <= c.low).to(x.dtype)
-        upper = h_sat_ref * (c.low ** c.gamma) * 2.0 ** (1 + c.bound_margin)
-        above = _luma(frames[:, i]) > upper
-        ok = well * agree + (1 - well) * torch.ones_like(agree)
-        ok = ok * (1 - clipped * below.to(x.dtype)) * (1 - dark * above.to(x.dtype))
-        if k > 1:
-            ok = -F.max_pool2d(-ok, k, 1, k // 2)
+        y_i = y[:, i]
+        agree = (2 - torch.log2(y_i.clamp(min=1e-8) / y_ref).abs() / tol).clamp(0, 1)
+        ok = 1 - well * (1 - agree)
+        ok = ok.masked_fill((clipped & (y_i < lower)) | (dark & (y_i > upper)), 0)
+        if c.dilate > 1:
+            ok = -F.max_pool2d(-ok, c.dilate, 1, c.dilate // 2)
         w[:, i] = w[:, i] * ok
 
     # a pixel no frame can vouch for (all rejected or clipped) falls back to the reference
-    nobody = (w.sum(1) <= 0).to(x.dtype)
+    nobody = (w.sum(1) <= 0).to(frames.dtype)
     w[:, ref] = w[:, ref] + nobody * expo[:, ref]
     total = w.sum(1)
     merged = (w * frames).sum(1) / total

@@ -1,0 +1,146 @@
+"""What the network nodes (:mod:`.coarse`, :mod:`.refine`, :mod:`.spyflow`) share.
+
+Re-deriving the networks' LDR input from linear radiance, applying the global similarity alignment
+of :func:`align`, choosing and loading checked weights once per node (a small cache shares a model
+between nodes), and the size and pattern checks.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+import vapoursynth as vs
+
+from .. import weights as weights_mod
+from ..models.blocks import GAMMA
+from ..ops.warp import warp_similarity
+from ._common import COUNT_PROP, error
+
+__all__ = ["radiance_to_ldr", "align_to_ref", "load_network", "network_period", "MIN_SIZE"]
+
+MIN_SIZE = 32  # the flow pyramid's coarsest level is 1/16 of the frame
+_RGBS = vs.core.get_video_format(vs.RGBS)
+_EYE = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+def radiance_to_ldr(h: torch.Tensor, ev: torch.Tensor, gamma: float = GAMMA) -> torch.Tensor:
+    """The networks' LDR input from linear radiance: ``L = clip(H * 2**EV, 0, 1) ** (1/gamma)``.
+
+    The exact inverse of ``linearize``'s gamma response. For a clip linearised with another
+    response (a lookup table or a Debevec estimate) it yields the frame as a gamma-2.2 camera would
+    have recorded it: the CRF is normalised to gamma 2.2, the preprocessing of Chen et al. 2021,
+    section 3.1, which the networks were trained with.
+
+    Shape:
+        ``h (T, 3, H, W)``, ``ev (T,)`` -> ``(T, 3, H, W)`` in [0, 1].
+    """
+    return (h * torch.exp2(ev.to(h.dtype)).view(-1, 1, 1, 1)).clamp(0, 1).pow(1.0 / gamma)
+
+
+def align_to_ref(x: torch.Tensor, to_ref: torch.Tensor, ref: int) -> torch.Tensor:
+    """Warp every slot but ``ref`` onto the reference by its similarity (Chen et al. 3.1).
+
+    Slots without alignment props (identity transforms) are passed through untouched.
+
+    Shape:
+        ``x (T, C, H, W)``, ``to_ref (T, 2, 3)`` -> ``(T, C, H, W)``.
+    """
+    moved = [i for i in range(x.shape[0]) if i != ref and not torch.equal(to_ref[i].cpu(), _EYE)]
+    if not moved:
+        return x
+    warped = warp_similarity(x[moved], to_ref[moved].to(x.device))  # (len(moved), C, H, W)
+    slots = list(x.unbind(0))
+    for j, i in enumerate(moved):
+        slots[i] = warped[j]
+    return torch.stack(slots)
+
+
+def network_period(lin: vs.VideoNode, node: str) -> int:
+    """Length of the clip's exposure pattern (2 or 3), after checking the frame size."""
+    count = int(lin.get_frame(0).props[COUNT_PROP])
+    if count not in (2, 3):
+        raise error(node, f"needs an alternating pattern of 2 or 3 exposures, the clip has {count}; "
+                          "give linearize(exposures=[...]) the pattern the footage was shot with")
+    if lin.width < MIN_SIZE or lin.height < MIN_SIZE:
+        raise error(node, f"frames of {lin.width}x{lin.height} are too small: the networks need at least "
+                          f"{MIN_SIZE}x{MIN_SIZE}; upscale the clip first")
+    return count
+
+
+def _resolve_weights(kind: str, weights: str | os.PathLike | None, period: int, node: str
+                     ) -> tuple[str, Path]:
+    """Registry name and folder for ``weights`` (None, a registry name, a folder or a file)."""
+    folder = Path(weights_mod.WEIGHTS_DIR)
+    name = f"{kind}-{period}exp"
+    if weights is not None and not (isinstance(weights, str) and weights in weights_mod.REGISTRY):
+        path = Path(weights)
+        if path.is_dir():
+            folder = path
+        elif path.is_file():
+            names = [k for k, s in weights_mod.REGISTRY.items() if s.file == path.name]
+            if not names:
+                files = ", ".join(sorted(s.file for s in weights_mod.REGISTRY.values()))
+                raise error(node, f"weights file {path} is not one of the known files ({files})")
+            name, folder = names[0], path.parent
+        else:
+            known = ", ".join(sorted(weights_mod.REGISTRY))
+            raise error(node, f"weights={str(weights)!r} is neither a known name ({known}) nor an existing "
+                              "folder or file")
+    elif weights is not None:
+        name = str(weights)
+    found = re.fullmatch(r"(\w+)-(\d)exp", name)
+    if found is None or found.group(1) != kind:
+        raise error(node, f"weights {name!r} are not {kind} weights; use {kind}-{period}exp")
+    if int(found.group(2)) != period:
+        raise error(node, f"weights {name!r} were trained for {found.group(2)}-exposure patterns but the "
+                          f"clip has a {period}-exposure pattern; use {kind}-{period}exp")
+    return name, folder
+
+
+_models: OrderedDict[tuple, torch.nn.Module] = OrderedDict()
+_models_lock = threading.Lock()
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def load_network(kind: str, weights: str | os.PathLike | None, period: int, device: torch.device,
+                 dtype: torch.dtype, node: str) -> torch.nn.Module:
+    """The checked network for ``kind`` (``"coarse"`` or ``"refine"``) and the clip's pattern.
+
+    Loaded once per (file, device, dtype) in eval mode; nodes made later share it while the file
+    and manifest are unchanged.
+
+    Raises:
+        vs.Error: unknown weights, weights for another pattern length, or a missing or corrupt
+            file (the message names the file, its sha256 and the command that makes it).
+    """
+    name, folder = _resolve_weights(kind, weights, period, node)
+    path = folder / weights_mod.REGISTRY[name].file
+    key = (name, os.fspath(path.resolve()), _stamp(path), _stamp(folder / weights_mod.MANIFEST),
+           str(device), dtype)
+    with _models_lock:
+        if key in _models:
+            _models.move_to_end(key)
+            return _models[key]
+    try:
+        model, _ = weights_mod.load(name, device, folder)
+    except weights_mod.WeightsError as e:
+        raise error(node, f"{e} (or pass weights= a folder that holds it)") from None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise error(node, f"cannot load {path}: {type(e).__name__}: {e}") from None
+    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    with _models_lock:
+        _models[key] = model
+        while len(_models) > 6:
+            _models.popitem(last=False)
+    return model
