@@ -33,14 +33,14 @@ def parse_y4m(data: bytes) -> tuple[dict[str, str], int]:
 def runs(tmp_path_factory):
     """Both scripts at once (each vspipe pays the start-up of torch): name -> CompletedProcess-like."""
     scripts = {name: ROOT / "examples" / f"{name}.vpy" for name in ("reconstruct", "preview")}
-    missing = [str(p) for p in scripts.values() if not p.is_file()]
-    if missing or not VSPIPE.exists():
-        pytest.skip(f"not there yet: {missing or VSPIPE}")
     seq = make_sequence(tmp_path_factory.mktemp("ex"), [-1.5, 1.5], FRAMES, size=(H, W), motion=(1.0, 0.5, 0.0, 1.0))
     args = {"reconstruct": ["-c", "y4m"], "preview": []}
     procs = {name: subprocess.Popen([str(VSPIPE), "-a", f"input={seq.pattern}", str(path), *args[name], "-"],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
              for name, path in scripts.items()}
+    # without -a the script reads the bundled sample, from vspipe's working folder (the script's)
+    procs["default"] = subprocess.Popen([str(VSPIPE), str(scripts["reconstruct"]), "--info"],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     out = {}
     for name, p in procs.items():
         try:
@@ -65,3 +65,10 @@ def test_preview_vpy_side_by_side(runs):
     rc, stdout, stderr = runs["preview"]
     assert rc == 0, stderr[-2000:]
     assert len(stdout) == FRAMES * (2 * W) * H * 3  # RGB24 planes, input beside reconstruction
+
+
+def test_reconstruct_vpy_defaults_to_the_bundled_sample(runs):
+    rc, stdout, stderr = runs["default"]
+    assert rc == 0, stderr[-2000:]
+    frames = len(list((ROOT / "examples" / "sample" / "ldr").glob("*.png")))
+    assert f"Frames: {frames}" in stdout.decode() + stderr
