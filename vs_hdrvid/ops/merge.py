@@ -36,6 +36,8 @@ class MergeConfig:
             range; acceptance falls linearly from 1 at the tolerance to 0 at twice it.
         noise_stops: extra tolerance (stops) for dark pixels, where noise dominates the ratio.
         bound_margin: slack (stops) on the clipped/black bounds of the reference.
+        smooth: box size averaging the log-ratio before the test, so noise alone does not reject a
+            neighbour (1: off).
         dilate: size of the min-filter spreading a rejection to neighbouring pixels, so thin
             edges of a moving object are rejected with it (1: off).
         gamma: gamma used to judge exposure levels from linear values.
@@ -46,6 +48,7 @@ class MergeConfig:
     ghost_tolerance: float = 0.25
     noise_stops: float = 0.6
     bound_margin: float = 0.25
+    smooth: int = 3
     dilate: int = 3
     gamma: float = 2.2
 
@@ -110,7 +113,10 @@ def merge_exposures(frames: Tensor, ev: Tensor, valid: Tensor | None = None, ref
         if i == ref:
             continue
         y_i = y[:, i]
-        agree = (2 - torch.log2(y_i.clamp(min=1e-8) / y_ref).abs() / tol).clamp(0, 1)
+        d = torch.log2(y_i.clamp(min=1e-8) / y_ref)
+        if c.smooth > 1:
+            d = F.avg_pool2d(d, c.smooth, 1, c.smooth // 2, count_include_pad=False)
+        agree = (2 - d.abs() / tol).clamp(0, 1)
         ok = 1 - well * (1 - agree)
         ok = ok.masked_fill((clipped & (y_i < lower)) | (dark & (y_i > upper)), 0)
         if c.dilate > 1:
