@@ -122,6 +122,7 @@ def save(module: torch.nn.Module, path: str | os.PathLike, config: dict) -> str:
     tmp = path.with_suffix(path.suffix + ".part")
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     save_file(state, tmp, metadata={"config": json.dumps(config)})
+    os.chmod(tmp, 0o644)  # safetensors creates files readable by their owner only
     os.replace(tmp, path)
     return sha256_of(path)
 

@@ -262,8 +262,3 @@ def run_cli(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(res, indent=2))
         print(f"wrote {args.json}", file=sys.stderr)
     return 1 if any("error" in r["coarse"] or "error" in r["refine"] for r in res["rows"]) else 0
-
-
-if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(prog="python -m vs_hdrvid.eval.bench_nets")
-    sys.exit(run_cli(add_cli(_parser.add_subparsers()).parse_args()))

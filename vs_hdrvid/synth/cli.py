@@ -60,15 +60,3 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"vs-hdrvid synth: {msg}", file=sys.stderr)
         return 1
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry: ``python -m vs_hdrvid.synth.cli ...``."""
-    parser = argparse.ArgumentParser(prog="vs-hdrvid")
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Training runs on the micro preset: checkpoint, resume, shipped weights and manifest, the CLI."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from vs_hdrvid import weights as W
+from vs_hdrvid.train.cli import add_cli, config_from_args
+from vs_hdrvid.train.config import TrainConfig
+from vs_hdrvid.train.loop import train
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """The micro preset (two 64x48 two-exposure scenes of 6 frames), shared by the session."""
+    from vs_hdrvid.synth import generate
+
+    out = tmp_path_factory.getbasetemp() / "train-synth"
+    generate("micro", root=out, progress=False)  # complete scenes are kept, not regenerated
+    return out
+
+
+@pytest.fixture
+def cfg(tmp_path, root):
+    def make(**kw) -> TrainConfig:
+        return _cfg(tmp_path, root, **kw)
+    return make
+
+
+def _cfg(tmp_path, root, **kw) -> TrainConfig:
+    base = dict(stage="coarse", exposures=2, root=str(root), preset="micro", val_preset="micro",
+                steps=3, batch=2, patch=32, val_patch=32, val_windows=1, lr_halve_every=2, ckpt_every=1,
+                log_every=1, val_every=100, val_at_start=False, init_from="none", runs_dir=str(tmp_path / "runs"),
+                weights_dir=str(tmp_path / "weights"), synth_if_missing=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_config_rejects_unknown_keys_and_bad_values():
+    with pytest.raises(ValueError, match="unknown keys.*'stpes'"):
+        TrainConfig.from_dict({"stage": "coarse", "stpes": 10})
+    with pytest.raises(ValueError, match="stage"):
+        TrainConfig(stage="bogus")
+    with pytest.raises(ValueError, match="multiples of 16"):
+        TrainConfig(stage="coarse", patch=100)
+    assert TrainConfig(stage="finetune").lr == 2e-5 and TrainConfig(stage="coarse").out_name == "coarse-2exp"
+
+
+def test_lr_halves_on_schedule():
+    cfg = TrainConfig(stage="coarse", steps=100)
+    assert [cfg.lr_at(s) for s in (0, 49, 50, 100)] == [1e-4, 1e-4, 5e-5, 2.5e-5]
+
+
+def test_cli_options_reach_the_config():
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "refine", "--exposures", "3", "--steps", "7", "--max-minutes", "1.5",
+                              "--batch", "2", "--patch", "64", "--device", "cpu", "--resume", "--seed", "5",
+                              "--out-name", "x", "--workers", "1", "--init-from", "none"])
+    cfg = config_from_args(args)
+    assert (cfg.stage, cfg.exposures, cfg.steps, cfg.max_minutes, cfg.batch, cfg.patch) == ("refine", 3, 7, 1.5, 2, 64)
+    assert cfg.resume and cfg.seed == 5 and cfg.out_name == "x" and cfg.workers == 1 and cfg.lr == 1e-4
+
+
+def test_coarse_run_checkpoints_resumes_and_ships(tmp_path, cfg):
+    first = train(cfg())
+    assert first["step"] == 3 and first["stopped"] == "steps"
+    ckpt = torch.load(tmp_path / "runs" / "coarse-2exp" / "ckpt.pt", weights_only=False)
+    assert ckpt["step"] == 3 and set(ckpt["nets"]) == {"coarse"} and "optimizer" in ckpt and "rng" in ckpt
+    assert (tmp_path / "runs" / "coarse-2exp" / "curve.png").is_file()
+
+    resumed = train(cfg(steps=4, resume=True))
+    assert resumed["step"] == 4
+    hist = torch.load(tmp_path / "runs" / "coarse-2exp" / "ckpt.pt", weights_only=False)["history"]["train"]
+    assert [s for s, _ in hist] == [1, 2, 3, 4]
+
+    # an uninterrupted run of the same seed reaches the same loss at step 4
+    straight = train(cfg(steps=4, out_name="straight", ship="never"))
+    assert straight["shipped"] == []
+    hist2 = torch.load(tmp_path / "runs" / "straight" / "ckpt.pt", weights_only=False)["history"]["train"]
+    assert hist2[3][1] == pytest.approx(hist[3][1], rel=1e-4)
+
+    folder = tmp_path / "weights"
+    net, entry = W.load("coarse-2exp", folder=folder)  # sha256 checked
+    assert type(net).__name__ == "CoarseNet"
+    for key in ("network", "config", "sha256", "parameters", "recipe", "metrics", "deviations"):
+        assert key in entry
+    rec = entry["recipe"]
+    assert rec["steps"] == 4 and rec["batch"] == 2 and rec["patch"] == 32 and rec["resumed_from"]
+    assert rec["data"]["preset"] == "micro" and rec["data"]["generator_version"] and rec["data"]["seed"] == 4
+    assert entry["parameters"] == sum(p.numel() for p in net.parameters())
+    assert entry["metrics"]["val_psnr_mu"] > 0 and "val_psnr_mu_reference_only" in entry["metrics"]
+    assert any("perceptual" in d for d in entry["deviations"])
+    assert (folder / "curves" / "coarse_2exp.png").is_file()
+    # a corrupted file is refused
+    raw = bytearray((folder / "coarse_2exp.safetensors").read_bytes())
+    raw[-1] ^= 1
+    (folder / "coarse_2exp.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(W.WeightsError, match="sha256"):
+        W.load("coarse-2exp", folder=folder)
+
+
+def test_refine_continues_from_shipped_coarse(tmp_path, cfg):
+    train(cfg(steps=1, ckpt_every=100))
+    out = train(cfg(stage="refine", steps=1, batch=1, ckpt_every=100))
+    entry = json.loads((tmp_path / "weights" / "MANIFEST.json").read_text())["refine_2exp.safetensors"]
+    coarse_sha = json.loads((tmp_path / "weights" / "MANIFEST.json").read_text())["coarse_2exp.safetensors"]["sha256"]
+    assert out["step"] == 1 and entry["recipe"]["coarse_sha256"] == coarse_sha
+    assert {"val_psnr_mu", "val_psnr_mu_coarse", "val_psnr_mu_reference_only"} <= set(entry["metrics"])
+    net, _ = W.load("refine-2exp", folder=tmp_path / "weights")
+    assert type(net).__name__ == "RefineNet"
+
+
+def test_spynet_stage_trains_the_flow_net_only(tmp_path, cfg):
+    out = train(cfg(stage="spynet", steps=1, batch=1))
+    assert out["shipped"] == [] and "val_epe" in out["val"]
+    ckpt = torch.load(tmp_path / "runs" / "spynet-2exp" / "ckpt.pt", weights_only=False)
+    names = {g["name"] for g in ckpt["optimizer"]["param_groups"]}
+    assert names == {"flownet"}

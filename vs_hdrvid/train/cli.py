@@ -1,0 +1,96 @@
+"""The ``vs-hdrvid train`` subcommand.
+
+Examples::
+
+    vs-hdrvid train spynet --exposures 2 --steps 300 --batch 4 --patch 96
+    vs-hdrvid train coarse --exposures 2 --steps 2000 --max-minutes 30
+    vs-hdrvid train refine --exposures 2 --steps 1000
+    vs-hdrvid train coarse --exposures 2 --resume                 # continue runs/coarse-2exp/
+    vs-hdrvid train coarse --exposures 2 --device cuda --steps 200000 --batch 16 --patch 256
+        # continues the shipped weights/coarse_2exp.safetensors on a GPU and ships the result
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from vs_hdrvid.train.config import STAGES, TrainConfig
+
+__all__ = ["add_cli", "run_cli", "config_from_args"]
+
+_OPTIONS = ("exposures", "root", "preset", "val_preset", "steps", "max_minutes", "batch", "patch", "lr",
+            "device", "resume", "out_name", "seed", "workers", "init_from", "threads", "val_every",
+            "ckpt_every", "log_every", "val_patch", "val_windows", "perc_weight", "flow_lr_scale",
+            "lr_halve_every", "weights_dir", "runs_dir", "ship", "val_at_start")
+
+
+def add_cli(subparsers) -> argparse.ArgumentParser:
+    """Register ``train`` on an ``argparse`` subparsers object; returns its parser."""
+    d = TrainConfig(stage="coarse")
+    p = subparsers.add_parser(
+        "train", help="train the Chen et al. networks on synthetic data",
+        description="Train a stage of the Chen et al. (ICCV 2021) networks: spynet (flow pretraining), "
+                    "coarse (CoarseNet), refine (RefineNet, CoarseNet frozen), finetune (both). Without "
+                    "--init-from a stage continues the shipped weights when present. Progress goes to stderr; "
+                    "the run folder holds ckpt.pt, log.jsonl and curve.png.")
+    p.add_argument("stage", choices=STAGES)
+    p.add_argument("--exposures", type=int, choices=(2, 3), default=d.exposures)
+    p.add_argument("--root", default=d.root, help=f"synthetic data root (default: {d.root})")
+    p.add_argument("--preset", default=d.preset, help="training preset (default: train)")
+    p.add_argument("--val-preset", default=d.val_preset, help="validation preset (default: val)")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"total optimiser steps (default: {d.steps})")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop cleanly after this wall time")
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--patch", type=int, default=d.patch, help="square patch side, multiple of 16")
+    p.add_argument("--lr", type=float, default=None, help="base learning rate (default: 1e-4, finetune 2e-5)")
+    p.add_argument("--lr-halve-every", type=int, default=0, help="halve lr every N steps (default: steps/2)")
+    p.add_argument("--flow-lr-scale", type=float, default=d.flow_lr_scale,
+                   help="flow net lr relative to --lr in end-to-end stages")
+    p.add_argument("--perc-weight", type=float, default=d.perc_weight, help="weight of the perceptual substitute")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    p.add_argument("--resume", action="store_true", help="continue runs/<out-name>/ckpt.pt")
+    p.add_argument("--init-from", default="", metavar="PATH",
+                   help="start from a .safetensors or ckpt.pt ('none': random; default: shipped weights)")
+    p.add_argument("--out-name", default="", help="run name (default: <stage>-<n>exp)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--workers", type=int, default=d.workers, help="DataLoader workers")
+    p.add_argument("--val-every", type=int, default=d.val_every)
+    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--val-patch", type=int, default=d.val_patch)
+    p.add_argument("--val-windows", type=int, default=d.val_windows, help="fixed validation crops per scene")
+    p.add_argument("--no-val-at-start", dest="val_at_start", action="store_false",
+                   help="skip the validation before the first step")
+    p.add_argument("--weights-dir", default="", help="where to ship weights (default: the package's weights/)")
+    p.add_argument("--runs-dir", default=d.runs_dir)
+    p.add_argument("--ship", choices=("auto", "always", "never"), default=d.ship,
+                   help="write shipped weights: auto = if none yet or validation is not worse")
+    p.set_defaults(func=run_cli)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(stage=args.stage, **{k: getattr(args, k) for k in _OPTIONS})
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run ``train`` from parsed arguments; returns the exit status (one error line on failure)."""
+    from vs_hdrvid.train.loop import train
+
+    log = logging.getLogger("vs_hdrvid.train")
+    if not log.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(h)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    try:
+        summary = train(config_from_args(args))
+    except (OSError, RuntimeError, ValueError) as e:
+        print(f"vs-hdrvid train: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 1
+    for f in summary["shipped"]:
+        print(f"vs-hdrvid train: wrote {f}", file=sys.stderr)
+    return 0

@@ -1,0 +1,138 @@
+"""Training configuration: one dataclass for every stage, with per-stage defaults.
+
+Stages (Chen et al., ICCV 2021, section 5.1, plus a flow pretraining):
+
+=============  ====================================================================  =========
+stage          what is trained                                                      default lr
+=============  ====================================================================  =========
+``spynet``     the flow network inside CoarseNet, on ground-truth flow (EPE)        1e-4
+``coarse``     CoarseNet end to end, mu-law L1 (eq. 1); flow net at a lower lr      1e-4
+``refine``     RefineNet with CoarseNet frozen: eq. 6 L1 + perceptual substitute    1e-4
+``finetune``   CoarseNet and RefineNet together, the refine loss                    2e-5
+=============  ====================================================================  =========
+
+The learning rate is halved every ``lr_halve_every`` steps (the paper halves every 5 of 10
+epochs: by default half the run). :meth:`TrainConfig.from_dict` rejects unknown keys.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+__all__ = ["STAGES", "STAGE_DEFAULTS", "TrainConfig"]
+
+STAGES = ("spynet", "coarse", "refine", "finetune")
+
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "spynet": {"lr": 1e-4},
+    "coarse": {"lr": 1e-4},
+    "refine": {"lr": 1e-4},
+    "finetune": {"lr": 2e-5},
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (stored in its checkpoint and manifest entry).
+
+    Attributes:
+        stage: one of :data:`STAGES`.
+        exposures: alternating exposures of the data and networks (2 or 3).
+        root, preset, val_preset: synthetic data (``<root>/<preset>``) for training and validation.
+        steps: optimiser steps of the run (a resumed run continues to this count).
+        max_minutes: stop cleanly after this much wall time of this invocation (0: no limit).
+        batch, patch: batch size and square patch side (a multiple of 16 for the flow pyramid).
+        lr: base learning rate (``None``: the stage default); Adam with default betas.
+        flow_lr_scale: the flow network's learning rate relative to ``lr`` in end-to-end stages.
+        lr_halve_every: halve the learning rate every this many steps (0: ``steps // 2``).
+        perc_weight: weight of the perceptual substitute (:func:`~vs_hdrvid.train.losses.structure_loss`).
+        val_patch, val_windows: side of the fixed validation crops and crops per scene (keep
+            them when continuing a run: shipping compares validation results of the same crops).
+        val_at_start: validate before the first step of a fresh run (the curve's starting point).
+        val_every, ckpt_every, log_every: in steps.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        threads: torch CPU threads (0: leave torch's default).
+        seed: seeds initialisation and the per-sample data generators.
+        workers: DataLoader worker processes.
+        out_name: run name, ``runs/<out_name>/`` (default ``<stage>-<n>exp``).
+        init_from: weights to start from (a ``.safetensors`` or a run's ``ckpt.pt``); empty: the
+            shipped weights when present (so a GPU run continues a CPU one), else the stage's
+            predecessor; ``none``: random initialisation.
+        resume: continue ``runs/<out_name>/ckpt.pt`` (model, optimiser, step, RNG, history).
+        tone, noise: tone perturbation of the reference / noise on clean data (section 5.1).
+        weights_dir: where shipped weights and MANIFEST.json go (empty: ``vs_hdrvid.weights.WEIGHTS_DIR``).
+        runs_dir: where run folders go.
+        ship: write the shipped weights at the end: ``auto`` (when there are none yet, or the new
+            validation PSNR-mu is at least the shipped one's), ``always`` or ``never``.
+        synth_if_missing: generate a missing train/val preset with ``vs-hdrvid synth`` first.
+    """
+
+    stage: str
+    exposures: int = 2
+    root: str = "data/synth"
+    preset: str = "train"
+    val_preset: str = "val"
+    steps: int = 1000
+    max_minutes: float = 0.0
+    batch: int = 4
+    patch: int = 128
+    lr: float | None = None
+    flow_lr_scale: float = 0.25
+    lr_halve_every: int = 0
+    perc_weight: float = 0.5
+    val_patch: int = 128
+    val_windows: int = 3
+    val_at_start: bool = True
+    val_every: int = 250
+    ckpt_every: int = 100
+    log_every: int = 10
+    device: str = "auto"
+    threads: int = 0
+    seed: int = 0
+    workers: int = 0
+    out_name: str = ""
+    init_from: str = ""
+    resume: bool = False
+    tone: bool = True
+    noise: bool = True
+    weights_dir: str = ""
+    runs_dir: str = "runs"
+    ship: str = "auto"
+    synth_if_missing: bool = True
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"train: stage must be one of {STAGES}, got {self.stage!r}")
+        if self.exposures not in (2, 3):
+            raise ValueError(f"train: exposures must be 2 or 3, got {self.exposures}")
+        if self.patch % 16 or self.val_patch % 16 or self.patch < 16:
+            raise ValueError(f"train: patch and val_patch must be multiples of 16, got {self.patch}, {self.val_patch}")
+        if self.steps < 1 or self.batch < 1:
+            raise ValueError(f"train: steps and batch must be positive, got {self.steps}, {self.batch}")
+        if self.ship not in ("auto", "always", "never"):
+            raise ValueError(f"train: ship must be auto, always or never, got {self.ship!r}")
+        if self.lr is None:
+            self.lr = STAGE_DEFAULTS[self.stage]["lr"]
+        if not self.out_name:
+            self.out_name = f"{self.stage}-{self.exposures}exp"
+
+    @property
+    def halve_every(self) -> int:
+        return self.lr_halve_every or max(1, self.steps // 2)
+
+    def lr_at(self, step: int) -> float:
+        """Base learning rate at ``step``: ``lr * 0.5 ** (step // halve_every)``."""
+        return float(self.lr) * 0.5 ** (step // self.halve_every)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Build from a mapping; unknown keys raise ``ValueError`` naming them."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown keys {unknown}; known keys: {sorted(fields)}")
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

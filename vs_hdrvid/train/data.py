@@ -1,0 +1,302 @@
+"""Training and validation windows read from the synthetic data layout.
+
+Layout (written by ``vs-hdrvid synth``)::
+
+    <root>/<preset>/<scene_id>/ldr/00000.png  exposures.txt  gt/00000.exr  flow/00000.npz  meta.json
+    <root>/<preset>/index.json
+
+A sample is the LDR window around a reference frame ``t`` with its exposures and ground truth:
+
+=========  ======================  ======================================================
+kind       LDR window (2 / 3 exp)  ground truth
+=========  ======================  ======================================================
+``flow``   3 / 5 frames            HDR of ``t`` and the flows ``t -> neighbour`` (time order)
+``coarse`` 3 / 5 frames            HDR of ``t``
+``refine`` 5 / 7 frames            HDR of ``t-1, t, t+1`` (the coarse outputs of those three)
+=========  ======================  ======================================================
+
+Training samples follow Chen et al. (ICCV 2021) section 5.1: random square patches, flips,
+90-degree rotations and channel permutation applied to every frame and flow of the window (flow
+vectors are transformed, see :class:`vs_hdrvid.synth.augment.Augment`), per-channel tone
+perturbation of the reference LDR, and Gaussian noise (sigma 1e-3) in the linear domain of the
+lower exposures when the scene was rendered without noise. Sample ``i`` is drawn from
+``numpy.random.default_rng([seed, i])`` alone, so a resumed run sees exactly the samples an
+uninterrupted one would. Decoded scenes are cached in memory (LDR as integers, HDR as float16).
+
+The ground-truth flows of the data are ``t -> t+1`` (``fwd``) and ``t -> t-1`` (``bwd``): the flow
+from ``t`` to a neighbour that backward-warps the neighbour onto ``t``, the convention of
+:class:`~vs_hdrvid.models.coarsenet.CoarseNet`. The ``t -> t+-2`` flows of three-exposure windows
+are composed from two one-frame steps, ``f02 = f01 + warp(f12, f01)``, and marked invalid where
+the first step is occluded.
+
+Convention: tensors are ``(T, 3, P, P)`` frames, ``(K, 2, P, P)`` flows, EVs ``(T,)``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from vs_hdrvid.ops.exr import read_exr
+from vs_hdrvid.ops.warp import flow_warp
+from vs_hdrvid.synth.augment import Augment, perturb_tone, sample_augment
+
+__all__ = ["SceneArrays", "WindowDataset", "window_length", "list_scene_dirs", "read_ldr_u", "GAMMA"]
+
+GAMMA = 2.2
+KINDS = ("flow", "coarse", "refine")
+
+
+def window_length(kind: str, exposures: int) -> int:
+    """LDR frames a sample of ``kind`` needs: ``2n-1`` (flow, coarse) or ``2n+1`` (refine)."""
+    if kind not in KINDS:
+        raise ValueError(f"window kind must be one of {KINDS}, got {kind!r}")
+    return 2 * exposures + 1 if kind == "refine" else 2 * exposures - 1
+
+
+def list_scene_dirs(root: str | Path, preset: str) -> list[Path]:
+    """Scene folders of a preset in ``index.json`` order (sorted names without an index).
+
+    Raises:
+        FileNotFoundError: no scenes under ``<root>/<preset>``.
+    """
+    base = Path(root) / preset
+    found = sorted(p for p in base.iterdir() if (p / "meta.json").is_file()) if base.is_dir() else []
+    if not found:
+        raise FileNotFoundError(f"no scenes under {base}; run `vs-hdrvid synth --preset {preset} --root {root}`")
+    index = base / "index.json"
+    if index.is_file():
+        data = json.loads(index.read_text())
+        entries = data.get("scenes", []) if isinstance(data, dict) else data
+        ids = [e if isinstance(e, str) else e.get("scene", e.get("scene_id")) for e in entries]
+        by_name = {p.name: p for p in found}
+        ordered = [by_name.pop(i) for i in ids if i in by_name]
+        return ordered + sorted(by_name.values())
+    return found
+
+
+def read_ldr_u(path: Path) -> np.ndarray:
+    """An LDR PNG as ``(3, H, W)`` uint8/uint16 RGB."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise OSError(f"cannot read {path}")
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=-1)
+    return np.ascontiguousarray(img[..., 2::-1].transpose(2, 0, 1))  # BGR(A) -> RGB, CHW
+
+
+def _compose(f01: np.ndarray, f12: np.ndarray) -> np.ndarray:
+    """Flow ``0 -> 2`` from ``0 -> 1`` and ``1 -> 2``: ``f01 + f12(x + f01(x))``, ``(2, H, W)``."""
+    a = torch.from_numpy(f01)[None]
+    b = torch.from_numpy(f12)[None]
+    return (a + flow_warp(b, a)).numpy()[0]
+
+
+class SceneArrays:
+    """One decoded scene: LDR ``(T, 3, H, W)`` integers, HDR ``(T, 3, H, W)`` float16, flows.
+
+    Args:
+        path: the scene folder.
+        flows: also read the flow files (``fwd``/``bwd`` and occlusions).
+    """
+
+    def __init__(self, path: Path, flows: bool = False) -> None:
+        self.path = Path(path)
+        self.meta = json.loads((self.path / "meta.json").read_text())
+        self.evs = np.array([float(x) for x in (self.path / "exposures.txt").read_text().split()], np.float32)
+        n = len(self.evs)
+        self.pattern = [float(e) for e in self.meta.get("exposures", self.evs[: self.meta["exposure_count"]])]
+        self.ldr = np.stack([read_ldr_u(self.path / "ldr" / f"{i:05d}.png") for i in range(n)])
+        self.scale = float(np.iinfo(self.ldr.dtype).max)
+        self.gt = np.stack([read_exr(self.path / "gt" / f"{i:05d}.exr").transpose(2, 0, 1) for i in range(n)])
+        self.gt = self.gt.astype(np.float16)
+        self.fwd = self.bwd = self.occ_fwd = self.occ_bwd = None
+        if flows:
+            h, w = self.ldr.shape[-2:]
+            self.fwd, self.bwd = np.zeros((2, n, 2, h, w), np.float32)
+            self.occ_fwd, self.occ_bwd = np.ones((2, n, h, w), np.uint8)
+            for i in range(n):
+                with np.load(self.path / "flow" / f"{i:05d}.npz") as z:
+                    for key, arr in (("fwd", self.fwd), ("bwd", self.bwd)):
+                        if key in z:
+                            arr[i] = z[key]
+                    for key, arr in (("occ_fwd", self.occ_fwd), ("occ_bwd", self.occ_bwd)):
+                        if key in z:
+                            arr[i] = z[key]
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.evs)
+
+    @property
+    def exposure_count(self) -> int:
+        return int(self.meta["exposure_count"])
+
+    @property
+    def clean(self) -> bool:
+        """No sensor noise was rendered into the LDR frames."""
+        noise = self.meta.get("noise") or {}
+        return not any(float(noise.get(k, 0) or 0) > 0 for k in ("sigma", "lambda_shot", "lambda_read"))
+
+    def flows_from(self, t: int, offsets: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """GT flows ``t -> t+d`` for each offset ``d`` (``|d| <= 2``) and their validity.
+
+        Returns:
+            ``(K, 2, H, W)`` float32 flows and ``(K, 1, H, W)`` float32 masks (1 = usable).
+        """
+        flows, valid = [], []
+        for d in offsets:
+            step, occ = (self.fwd, self.occ_fwd) if d > 0 else (self.bwd, self.occ_bwd)
+            s = 1 if d > 0 else -1
+            f = step[t]
+            if abs(d) == 1:
+                v = np.ones(f.shape[1:], np.float32)
+            elif abs(d) == 2:
+                f = _compose(step[t], step[t + s])
+                v = (occ[t] == 0).astype(np.float32)
+            else:
+                raise ValueError(f"flows_from: offsets up to 2 frames, got {d}")
+            flows.append(f)
+            valid.append(v[None])
+        return np.stack(flows).astype(np.float32), np.stack(valid)
+
+
+@dataclass(frozen=True)
+class WindowItem:
+    scene: int
+    t: int  # reference frame
+
+
+class WindowDataset(Dataset):
+    """Windows of one kind over every scene with ``exposures`` alternating exposures.
+
+    Args:
+        root, preset: where the synthetic data lies.
+        kind: ``"flow"``, ``"coarse"`` or ``"refine"`` (see the module docstring).
+        exposures: 2 or 3.
+        patch: side of the square crops.
+        train: random windows, crops and augmentation per sample index; otherwise item ``i`` is
+            a fixed crop (see ``val_windows``), unaugmented.
+        seed: base seed of the per-sample generators (training) or of the fixed crops.
+        ref_window: for validation, references are those valid for this window length (pass the
+            refine window so coarse and refine stages are scored on the same crops).
+        val_windows: fixed crops per scene for validation (evenly spaced references).
+        tone, noise: tone perturbation of the reference, and noise on clean data (training only).
+        noise_sigma: sigma of that noise in the linear domain.
+
+    A training sample ``i`` (any non-negative integer) is a dict of tensors: ``ldrs (T, 3, P, P)``
+    in [0, 1], ``evs (T,)``, ``gt (G, 3, P, P)`` (G = 1, or 3 for refine), ``h_sat ()`` and for
+    ``flow`` also ``flows (K, 2, P, P)`` and ``flow_valid (K, 1, P, P)``.
+    """
+
+    def __init__(self, root: str | Path, preset: str, kind: str, exposures: int, patch: int = 128,
+                 train: bool = True, seed: int = 0, ref_window: int | None = None, val_windows: int = 4,
+                 tone: bool = True, noise: bool = True, noise_sigma: float = 1e-3) -> None:
+        self.kind, self.exposures, self.patch, self.train, self.seed = kind, exposures, patch, train, seed
+        self.tone, self.noise, self.noise_sigma = tone, noise, noise_sigma
+        self.length = window_length(kind, exposures)
+        self.radius = self.length // 2
+        self.dirs = []
+        for d in list_scene_dirs(root, preset):
+            meta = json.loads((d / "meta.json").read_text())
+            if int(meta["exposure_count"]) == exposures and (kind != "flow" or meta.get("flow", True)):
+                self.dirs.append(d)
+        if not self.dirs:
+            raise FileNotFoundError(f"no {exposures}-exposure scenes under {Path(root) / preset}")
+        self.metas = [json.loads((d / "meta.json").read_text()) for d in self.dirs]
+        self._cache: dict[int, SceneArrays] = {}
+        r = max(self.radius, (ref_window or self.length) // 2)
+        self.items = [WindowItem(s, t) for s, m in enumerate(self.metas) for t in range(r, int(m["frames"]) - r)]
+        if not self.items:
+            raise ValueError(f"scenes under {Path(root) / preset} are too short for {self.length}-frame windows")
+        for m in self.metas:
+            if min(m["width"], m["height"]) < patch:
+                raise ValueError(f"patch {patch} is larger than scene {m['scene']} ({m['width']}x{m['height']})")
+        self.fixed: list[tuple[WindowItem, int, int]] = []
+        if not train:
+            rng = np.random.default_rng(seed)
+            for s, m in enumerate(self.metas):
+                refs = [it for it in self.items if it.scene == s]
+                pick = np.linspace(0, len(refs) - 1, min(val_windows, len(refs))).round().astype(int)
+                for k in pick:
+                    y = int(rng.integers(0, m["height"] - patch + 1))
+                    x = int(rng.integers(0, m["width"] - patch + 1))
+                    self.fixed.append((refs[k], y, x))
+
+    def scene(self, s: int) -> SceneArrays:
+        """Scene ``s``, decoded once and cached."""
+        if s not in self._cache:
+            self._cache[s] = SceneArrays(self.dirs[s], flows=self.kind == "flow")
+        return self._cache[s]
+
+    def preload(self) -> None:
+        """Decode every scene now."""
+        for s in range(len(self.dirs)):
+            self.scene(s)
+
+    def __len__(self) -> int:
+        return len(self.fixed) if not self.train else len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        if not self.train:
+            item, y, x = self.fixed[i]
+            return self._sample(item, y, x, None, None)
+        rng = np.random.default_rng([self.seed, int(i)])
+        item = self.items[int(rng.integers(len(self.items)))]
+        m = self.metas[item.scene]
+        y = int(rng.integers(0, m["height"] - self.patch + 1))
+        x = int(rng.integers(0, m["width"] - self.patch + 1))
+        return self._sample(item, y, x, sample_augment(rng), rng)
+
+    def _sample(self, item: WindowItem, y: int, x: int, aug: Augment | None,
+                rng: np.random.Generator | None) -> dict[str, Tensor]:
+        sc, p, r = self.scene(item.scene), self.patch, self.radius
+        frames = slice(item.t - r, item.t + r + 1)
+        crop = (slice(y, y + p), slice(x, x + p))
+        ldrs = sc.ldr[frames][..., crop[0], crop[1]].astype(np.float32) / sc.scale  # (T, 3, P, P)
+        evs = sc.evs[frames].copy()
+        g = 1 if self.kind == "refine" else 0
+        gt = sc.gt[item.t - g: item.t + g + 1][..., crop[0], crop[1]].astype(np.float32)  # (G, 3, P, P)
+        out: dict[str, np.ndarray] = {}
+        if self.kind == "flow":
+            offsets = [d for d in range(-r, r + 1) if d]
+            flows, valid = sc.flows_from(item.t, offsets)
+            out["flows"], out["flow_valid"] = flows[..., crop[0], crop[1]], valid[..., crop[0], crop[1]]
+        if rng is not None:
+            if self.noise and sc.clean:
+                ldrs = self._add_noise(ldrs, evs, rng)
+            if self.tone:
+                ldrs[r] = perturb_tone(ldrs[r], rng)
+        if aug is not None:
+            ldrs, gt = aug.image(ldrs), aug.image(gt)
+            if "flows" in out:
+                out["flows"], out["flow_valid"] = aug.flow(out["flows"]), aug.mask(out["flow_valid"][:, 0])[:, None]
+        h_sat = 2.0 ** -min(sc.pattern)
+        res = {"ldrs": ldrs, "evs": evs, "gt": gt, **out}
+        sample = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in res.items()}
+        sample["h_sat"] = torch.tensor(h_sat, dtype=torch.float32)
+        return sample
+
+    def _add_noise(self, ldrs: np.ndarray, evs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Gaussian noise in the linear domain of every frame below the window's highest exposure."""
+        out = ldrs.copy()
+        for k in np.flatnonzero(evs < evs.max()):
+            lin = np.clip(ldrs[k], 0, 1) ** GAMMA + rng.standard_normal(ldrs[k].shape).astype(np.float32) * self.noise_sigma
+            out[k] = np.clip(lin, 0, 1) ** (1 / GAMMA)
+        return out
+
+    def describe(self) -> dict:
+        """Provenance of the data: preset, generator version, preset seed and what was used."""
+        from vs_hdrvid.synth.presets import PRESETS
+
+        m0 = self.metas[0]
+        preset = m0.get("preset")
+        return {"preset": preset, "generator_version": m0.get("generator_version"),
+                "seed": PRESETS[preset].seed if preset in PRESETS else None,
+                "scenes": len(self.dirs), "windows": len(self.items), "exposures": self.exposures}

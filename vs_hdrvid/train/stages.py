@@ -1,0 +1,314 @@
+"""What each training stage builds, optimises, measures and ships.
+
+A :class:`Stage` owns the networks of a run (``self.nets``), their parameter groups, the loss of
+a training batch and the validation of a batch. The loop in :mod:`vs_hdrvid.train.loop` is the
+same for every stage.
+
+* ``spynet``: CoarseNet's flow network alone against the ground-truth flows ``t -> neighbours``
+  (EPE; with three exposures the ``t -> t+-2`` flows are composed from one-frame steps, see
+  :mod:`vs_hdrvid.train.data`). Nothing is shipped: ``coarse`` starts from this run's checkpoint.
+* ``coarse``: CoarseNet end to end with the mu-law L1 (section 3.2); flow net at
+  ``flow_lr_scale * lr``. Ships ``coarse_<n>exp.safetensors`` (the whole CoarseNet).
+* ``refine``: RefineNet on the coarse HDRs of ``t-1, t, t+1`` from the frozen shipped CoarseNet,
+  loss eq. 6 + ``perc_weight`` x perceptual substitute. Ships ``refine_<n>exp.safetensors``.
+* ``finetune``: both networks with the refine loss at lr 2e-5; ships both files.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from vs_hdrvid import weights as W
+from vs_hdrvid.models.blocks import ldr_to_hdr, reexpose
+from vs_hdrvid.models.coarsenet import CoarseNet, CoarseNetConfig
+from vs_hdrvid.models.refinenet import RefineNet, RefineNetConfig
+from vs_hdrvid.ops.metrics import psnr_mu
+from vs_hdrvid.train.config import TrainConfig
+from vs_hdrvid.train.losses import epe, mu_l1, refine_l1, structure_loss
+
+__all__ = ["Stage", "make_stage", "coarse_flows", "run_coarse_window"]
+
+log = logging.getLogger("vs_hdrvid.train")
+
+
+def coarse_flows(net: CoarseNet, ldrs: Tensor, evs: Tensor) -> Tensor:
+    """The flows CoarseNet predicts from its window, without the weight network.
+
+    Mirrors the first part of :meth:`CoarseNet.forward`: each same-exposure pair with the
+    reference re-exposed to it goes through the flow network; flows come back in time order.
+
+    Shape: ``ldrs (B, T, 3, H, W)``, ``evs (B, T)`` -> ``(B, T-1, 2, H, W)``.
+    """
+    ci, gamma = net.center, net.config.gamma
+    ref = ldrs[:, ci]
+    triples = [torch.stack((ldrs[:, a], reexpose(ref, evs[:, ci], evs[:, a], gamma), ldrs[:, b]), dim=1)
+               for a, b in net.pairs]
+    return net.flownet(torch.stack(triples, dim=1))[:, net.flow_perm]
+
+
+def run_coarse_window(net: CoarseNet, ldrs: Tensor, evs: Tensor) -> Tensor:
+    """Coarse HDRs of the three centre frames of a ``2n+1`` window (RefineNet's input).
+
+    Shape: ``ldrs (B, 2n+1, 3, H, W)``, ``evs (B, 2n+1)`` -> ``(B, 3, 3, H, W)``.
+    """
+    b, t = ldrs.shape[:2]
+    w = net.window
+    sub = torch.cat([ldrs[:, j:j + w] for j in range(t - w + 1)])  # (3B, 2n-1, 3, H, W), window-major
+    sub_ev = torch.cat([evs[:, j:j + w] for j in range(t - w + 1)])
+    hdr = net(sub, sub_ev).hdr  # (3B, 3, H, W)
+    return hdr.reshape(t - w + 1, b, *hdr.shape[1:]).transpose(0, 1)
+
+
+def _weights_dir(cfg: TrainConfig) -> Path:
+    return Path(cfg.weights_dir) if cfg.weights_dir else W.WEIGHTS_DIR
+
+
+def load_shipped(name: str, cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, dict] | None:
+    """The shipped network ``name`` (sha256-checked) and its manifest entry, or None if absent."""
+    folder = _weights_dir(cfg)
+    spec = W.REGISTRY[name]
+    if not (folder / spec.file).is_file() or spec.file not in W.read_manifest(folder):
+        return None
+    net, entry = W.load(name, device=device, folder=folder)
+    return net.train(), entry
+
+
+def load_into(net: nn.Module, path: Path, key: str) -> str:
+    """Load weights for ``net`` from a ``.safetensors`` file or from a run's ``ckpt.pt`` (its
+    ``nets[key]``). A safetensors file listed in its folder's manifest must match its sha256.
+
+    Returns:
+        a provenance string ``"<path> (sha256 ...)"``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"train: --init-from {path} does not exist")
+    if path.suffix == ".safetensors":
+        entry = W.read_manifest(path.parent).get(path.name)
+        digest = W.sha256_of(path)
+        if entry is not None and entry["sha256"] != digest:
+            raise W.WeightsError(f"{path}: sha256 {digest} but the manifest expects {entry['sha256']}")
+        with safe_open(str(path), "pt") as f:
+            stored = json.loads((f.metadata() or {}).get("config", "null"))
+        if stored is not None and stored != json.loads(json.dumps(net.config.to_dict())):
+            raise ValueError(f"train: {path} holds a network with config {stored}, not {net.config.to_dict()}")
+        net.load_state_dict(load_file(str(path)))
+        return f"{path} (sha256 {digest[:16]})"
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if key not in state.get("nets", {}):
+        raise ValueError(f"train: checkpoint {path} holds {sorted(state.get('nets', {}))}, not {key!r}")
+    net.load_state_dict(state["nets"][key])
+    return f"{path} (step {state.get('step')})"
+
+
+class Stage:
+    """Base: ``nets`` (name -> module), ``trained`` (names optimised), ``ship_files``.
+
+    ``previous`` holds the manifest entries of shipped weights a run continued from, so the
+    manifest keeps the whole training history of a file.
+    """
+
+    kind = "coarse"  # data window kind
+    trained: tuple[str, ...] = ("coarse",)  # networks optimised
+    ship_files: tuple[str, ...] = ()
+    metric = "val_psnr_mu"
+    flow_scale = 1.0  # the flow net's lr relative to the base lr
+
+    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        self.nets: dict[str, nn.Module] = {}
+        self.init_notes: list[str] = []
+        self.previous: dict[str, dict] = {}  # shipped entries continued from
+
+    # -- set-up
+    def init(self) -> None:
+        """Build (and initialise) the networks; called only when not resuming."""
+        raise NotImplementedError
+
+    def rebuild(self, configs: dict[str, dict]) -> None:
+        """Networks from the configs a checkpoint stored (their weights are loaded after)."""
+        build = {"coarse": lambda c: CoarseNet(CoarseNetConfig.from_dict(c)),
+                 "refine": lambda c: RefineNet(RefineNetConfig.from_dict(c))}
+        self.nets = {name: build[name](c) for name, c in configs.items()}
+
+    def param_groups(self) -> list[dict]:
+        groups = []
+        for name in self.trained:
+            net = self.nets[name]
+            if isinstance(net, CoarseNet) and self.flow_scale != 1.0:
+                groups.append({"params": list(net.flownet.parameters()), "lr_scale": self.flow_scale, "name": "flownet"})
+                groups.append({"params": list(net.weightnet.parameters()), "lr_scale": 1.0, "name": "weightnet"})
+            else:
+                groups.append({"params": list(net.parameters()), "lr_scale": 1.0, "name": name})
+        return groups
+
+    def to(self) -> None:
+        for name, net in self.nets.items():
+            net.to(self.device)
+            net.train(name in self.trained)
+            net.requires_grad_(name in self.trained)
+
+    # -- per batch
+    def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def validate(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Per-crop values ``(B,)`` by metric name (the first is the stage's metric)."""
+        raise NotImplementedError
+
+
+def _ref_only(batch: dict[str, Tensor], center: int) -> Tensor:
+    """Linearisation of the reference LDR alone, ``L**2.2 / 2**EV``."""
+    return ldr_to_hdr(batch["ldrs"][:, center], batch["evs"][:, center])
+
+
+class SpyNetStage(Stage):
+    kind = "flow"
+    metric = "val_epe"
+
+    def init(self) -> None:
+        self.nets["coarse"] = CoarseNet(CoarseNetConfig.for_exposures(self.cfg.exposures))
+        if self.cfg.init_from and self.cfg.init_from != "none":
+            self.init_notes.append(load_into(self.nets["coarse"], Path(self.cfg.init_from), "coarse"))
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": list(self.nets["coarse"].flownet.parameters()), "lr_scale": 1.0, "name": "flownet"}]
+
+    def to(self) -> None:
+        super().to()
+        net = self.nets["coarse"]
+        net.weightnet.requires_grad_(False)
+
+    def loss(self, batch):
+        net = self.nets["coarse"]
+        flows = coarse_flows(net, batch["ldrs"], batch["evs"])
+        loss = epe(flows, batch["flows"], batch["flow_valid"])
+        return loss, {"epe": loss.item()}
+
+    @torch.no_grad()
+    def validate(self, batch):
+        flows = coarse_flows(self.nets["coarse"], batch["ldrs"], batch["evs"])
+        err = (flows - batch["flows"]).pow(2).sum(2, keepdim=True).sqrt()  # (B, K, 1, H, W)
+        v = batch["flow_valid"]
+        zero = batch["flows"].pow(2).sum(2, keepdim=True).sqrt()
+        per = lambda e: (e * v).flatten(1).sum(1) / v.flatten(1).sum(1).clamp(min=1)  # noqa: E731
+        return {"val_epe": per(err), "val_epe_zero_flow": per(zero)}
+
+
+class CoarseStage(Stage):
+    ship_files = ("coarse",)
+
+    @property
+    def flow_scale(self) -> float:  # type: ignore[override]
+        return self.cfg.flow_lr_scale
+
+    def init(self) -> None:
+        cfg, n = self.cfg, self.cfg.exposures
+        if cfg.init_from == "none":
+            self.nets["coarse"] = CoarseNet(CoarseNetConfig.for_exposures(n))
+            return
+        if cfg.init_from:
+            self.nets["coarse"] = CoarseNet(CoarseNetConfig.for_exposures(n))
+            self.init_notes.append(load_into(self.nets["coarse"], Path(cfg.init_from), "coarse"))
+            return
+        shipped = load_shipped(f"coarse-{n}exp", cfg, self.device)
+        if shipped is not None:
+            self.nets["coarse"], self.previous["coarse"] = shipped
+            self.init_notes.append(f"{_weights_dir(cfg) / W.REGISTRY[f'coarse-{n}exp'].file} (shipped)")
+            return
+        self.nets["coarse"] = CoarseNet(CoarseNetConfig.for_exposures(n))
+        pre = Path(cfg.runs_dir) / f"spynet-{n}exp" / "ckpt.pt"
+        if pre.is_file():
+            self.init_notes.append(load_into(self.nets["coarse"], pre, "coarse"))
+        else:
+            log.warning("train: no shipped CoarseNet and no %s; starting from random weights", pre)
+
+    def loss(self, batch):
+        out = self.nets["coarse"](batch["ldrs"], batch["evs"])
+        loss = mu_l1(out.hdr, batch["gt"][:, 0], batch["h_sat"])
+        return loss, {"mu_l1": loss.item()}
+
+    @torch.no_grad()
+    def validate(self, batch):
+        net = self.nets["coarse"]
+        hdr = net(batch["ldrs"], batch["evs"]).hdr
+        gt, hs = batch["gt"][:, 0], batch["h_sat"]
+        return {"val_psnr_mu": psnr_mu(hdr, gt, hs),
+                "val_psnr_mu_reference_only": psnr_mu(_ref_only(batch, net.center), gt, hs)}
+
+
+class RefineStage(Stage):
+    kind = "refine"
+    ship_files = ("refine",)
+    trained = ("refine",)
+
+    def init(self) -> None:
+        cfg, n = self.cfg, self.cfg.exposures
+        shipped = load_shipped(f"coarse-{n}exp", cfg, self.device)
+        if shipped is None:
+            raise FileNotFoundError(f"train {cfg.stage}: needs a shipped CoarseNet in {_weights_dir(cfg)}; "
+                                    f"run `vs-hdrvid train coarse --exposures {n}` first")
+        self.nets["coarse"], self.previous["coarse"] = shipped
+        self.init_notes.append(f"CoarseNet {W.REGISTRY[f'coarse-{n}exp'].file} (shipped, sha256 "
+                               f"{self.previous['coarse']['sha256'][:16]})")
+        if cfg.init_from and cfg.init_from != "none":
+            self.nets["refine"] = RefineNet(RefineNetConfig.for_exposures(n))
+            self.init_notes.append(load_into(self.nets["refine"], Path(cfg.init_from), "refine"))
+            return
+        shipped = None if cfg.init_from == "none" else load_shipped(f"refine-{n}exp", cfg, self.device)
+        if shipped is not None:
+            self.nets["refine"], self.previous["refine"] = shipped
+            self.init_notes.append(f"RefineNet {W.REGISTRY[f'refine-{n}exp'].file} (shipped)")
+        else:
+            self.nets["refine"] = RefineNet(RefineNetConfig.for_exposures(n))
+
+    def _forward(self, batch):
+        n = self.cfg.exposures
+        ldrs, evs = batch["ldrs"], batch["evs"]
+        grad = "coarse" in self.trained
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            coarse = run_coarse_window(self.nets["coarse"], ldrs, evs)  # (B, 3, 3, H, W)
+        return coarse, self.nets["refine"](coarse, ldrs[:, n - 1:n + 2], evs[:, n - 1:n + 2])
+
+    def loss(self, batch):
+        _, out = self._forward(batch)
+        gt, hs = batch["gt"][:, 1], batch["h_sat"]
+        l1 = refine_l1(out.hdr, gt, out.mask, hs)
+        perc = structure_loss(out.hdr, gt, hs)
+        return l1 + self.cfg.perc_weight * perc, {"eq6_l1": l1.item(), "structure": perc.item()}
+
+    @torch.no_grad()
+    def validate(self, batch):
+        coarse, out = self._forward(batch)
+        gt, hs = batch["gt"][:, 1], batch["h_sat"]
+        return {"val_psnr_mu": psnr_mu(out.hdr, gt, hs),
+                "val_psnr_mu_coarse": psnr_mu(coarse[:, 1], gt, hs),
+                "val_psnr_mu_reference_only": psnr_mu(_ref_only(batch, self.cfg.exposures), gt, hs)}
+
+
+class FinetuneStage(RefineStage):
+    ship_files = ("coarse", "refine")
+    trained = ("coarse", "refine")
+
+    @property
+    def flow_scale(self) -> float:  # type: ignore[override]
+        return self.cfg.flow_lr_scale
+
+    def init(self) -> None:
+        n = self.cfg.exposures
+        if load_shipped(f"refine-{n}exp", self.cfg, self.device) is None and self.cfg.init_from in ("", "none"):
+            raise FileNotFoundError(f"train finetune: needs shipped coarse and refine weights; run "
+                                    f"`vs-hdrvid train refine --exposures {n}` first")
+        super().init()
+
+
+def make_stage(cfg: TrainConfig, device: torch.device) -> Stage:
+    return {"spynet": SpyNetStage, "coarse": CoarseStage, "refine": RefineStage,
+            "finetune": FinetuneStage}[cfg.stage](cfg, device)
