@@ -34,10 +34,11 @@ def _resolve_crf(crf: str | os.PathLike | CRF, gamma: float, node: str) -> tuple
     return table.to_linear, f"lookup table {crf}"
 
 
-def _sample_frames(rgb: vs.VideoNode, count: int, width: int = 160) -> list[np.ndarray]:
+def _sample_frames(rgb: vs.VideoNode, count: int, width: int = 320) -> list[np.ndarray]:
     """The first ``count`` frames, downscaled, as ``(H, W, 3)`` arrays in [0, 1]."""
     height = max(2, round(rgb.height * width / rgb.width / 2) * 2)
-    small = vs.core.resize.Bilinear(rgb, width=width, height=height) if rgb.width > width else rgb
+    # nearest-neighbour subsampling keeps the histogram: averaging would mix clipped and unclipped pixels
+    small = vs.core.resize.Point(rgb, width=width, height=height) if rgb.width > width else rgb
     return [np.clip(np.stack([np.asarray(f[p]) for p in range(3)], -1), 0, 1)
             for f in (small.get_frame(i) for i in range(min(count, rgb.num_frames)))]
 
