@@ -18,15 +18,6 @@ PUBLIC_FLOW_PARAMS = 907_145
 EVS = {2: [1.5, -1.5, 1.5], 3: [-2.0, 0.0, 2.0, -2.0, 0.0]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny convolutions run fastest on one thread, and the test machines' cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _small(n: int) -> CoarseNetConfig:
     """A narrow CoarseNet with the same structure, for tests of wiring rather than capacity."""
     return CoarseNetConfig(

@@ -11,15 +11,6 @@ EVS = {(2, 3): [1.5, -1.5, 1.5], (3, 3): [0.0, 2.0, -2.0], (3, 5): [-2.0, 0.0, 2
 SMALL = dict(features=16, deformable_groups=4, front_blocks=1, back_blocks=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny convolutions run fastest on one thread, and the test machines' cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("n,frames,small", [(2, 3, False), (3, 3, True), (3, 5, True)])
 def test_refinenet_shapes_and_range(n, frames, small):
     torch.manual_seed(0)

@@ -8,15 +8,6 @@ from vs_hdrvid.models.spynet import SpyNet, SpyNetConfig
 PUBLIC_FLOW_PARAMS = 907_145  # spynet_triple, 9 -> 4 channels, 5 levels of 100-50-25
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny convolutions run fastest on one thread, and the test machines' cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _zero_heads(net: SpyNet) -> None:
     for level in net.basic:
         torch.nn.init.zeros_(level[-1].weight)

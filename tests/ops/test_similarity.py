@@ -10,15 +10,6 @@ from vs_hdrvid.ops.warp import compose_affine, invert_affine, similarity_matrix,
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The estimator is sized for one core; extra threads only contend on a shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ------------------------------------------------------------------------------------ fixtures
 def hdr_scene(seed: int, h: int, w: int) -> torch.Tensor:
     """Smooth random HDR field with edges: blurred noise octaves + rectangles, ~100:1 range."""

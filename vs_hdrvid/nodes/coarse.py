@@ -4,13 +4,12 @@ from __future__ import annotations
 import math
 import os
 
-import torch
 import vapoursynth as vs
 
 from ..bridge import NodeRunner, blank_like
 from ..models.blocks import pad_to_multiple
 from ._common import check_linear, error, pick_device
-from ._nets import MIN_SIZE, _RGBS, align_to_ref, load_network, network_period, radiance_to_ldr
+from ._nets import _RGBS, align_to_ref, load_network, network_period, radiance_to_ldr
 from ._window import ExposureWindow
 
 __all__ = ["coarse"]

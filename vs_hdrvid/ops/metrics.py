@@ -11,12 +11,12 @@ tensor. Flows are ``(T, 2, H, W)`` with channel 0 = u (x, pixels) and 1 = v (y, 
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vs_hdrvid.ops.tonemap import mulaw as mu_law
 from vs_hdrvid.ops.warp import flow_warp
 
 __all__ = [
@@ -67,11 +67,6 @@ def _h_sat_like(h_sat: float | Tensor, x: Tensor) -> Tensor:
     if x.dim() != 4 or h.numel() != x.shape[0]:
         raise ValueError(f"h_sat must be a float or one value per batch item, got shape {tuple(h.shape)}")
     return h.reshape(-1, 1, 1, 1)
-
-
-def mu_law(x: Tensor, mu: float = MU) -> Tensor:
-    """mu-law compression ``log(1 + mu x) / log(1 + mu)`` of values in ``[0, 1]``."""
-    return torch.log1p(mu * x) / math.log1p(mu)
 
 
 def _normalised(h: Tensor, h_sat: float | Tensor) -> Tensor:

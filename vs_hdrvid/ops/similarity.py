@@ -177,8 +177,9 @@ def estimate_similarity(
     stats = None
     for k in reversed(range(levels)):
         lvl = pyramid[k]
-        T, I = lvl[:, 0:1], lvl[:, 1:2]
-        mT = _erode((lvl[:, 2:3] > 0.9).to(dtype))  # > 0.99 left no pixels at coarse levels of 1080p frames with scattered clipping
+        T = lvl[:, 0:1]
+        # > 0.9, not 0.99: stricter left no pixels at the coarse levels of 1080p frames with scattered clipping
+        mT = _erode((lvl[:, 2:3] > 0.9).to(dtype))
         hk, wk = T.shape[-2:]
         s = _level_scale(k, dtype, dev)
         s_inv = torch.linalg.inv(s)
