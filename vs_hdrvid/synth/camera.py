@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vs_hdrvid.synth.shake import catmull_rom
+
 __all__ = ["CameraPath", "Background", "rotation_matrix", "pixel_grid"]
 
 
@@ -47,10 +49,13 @@ def pixel_grid(height: int, width: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class CameraPath:
-    """A smooth camera trajectory: constant rates plus acceleration, exponential zoom and shake.
+    """A camera trajectory: constant rates plus acceleration, exponential zoom and shake.
 
-    ``angle(t) = angle0 + rate * t + acc * t**2 / 2 + sum_k amp_k sin(2 pi freq_k t + phase_k)``
-    for yaw, pitch and roll; ``hfov(t) = 2 atan(tan(hfov0 / 2) exp(-zoom_rate * t))``.
+    ``angle(t) = angle0 + rate * t + acc * t**2 / 2 + sum_k amp_k sin(2 pi freq_k t + phase_k)
+    [+ jitter(t)]`` for yaw, pitch and roll; ``hfov(t) = 2 atan(tan(hfov0 / 2) exp(-zoom_rate * t))``.
+    The slow sinusoids are the smooth shake of the training recipes; ``jitter`` (knots every
+    ``jitter_dt`` from ``jitter_t0``, axis-major, Catmull-Rom between them, see
+    :mod:`vs_hdrvid.synth.shake`) is the optional handheld shake that bends the path inside an exposure.
     """
 
     angle0: tuple[float, float, float]
@@ -61,6 +66,9 @@ class CameraPath:
     shake_amp: tuple[float, ...] = ()      # 3 * K amplitudes (axis-major)
     shake_freq: tuple[float, ...] = ()     # cycles per frame interval
     shake_phase: tuple[float, ...] = ()
+    jitter: tuple[float, ...] = ()         # 3 * N knots (axis-major), radians
+    jitter_t0: float = 0.0
+    jitter_dt: float = 0.0
 
     def angles(self, t: float) -> tuple[float, float, float]:
         out = []
@@ -69,6 +77,9 @@ class CameraPath:
             v = self.angle0[a] + self.rate[a] * t + 0.5 * self.acc[a] * t * t
             for j in range(a * k, (a + 1) * k):
                 v += self.shake_amp[j] * math.sin(2 * math.pi * self.shake_freq[j] * t + self.shake_phase[j])
+            if self.jitter:
+                n = len(self.jitter) // 3
+                v += catmull_rom(self.jitter[a * n:(a + 1) * n], self.jitter_t0, self.jitter_dt, t)
             out.append(v)
         return out[0], out[1], out[2]
 
@@ -77,7 +88,9 @@ class CameraPath:
         return (width / 2) / (math.tan(self.hfov0 / 2) * math.exp(-self.zoom_rate * t))
 
     def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        """JSON-friendly fields; the jitter fields only when there is jitter (older records stay as they were)."""
+        skip = () if self.jitter else ("jitter", "jitter_t0", "jitter_dt")
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k not in skip}
 
 
 class Background:

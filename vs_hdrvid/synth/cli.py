@@ -4,6 +4,7 @@ Examples::
 
     vs-hdrvid synth --fetch-panoramas                   # data/panoramas/*.exr (blender-data, CC0)
     vs-hdrvid synth --preset test                       # data/synth/test/<scene>/...
+    vs-hdrvid synth --preset shifted                    # adaptation domain shift (not in `make data`)
     vs-hdrvid synth --preset sample --root examples     # examples/sample/
     vs-hdrvid synth --preset train --scenes 400 --workers 2
 """

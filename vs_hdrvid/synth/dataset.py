@@ -36,10 +36,12 @@ import numpy as np
 import torch
 
 from vs_hdrvid.ops.exr import atomic_path, write_exr
-from vs_hdrvid.synth.degrade import NoiseModel, camera_pipeline, sample_dealthdr_noise
+from vs_hdrvid.synth.degrade import NoiseModel, sample_dealthdr_noise
 from vs_hdrvid.synth.pngio import write_png
 from vs_hdrvid.synth.sampling import build_scene, scene_rngs
-from vs_hdrvid.synth.spec import SceneSpec, frame_times
+from vs_hdrvid.synth.sensor import SensorModel, sample_sensor
+from vs_hdrvid.synth.shake import HANDHELD
+from vs_hdrvid.synth.spec import MOTION, SceneSpec, frame_times
 
 __all__ = ["GENERATOR_VERSION", "generate_scene", "generate", "save_npz", "noise_model"]
 
@@ -71,8 +73,11 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
         Path(tmp).write_bytes(buf.getvalue())
 
 
-def noise_model(spec: SceneSpec, rng: np.random.Generator) -> NoiseModel:
-    """The scene's degradation: Chen et al. Gaussian (``clean``) or DeAltHDR Eq. A/B (``day``/``night``)."""
+def noise_model(spec: SceneSpec, rng: np.random.Generator) -> NoiseModel | SensorModel:
+    """The scene's degradation: Chen et al. Gaussian (``clean``), DeAltHDR Eq. A/B (``day``/``night``)
+    or the Bayer sensor model (``sensor_day``/``sensor_night``, :mod:`vs_hdrvid.synth.sensor`)."""
+    if spec.degradation.startswith("sensor_"):
+        return sample_sensor(spec.degradation, rng)
     if spec.degradation == "clean":
         s = spec.noise_sigma
         sigma = float(rng.uniform(*s)) if isinstance(s, tuple) else float(s)
@@ -104,7 +109,7 @@ def generate_scene(spec: SceneSpec, out_dir: str | os.PathLike, preset: str = "c
             gt = scene.render(float(i))
             times = frame_times(spec, i)
             integ = gt if times == [float(i)] else scene.render_mean(times)
-            write_png(tmp / "ldr" / f"{i:05d}.png", camera_pipeline(integ, ev, model, noise_rng))
+            write_png(tmp / "ldr" / f"{i:05d}.png", model.apply(integ, ev, noise_rng))
             write_exr(tmp / "gt" / f"{i:05d}.exr", gt)
         if spec.write_flow:
             (tmp / "flow").mkdir()
@@ -128,6 +133,11 @@ def generate_scene(spec: SceneSpec, out_dir: str | os.PathLike, preset: str = "c
         "source_kind": info["source_kind"], "key": info["key"], "background_gain": info["gain"],
         "textures": info["textures"], "scene_description": scene.describe(), "spec": spec.to_dict(),
     }
+    if spec.trajectory != "smooth":           # absent: the smooth path of the training recipes
+        meta["trajectory"] = {"kind": spec.trajectory, "model": "damped oscillator + impulsive jerks, "
+                              "Catmull-Rom between knots (vs_hdrvid.synth.shake)", "params": HANDHELD,
+                              "rms_fraction_of_width": MOTION[spec.motion]["handheld"],
+                              "knots": "scene_description.camera.jitter (yaw, pitch, roll; radians)"}
     (tmp / "meta.json").write_text(_json(meta))
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -156,7 +166,7 @@ def generate(preset, root: str | os.PathLike = "data/synth", scenes: int | None 
     """Synthesise every scene of ``preset`` under ``<root>/<preset>/`` and write ``index.json``.
 
     Args:
-        preset: a preset name (``train``, ``val``, ``test``, ``micro``, ``sample``) or a
+        preset: a preset name (``train``, ``val``, ``test``, ``shifted``, ``micro``, ``sample``) or a
             :class:`~vs_hdrvid.synth.presets.Preset`.
         root: output root.
         scenes: generate only the first ``scenes`` scenes of the preset's plan (or more, for

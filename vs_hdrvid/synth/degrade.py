@@ -10,6 +10,9 @@ Two recipes, both applied in the linear exposed domain ``x = clip(H * 2**EV, 0, 
   Eq. B, and 10-bit linear quantisation. The "raw-like" domain is the linear exposed signal itself
   (no colour-matrix or white-balance inversion). Frames are then gamma encoded into 16-bit PNGs.
 
+A third model, a Bayer sensor with Poisson-Gaussian, fixed-pattern and banding noise that the
+training recipes never show, lives in :mod:`vs_hdrvid.synth.sensor` (the ``shifted`` preset).
+
 Eq. B writes ``log``; it is the natural logarithm (as in Brooks et al.'s unprocessing, which the
 paper follows).
 
@@ -111,6 +114,11 @@ class NoiseModel:
         if self.kind == "clean":
             return self.sigma if ev < self.max_ev else 0.0
         return np.sqrt(self.lambda_read + self.lambda_shot * np.clip(x, 0.0, None))
+
+    def apply(self, h: np.ndarray, ev: float, rng: np.random.Generator) -> np.ndarray:
+        """:func:`camera_pipeline` with this model (the interface that
+        :class:`~vs_hdrvid.synth.sensor.SensorModel` shares)."""
+        return camera_pipeline(h, ev, self, rng)
 
     def to_dict(self) -> dict:
         if self.kind == "clean":

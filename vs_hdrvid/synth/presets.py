@@ -8,6 +8,7 @@ split      panoramas                                       procedural seeds
 train      city, courtyard, interior, studio, sunrise      [0, 1e6)
 val        sunset                                          [1e6, 2e6)
 test       forest, night                                   [2e6, 3e6)
+shifted    forest, night (the test panoramas)              [3e6, 4e6)
 micro      procedural panoramas ``proc:101``/``proc:102``  [9e6, 1e7)
 sample     sunset (an example clip, 224x128, 12 frames)     [8e6, 9e6)
 =========  ==============================================  =====================
@@ -19,6 +20,20 @@ levels (15 scenes, 480x270, 10 frames, 12 for three exposures); ``subframes`` is
 and 16 for train (DeAltHDR uses 64; the blur length is the same, only its sampling differs).
 Train: 200 scenes of 256x256, 8 frames (9 for three exposures), noise sigma ~ U(1e-4, 1e-3), about
 10 MB per scene with flow (``--scenes N`` changes the count); val: 6 scenes like test.
+
+``shifted`` is a domain shift for measuring self-supervised adaptation (DeAltHDR section 3.4):
+unlabeled LDR frames a DeAltHDR network trained on ``day``/``night`` has never seen, with ground
+truth kept for PSNR-mu before and after adapting. Same pattern (EV {-2, +1}, short first), same
+container (10-bit linear in 16-bit PNGs) and scene statistics as training, but (1) the Bayer sensor
+model of :mod:`vs_hdrvid.synth.sensor` (Poisson-Gaussian with PRNU, row banding, column fixed
+pattern, white-balance gains, colour matrix, bilinear demosaicing) instead of Eq. A/B noise, and
+(2) long frames integrated from 64 sub-frames along a handheld-shake trajectory
+(:mod:`vs_hdrvid.synth.shake`: jittery, curved camera paths inside each exposure; short frames
+stay sharp) instead of the smooth path. 8 scenes of 256x256, 24 frames (adaptation samples
+neighbours up to t +- 6): ``sensor_day`` with the training brightness and ``sensor_night`` darker
+(key 0.03-0.1), each on both panoramas (the panorama list repeats so the two cross), motions
+small, medium, large, medium; about 33 MB per scene with flow, 2.5 minutes on one core. Generated
+on demand (``vs-hdrvid synth --preset shifted``), not by ``make data``.
 
 When ``--panoramas DIR`` holds none of a preset's named panoramas, every EXR/HDR image and EXR
 sequence folder in ``DIR`` becomes the preset's sources instead (the split is then the user's).
@@ -43,11 +58,13 @@ SPLIT_PANORAMAS = {
 
 @dataclass(frozen=True)
 class Recipe:
-    """Exposure pattern and degradation of a scene (Chen et al. ``clean`` or DeAltHDR ``day``/``night``)."""
+    """Exposure pattern and degradation of a scene (Chen et al. ``clean``, DeAltHDR ``day``/``night``,
+    or the ``sensor_day``/``sensor_night`` model of the ``shifted`` preset)."""
 
     exposures: tuple[float, ...]
     degradation: str = "clean"
     subframes: int = 1
+    extra: tuple[tuple[str, object], ...] = ()   # further SceneSpec fields (over the preset's extra)
 
     @property
     def tag(self) -> str:
@@ -65,6 +82,8 @@ class Preset:
     panorama ``i % P`` and seed ``seed * 100003 + i``.
 
     Args:
+        panoramas: background sources; scene ``i`` uses ``panoramas[i % P]`` (a name may repeat to
+            cross panoramas with recipes), layer textures come from the distinct names.
         frames_3exp: length of three-exposure scenes (a multiple of 3 keeps whole periods).
         flat: write the single scene directly into ``<root>/<name>/`` (no index).
         extra: further :class:`SceneSpec` fields applied to every scene.
@@ -103,6 +122,7 @@ class Preset:
     def plan(self, scenes: int | None = None, panoramas: str | Path | None = None) -> list[SceneSpec]:
         """The scene specs, in order (``scenes`` overrides the count)."""
         srcs = self.sources(panoramas)
+        textures = tuple(dict.fromkeys(srcs))
         n = self.scenes if scenes is None else int(scenes)
         out = []
         for i in range(n):
@@ -114,8 +134,9 @@ class Preset:
             out.append(SceneSpec(scene_id=sid, seed=self.seed * 100003 + i, source=src, width=self.width,
                                  height=self.height, frames=frames, exposures=r.exposures,
                                  degradation=r.degradation, motion=motion, subframes=r.subframes,
-                                 texture_sources=srcs, texture_seeds=self.texture_seeds,
-                                 noise_sigma=self.noise_sigma, write_flow=self.write_flow, **dict(self.extra)))
+                                 texture_sources=textures, texture_seeds=self.texture_seeds,
+                                 noise_sigma=self.noise_sigma, write_flow=self.write_flow,
+                                 **{**dict(self.extra), **dict(r.extra)}))
         return out
 
     def replace(self, **changes) -> "Preset":
@@ -131,6 +152,10 @@ PRESETS: dict[str, Preset] = {
                   _chen_and_dealthdr(32), frames_3exp=12),
     "test": Preset("test", 3, 480, 270, 10, 15, SPLIT_PANORAMAS["test"], (2_000_000, 3_000_000),
                    _chen_and_dealthdr(32), frames_3exp=12),
+    "shifted": Preset("shifted", 6, 256, 256, 24, 8, ("forest", "night", "night", "forest"), (3_000_000, 4_000_000),
+                      (Recipe((-2.0, 1.0), "sensor_day", 64, (("trajectory", "handheld"),)),
+                       Recipe((-2.0, 1.0), "sensor_night", 64, (("trajectory", "handheld"), ("key", (0.03, 0.1))))),
+                      motions=("small", "medium", "large", "medium")),
     "micro": Preset("micro", 4, 64, 48, 6, 2, ("proc:101", "proc:102"), (9_000_000, 10_000_000),
                     (Recipe((-1.5, 1.5)), Recipe((-2.0, 1.0), "day", 8)), motions=("large",)),
     "sample": Preset("sample", 5, 224, 128, 12, 1, ("sunset",), (8_000_000, 9_000_000),

@@ -7,6 +7,7 @@ disocclusions and highlights beyond every exposure's saturation.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from vs_hdrvid.synth.camera import Background, CameraPath
 from vs_hdrvid.synth.layers import Layer, LayerMotion, lamp_texture
 from vs_hdrvid.synth.scene import Scene
+from vs_hdrvid.synth.shake import HANDHELD, handheld_knots
 from vs_hdrvid.synth.sources import TEXTURE_FAMILIES, procedural_texture, resolve_source
 from vs_hdrvid.synth.spec import MOTION, SceneSpec
 
@@ -49,11 +51,29 @@ def _camera_path(spec: SceneSpec, rng: np.random.Generator, projection: str) -> 
     else:
         angle0 = (rng.uniform(-0.1, 0.1), rng.uniform(-0.05, 0.05), rng.uniform(-0.03, 0.03))
     amp = m["shake"] * spec.width / f * rng.uniform(0.5, 1.0, 6)
-    return CameraPath(angle0=tuple(float(a) for a in angle0), rate=tuple(float(r) for r in rate), acc=acc,
+    path = CameraPath(angle0=tuple(float(a) for a in angle0), rate=tuple(float(r) for r in rate), acc=acc,
                       hfov0=hfov, zoom_rate=float(m["zoom"] * rng.uniform(-1, 1)),
                       shake_amp=tuple(float(a) for a in amp),
                       shake_freq=tuple(float(v) for v in rng.uniform(0.08, 0.35, 6)),
                       shake_phase=tuple(float(v) for v in rng.uniform(0, 2 * math.pi, 6)))
+    if spec.trajectory == "handheld":                      # drawn last: the smooth part stays the same
+        path = dataclasses.replace(path, **_handheld(spec, rng, f))
+    return path
+
+
+def _handheld(spec: SceneSpec, rng: np.random.Generator, f: float) -> dict:
+    """Handheld jitter knots for :class:`CameraPath` (RMS ``MOTION[motion]["handheld"]`` of the width).
+
+    Yaw and pitch RMS are ``handheld * width / f`` radians times ``U(axis_scale)`` each; roll's RMS
+    moves the image corner by ``roll_ratio`` times the yaw RMS displacement.
+    """
+    rms_px = MOTION[spec.motion]["handheld"] * spec.width
+    s = rng.uniform(*HANDHELD["axis_scale"], 2)
+    corner = 0.5 * math.hypot(spec.width, spec.height)
+    rms = (rms_px * s[0] / f, rms_px * s[1] / f, HANDHELD["roll_ratio"] * rms_px * s[0] / corner)
+    t0 = -1.0
+    knots, dt, _ = handheld_knots(rng, t0, spec.frames + 1.0, tuple(float(r) for r in rms))
+    return {"jitter": tuple(float(v) for v in knots.ravel()), "jitter_t0": t0, "jitter_dt": dt}
 
 
 def _geo_mean(img: np.ndarray) -> float:

@@ -9,24 +9,34 @@ Timing (DeAltHDR section 4.1): frame ``i`` shows the scene at ``t = i`` (frame i
 chunk of ``S`` sub-frames spanning two frame intervals: the short frame is sub-frame 0 (``t = 2k``),
 the long frame the mean of sub-frames ``1 .. S - 1`` (``t = 2k + 2j / S``), centred on ``2k + 1``,
 its ground truth being the middle sub-frame. DeAltHDR uses ``S = 64`` (1 short + 63 long).
+
+Degradations: ``clean`` (Chen et al.), ``day``/``night`` (DeAltHDR Eq. A/B) and the
+``sensor_day``/``sensor_night`` Bayer-sensor model of :mod:`vs_hdrvid.synth.sensor` (the ``shifted``
+preset). Trajectories: ``smooth`` (every training recipe) or ``handheld`` (:mod:`vs_hdrvid.synth.shake`).
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["SceneSpec", "MOTION", "strict_from_dict", "frame_times"]
+__all__ = ["SceneSpec", "MOTION", "DEGRADATIONS", "TRAJECTORIES", "strict_from_dict", "frame_times"]
+
+#: Camera degradations a scene can have (see the module docstring).
+DEGRADATIONS = ("clean", "day", "night", "sensor_day", "sensor_night")
+#: Camera trajectories: the smooth path of the training recipes, or that path plus handheld shake.
+TRAJECTORIES = ("smooth", "handheld")
 
 #: Per-level motion magnitudes. ``cam``/``layer``: displacement per frame as a fraction of the
 #: width; ``roll``: rad/frame; ``zoom``/``layer_zoom``: log-scale per frame; ``shake``: fraction
-#: of the width (amplitude); ``warp``: temporal frequency of non-rigid motion, rad/frame.
+#: of the width (amplitude); ``warp``: temporal frequency of non-rigid motion, rad/frame;
+#: ``handheld``: RMS of the handheld jitter (``trajectory="handheld"``), fraction of the width.
 MOTION = {
     "small": {"cam": 0.004, "layer": 0.006, "roll": 0.002, "zoom": 0.003, "shake": 0.0015,
-              "layer_rot": 0.01, "layer_zoom": 0.005, "warp": 0.1},
+              "layer_rot": 0.01, "layer_zoom": 0.005, "warp": 0.1, "handheld": 0.004},
     "medium": {"cam": 0.012, "layer": 0.02, "roll": 0.005, "zoom": 0.008, "shake": 0.003,
-               "layer_rot": 0.03, "layer_zoom": 0.012, "warp": 0.25},
+               "layer_rot": 0.03, "layer_zoom": 0.012, "warp": 0.25, "handheld": 0.008},
     "large": {"cam": 0.03, "layer": 0.05, "roll": 0.01, "zoom": 0.015, "shake": 0.006,
-              "layer_rot": 0.06, "layer_zoom": 0.025, "warp": 0.5},
+              "layer_rot": 0.06, "layer_zoom": 0.025, "warp": 0.5, "handheld": 0.016},
 }
 
 
@@ -53,7 +63,8 @@ class SceneSpec:
         source: background source (panorama name, ``"proc:<seed>"``, or a path).
         width, height, frames: output size and length.
         exposures: EV pattern (stops), repeated from frame 0.
-        degradation: ``"clean"`` (Chen et al.), ``"day"`` or ``"night"`` (DeAltHDR).
+        degradation: ``"clean"`` (Chen et al.), ``"day"`` or ``"night"`` (DeAltHDR), or
+            ``"sensor_day"`` / ``"sensor_night"`` (Bayer sensor model, :mod:`vs_hdrvid.synth.sensor`).
         motion: ``"small"``, ``"medium"`` or ``"large"`` (see :data:`MOTION`).
         subframes: sub-frames per two-frame chunk (1 = instantaneous frames).
         texture_sources: panoramas whose crops may texture the layers (same split only).
@@ -64,6 +75,7 @@ class SceneSpec:
         key: range of the geometric-mean background radiance at ``t = 0`` (log-uniform).
         hfov: range of the initial horizontal field of view, degrees.
         write_flow: write ``flow/`` (ground-truth flow and occlusion).
+        trajectory: ``"smooth"`` or ``"handheld"`` (the smooth path plus in-exposure shake).
     """
 
     scene_id: str
@@ -84,10 +96,13 @@ class SceneSpec:
     key: tuple[float, float] = (0.08, 0.3)
     hfov: tuple[float, float] = (45.0, 65.0)
     write_flow: bool = True
+    trajectory: str = "smooth"
 
     def __post_init__(self):
-        if self.degradation not in ("clean", "day", "night"):
-            raise ValueError(f"SceneSpec: degradation must be clean, day or night, got {self.degradation!r}")
+        if self.degradation not in DEGRADATIONS:
+            raise ValueError(f"SceneSpec: degradation must be one of {list(DEGRADATIONS)}, got {self.degradation!r}")
+        if self.trajectory not in TRAJECTORIES:
+            raise ValueError(f"SceneSpec: trajectory must be one of {list(TRAJECTORIES)}, got {self.trajectory!r}")
         if self.motion not in MOTION:
             raise ValueError(f"SceneSpec: motion must be one of {list(MOTION)}, got {self.motion!r}")
         if not 1 <= len(self.exposures) <= 3:
@@ -106,8 +121,13 @@ class SceneSpec:
         return 8 if self.degradation == "clean" else 16
 
     def to_dict(self) -> dict:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
+        """JSON-friendly fields; ``trajectory`` only when not ``"smooth"``, so specs recorded before the
+        field existed still compare equal (their scenes are not regenerated)."""
+        out = {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+               for f in dataclasses.fields(self)}
+        if out["trajectory"] == "smooth":
+            del out["trajectory"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "SceneSpec":
