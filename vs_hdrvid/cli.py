@@ -30,6 +30,16 @@ def _exposures(text: str) -> list[float]:
     return evs
 
 
+def _sensitivity(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"--s must be a number >= 0 or inf, got {text!r}")
+    return value
+
+
 def _frames(text: str) -> tuple[int, int | None]:
     try:
         a, _, b = text.partition(":")
@@ -51,9 +61,11 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=METHODS, default="merge")
     p.add_argument("--flow", choices=FLOWS, default="none", help="dense flow for merge (classical DIS/Farneback)")
     p.add_argument("--radius", type=int, default=1, help="merge window half-width")
+    p.add_argument("--s", type=_sensitivity, default=15.0, metavar="S",
+                   help="dealthdr: FGMA sensitivity, 0 (flow only, fastest) .. inf (attention everywhere)")
     p.add_argument("--crf", default="gamma", help="'gamma' or a response file from estimate_crf")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--weights", help="folder of the coarse/refine weights and their MANIFEST.json "
+    p.add_argument("--weights", help="folder of the network weights and their MANIFEST.json "
                    "(default: the shipped weights/)")
     p.add_argument("--frames", type=_frames, help="A:B, a half-open frame range")
     p.add_argument("--peak-nits", type=float, default=1000.0, help="HDR10 mastering peak")
@@ -71,7 +83,7 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
         clip = source(args.input)
         hdr = build(clip, Options(exposures=args.exposures, method=args.method, flow=args.flow,
                                   crf=args.crf, device=args.device, frames=args.frames, radius=args.radius,
-                                  weights=args.weights))
+                                  weights=args.weights, s=args.s))
     except (vs.Error, ValueError, OSError) as e:
         raise UserError(_one_line(e)) from None
     try:

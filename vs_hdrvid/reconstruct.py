@@ -20,7 +20,7 @@ from .ops.exr import write_exr as write_exr_file
 __all__ = ["METHODS", "FLOWS", "Options", "build", "write_output", "write_png", "output_kind"]
 
 log = logging.getLogger("vs_hdrvid")
-METHODS = ("reference", "merge", "coarse", "refine")
+METHODS = ("reference", "merge", "coarse", "refine", "dealthdr")
 FLOWS = ("none", "dis", "farneback")
 
 
@@ -35,7 +35,8 @@ class Options:
     device: str = "auto"
     frames: tuple[int, int | None] | None = None
     radius: int = 1
-    weights: str | None = None  # folder of the coarse/refine weights (default: weights/)
+    weights: str | None = None  # folder of the network weights (default: weights/)
+    s: float = 15.0  # dealthdr's FGMA sensitivity
 
 
 def output_kind(path: str) -> str:
@@ -71,6 +72,9 @@ def build(clip: vs.VideoNode, opts: Options) -> vs.VideoNode:
         hdr = nodes.coarse(lin, weights=opts.weights, device=opts.device)
         if opts.method == "refine":
             hdr = nodes.refine(hdr, lin, weights=opts.weights, device=opts.device)
+    elif opts.method == "dealthdr":
+        lin = nodes.align(lin, device=opts.device)
+        hdr = nodes.dealthdr(lin, s=opts.s, weights=opts.weights, device=opts.device)
     else:
         raise ValueError(f"unknown method {opts.method!r}; choose from {', '.join(METHODS)}")
     if opts.frames is not None:

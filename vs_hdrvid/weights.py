@@ -44,11 +44,14 @@ class WeightSpec:
     train_command: str
 
 
-def _chen(kind: str) -> Callable[[dict], torch.nn.Module]:
+def _builder(kind: str) -> Callable[[dict], torch.nn.Module]:
     def build(cfg: dict) -> torch.nn.Module:
         if kind == "spynet":
             from .models.spynet import SpyNet, SpyNetConfig
             return SpyNet(SpyNetConfig.from_dict(cfg))
+        if kind == "dealthdr":
+            from .models.dealthdr import DeAltHDR, DeAltHDRConfig
+            return DeAltHDR(DeAltHDRConfig.from_dict(cfg))
         if kind == "coarse":
             from .models.coarsenet import CoarseNet, CoarseNetConfig
             return CoarseNet(CoarseNetConfig.from_dict(cfg))
@@ -58,10 +61,12 @@ def _chen(kind: str) -> Callable[[dict], torch.nn.Module]:
 
 
 REGISTRY: dict[str, WeightSpec] = {
-    f"{kind}-{n}exp": WeightSpec(f"{kind}_{n}exp.safetensors", _chen(kind), f"Chen et al. 2021 {kind}",
+    f"{kind}-{n}exp": WeightSpec(f"{kind}_{n}exp.safetensors", _builder(kind), f"Chen et al. 2021 {kind}",
                                  f"vs-hdrvid train {kind} --exposures {n}")
     for kind in ("coarse", "refine") for n in (2, 3)
 }
+REGISTRY["dealthdr-2exp"] = WeightSpec("dealthdr_2exp.safetensors", _builder("dealthdr"), "DeAltHDR",
+                                       "vs-hdrvid train dealthdr")
 
 
 def sha256_of(path: str | os.PathLike) -> str:

@@ -99,3 +99,70 @@ class SpyNet(nn.Module):
         if self.config.max_flow > 0:
             flow = flow.clamp(-self.config.max_flow, self.config.max_flow)
         return flow.reshape(b, 2 * g, 2, h, w)
+
+
+@dataclass(frozen=True)
+class PairSpyNetConfig(ConfigMixin):
+    """Hyperparameters of :class:`PairSpyNet`.
+
+    Attributes:
+        levels: pyramid levels; inputs are padded to a multiple of ``2**(levels-1)``.
+        channels: hidden channels of each level's convolution stack (SpyNet: 32-64-32-16).
+        kernel_size: kernel of those convolutions (SpyNet: 7).
+        max_flow: final flows are clamped to +-max_flow pixels (0 disables).
+    """
+
+    levels: int = 5
+    channels: tuple[int, ...] = (32, 64, 32, 16)
+    kernel_size: int = 7
+    max_flow: float = 200.0
+
+    def __post_init__(self) -> None:
+        if self.levels < 1 or self.kernel_size % 2 == 0 or not self.channels:
+            raise ValueError(f"PairSpyNetConfig: invalid {self}")
+
+
+class PairSpyNet(nn.Module):
+    """SpyNet (Ranjan and Black 2017) for one frame pair, the flow network of DeAltHDR (section 3.3).
+
+    Each pyramid level sees ``[ref, sup warped by the upsampled flow, that flow]`` (8 channels
+    for RGB) and predicts the flow's residual, coarse to fine, like :class:`SpyNet` but for a pair
+    rather than an exposure-matched triple: DeAltHDR feeds it exposure-normalised gamma frames.
+
+    Shape:
+        ``ref, sup (B, 3, H, W)`` in [0, 1] -> ``(B, 2, H, W)``: the flow ``ref -> sup`` (it
+        backward-warps ``sup`` onto ``ref``).
+    """
+
+    def __init__(self, config: PairSpyNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or PairSpyNetConfig()
+        k = cfg.kernel_size
+        self.basic = nn.ModuleList()
+        for _ in range(cfg.levels):
+            layers: list[nn.Module] = []
+            prev = 8
+            for ch in cfg.channels:
+                layers += [nn.Conv2d(prev, ch, k, 1, k // 2), nn.ReLU(inplace=True)]
+                prev = ch
+            layers.append(nn.Conv2d(prev, 2, k, 1, k // 2))
+            self.basic.append(nn.Sequential(*layers))
+
+    def forward(self, ref: Tensor, sup: Tensor) -> Tensor:
+        if ref.shape != sup.shape or ref.dim() != 4 or ref.shape[1] != 3:
+            raise ValueError(f"PairSpyNet: expected two (B, 3, H, W) frames, got {tuple(ref.shape)}, {tuple(sup.shape)}")
+        b, _, h, w = ref.shape
+        x, crop = pad_to_multiple(torch.cat((ref, sup), 1), 2 ** (self.config.levels - 1))
+        pyramid = [x]  # finest last
+        for _ in range(self.config.levels - 1):
+            pyramid.insert(0, F.avg_pool2d(pyramid[0], 2))
+        flow = x.new_zeros(b, 2, *pyramid[0].shape[-2:])
+        for level, (module, img) in enumerate(zip(self.basic, pyramid)):
+            if level > 0:
+                flow = resize_flow(flow, img.shape[-2:])
+            warped = flow_warp(img[:, 3:], flow) if level > 0 else img[:, 3:]
+            flow = flow + module(torch.cat((img[:, :3], warped, flow), 1))
+        flow = crop(flow)
+        if self.config.max_flow > 0:
+            flow = flow.clamp(-self.config.max_flow, self.config.max_flow)
+        return flow

@@ -1,6 +1,7 @@
 """VapourSynth nodes, one module each: validate at graph-build time, set up once, per-frame closure."""
 from .align import align
 from .coarse import coarse
+from .dealthdr import dealthdr
 from .classical_flow import classical_flow
 from .io import read_exr, read_images, source, write_exr
 from .linearize import detect_exposures, estimate_crf, linearize
@@ -10,5 +11,5 @@ from .spyflow import flow  # after .flow: the name `flow` is this node, not the 
 from .tonemap import tonemap
 
 __all__ = ["linearize", "estimate_crf", "detect_exposures", "align", "merge", "classical_flow",
-           "coarse", "refine", "flow",
+           "coarse", "refine", "flow", "dealthdr",
            "tonemap", "source", "read_images", "read_exr", "write_exr"]

@@ -8,6 +8,8 @@ Examples::
     vs-hdrvid train coarse --exposures 2 --resume                 # continue runs/coarse-2exp/
     vs-hdrvid train coarse --exposures 2 --device cuda --steps 200000 --batch 16 --patch 256
         # continues the shipped weights/coarse_2exp.safetensors on a GPU and ships the result
+    vs-hdrvid train dealthdr --steps 3000 --batch 4 --patch 96 --max-minutes 45       # CPU
+    vs-hdrvid train dealthdr --model paper --device cuda --steps 300000 --batch 8 --patch 192
 """
 from __future__ import annotations
 
@@ -22,16 +24,17 @@ __all__ = ["add_cli", "run_cli", "config_from_args"]
 _OPTIONS = ("exposures", "root", "preset", "val_preset", "steps", "max_minutes", "batch", "patch", "lr",
             "device", "resume", "out_name", "seed", "workers", "init_from", "threads", "val_every",
             "ckpt_every", "log_every", "val_patch", "val_windows", "perc_weight", "flow_lr_scale",
-            "lr_halve_every", "weights_dir", "runs_dir", "ship", "val_at_start")
+            "lr_halve_every", "weights_dir", "runs_dir", "ship", "val_at_start", "model", "flow_weight")
 
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
     """Register ``train`` on an ``argparse`` subparsers object; returns its parser."""
     d = TrainConfig(stage="coarse")
     p = subparsers.add_parser(
-        "train", help="train the Chen et al. networks on synthetic data",
+        "train", help="train the Chen et al. and DeAltHDR networks on synthetic data",
         description="Train a stage of the Chen et al. (ICCV 2021) networks: spynet (flow pretraining), "
-                    "coarse (CoarseNet), refine (RefineNet, CoarseNet frozen), finetune (both). Without "
+                    "coarse (CoarseNet), refine (RefineNet, CoarseNet frozen), finetune (both); or dealthdr "
+                    "(DeAltHDR on the degraded day/night scenes, 2 exposures). Without "
                     "--init-from a stage continues the shipped weights when present. Progress goes to stderr; "
                     "the run folder holds ckpt.pt, log.jsonl and curve.png.")
     p.add_argument("stage", choices=STAGES)
@@ -43,7 +46,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop cleanly after this wall time")
     p.add_argument("--batch", type=int, default=d.batch)
     p.add_argument("--patch", type=int, default=d.patch, help="square patch side, multiple of 16")
-    p.add_argument("--lr", type=float, default=None, help="base learning rate (default: 1e-4, finetune 2e-5)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="base learning rate (default: 1e-4, finetune 2e-5, dealthdr 4e-4)")
     p.add_argument("--lr-halve-every", type=int, default=0, help="halve lr every N steps (default: steps/2)")
     p.add_argument("--flow-lr-scale", type=float, default=d.flow_lr_scale,
                    help="flow net lr relative to --lr in end-to-end stages")
@@ -67,6 +71,10 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default=d.runs_dir)
     p.add_argument("--ship", choices=("auto", "always", "never"), default=d.ship,
                    help="write shipped weights: auto = if none yet or validation is not worse")
+    p.add_argument("--model", choices=("small", "paper"), default=d.model,
+                   help="dealthdr: the CPU width (small) or the paper's depth with Turtle's width")
+    p.add_argument("--flow-weight", type=float, default=d.flow_weight,
+                   help="dealthdr: weight of the SpyNet's EPE against ground-truth flow")
     p.set_defaults(func=run_cli)
     return p
 

@@ -9,26 +9,33 @@ stage          what is trained                                                  
 ``coarse``     CoarseNet end to end, mu-law L1 (eq. 1); flow net at a lower lr      1e-4
 ``refine``     RefineNet with CoarseNet frozen: eq. 6 L1 + perceptual substitute    1e-4
 ``finetune``   CoarseNet and RefineNet together, the refine loss                    2e-5
+``dealthdr``   DeAltHDR on the degraded (day/night) scenes: mu-law L1 + 0.5 x       4e-4
+               perceptual substitute + flow EPE; AdamW, cosine decay to 1e-7
 =============  ====================================================================  =========
 
-The learning rate is halved every ``lr_halve_every`` steps (the paper halves every 5 of 10
-epochs: by default half the run). :meth:`TrainConfig.from_dict` rejects unknown keys.
+The Chen et al. stages use Adam and halve the learning rate every ``lr_halve_every`` steps (the
+paper halves every 5 of 10 epochs: by default half the run); ``dealthdr`` uses AdamW
+(betas 0.9/0.999) with cosine annealing to ``1e-7`` (DeAltHDR section 5.1).
+:meth:`TrainConfig.from_dict` rejects unknown keys.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 __all__ = ["STAGES", "STAGE_DEFAULTS", "TrainConfig"]
 
-STAGES = ("spynet", "coarse", "refine", "finetune")
+STAGES = ("spynet", "coarse", "refine", "finetune", "dealthdr")
+MIN_LR = 1e-7  # the end of DeAltHDR's cosine schedule
 
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "spynet": {"lr": 1e-4},
     "coarse": {"lr": 1e-4},
     "refine": {"lr": 1e-4},
     "finetune": {"lr": 2e-5},
+    "dealthdr": {"lr": 4e-4},
 }
 
 
@@ -66,6 +73,9 @@ class TrainConfig:
         ship: write the shipped weights at the end: ``auto`` (when there are none yet, or the new
             validation PSNR-mu is at least the shipped one's), ``always`` or ``never``.
         synth_if_missing: generate a missing train/val preset with ``vs-hdrvid synth`` first.
+        model: ``dealthdr`` only: ``small`` (the CPU width, :meth:`DeAltHDRConfig.small`) or
+            ``paper`` (the paper's depth with Turtle's width).
+        flow_weight: ``dealthdr`` only: weight of the SpyNet's EPE against the ground-truth flows.
     """
 
     stage: str
@@ -100,6 +110,8 @@ class TrainConfig:
     runs_dir: str = "runs"
     ship: str = "auto"
     synth_if_missing: bool = True
+    model: str = "small"
+    flow_weight: float = 0.01
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -110,6 +122,10 @@ class TrainConfig:
             raise ValueError(f"train: patch and val_patch must be multiples of 16, got {self.patch}, {self.val_patch}")
         if self.steps < 1 or self.batch < 1:
             raise ValueError(f"train: steps and batch must be positive, got {self.steps}, {self.batch}")
+        if self.stage == "dealthdr" and self.exposures != 2:
+            raise ValueError("train dealthdr: DeAltHDR is trained for 2-exposure patterns (EV -2/+1)")
+        if self.model not in ("small", "paper"):
+            raise ValueError(f"train: model must be small or paper, got {self.model!r}")
         if self.ship not in ("auto", "always", "never"):
             raise ValueError(f"train: ship must be auto, always or never, got {self.ship!r}")
         if self.lr is None:
@@ -121,8 +137,17 @@ class TrainConfig:
     def halve_every(self) -> int:
         return self.lr_halve_every or max(1, self.steps // 2)
 
+    @property
+    def cosine(self) -> bool:
+        """DeAltHDR's schedule (AdamW, cosine annealing) rather than Chen et al.'s halving."""
+        return self.stage == "dealthdr"
+
     def lr_at(self, step: int) -> float:
-        """Base learning rate at ``step``: ``lr * 0.5 ** (step // halve_every)``."""
+        """Base learning rate at ``step``: ``lr * 0.5 ** (step // halve_every)``, or for
+        ``dealthdr`` the cosine from ``lr`` at step 0 to :data:`MIN_LR` at ``steps``."""
+        if self.cosine:
+            frac = min(step, self.steps) / self.steps
+            return MIN_LR + (float(self.lr) - MIN_LR) * 0.5 * (1 + math.cos(math.pi * frac))
         return float(self.lr) * 0.5 ** (step // self.halve_every)
 
     @classmethod

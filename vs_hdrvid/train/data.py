@@ -13,6 +13,8 @@ kind       LDR window (2 / 3 exp)  ground truth
 ``flow``   3 / 5 frames            HDR of ``t`` and the flows ``t -> neighbour`` (time order)
 ``coarse`` 3 / 5 frames            HDR of ``t``
 ``refine`` 5 / 7 frames            HDR of ``t-1, t, t+1`` (the coarse outputs of those three)
+``dealthdr`` 5 frames (2 exp.)     HDR of ``t`` and the flows ``t -> neighbour``; degraded
+                                   (DeAltHDR ``day``/``night``) scenes only by default
 =========  ======================  ======================================================
 
 Training samples follow Chen et al. (ICCV 2021) section 5.1: random square patches, flips,
@@ -50,14 +52,15 @@ from vs_hdrvid.synth.augment import Augment, perturb_tone, sample_augment
 __all__ = ["SceneArrays", "WindowDataset", "window_length", "list_scene_dirs", "read_ldr_u", "GAMMA"]
 
 GAMMA = 2.2
-KINDS = ("flow", "coarse", "refine")
+KINDS = ("flow", "coarse", "refine", "dealthdr")
+_WITH_FLOWS = ("flow", "dealthdr")
 
 
 def window_length(kind: str, exposures: int) -> int:
-    """LDR frames a sample of ``kind`` needs: ``2n-1`` (flow, coarse) or ``2n+1`` (refine)."""
+    """LDR frames a sample of ``kind`` needs: ``2n-1`` (flow, coarse) or ``2n+1`` (refine, dealthdr)."""
     if kind not in KINDS:
         raise ValueError(f"window kind must be one of {KINDS}, got {kind!r}")
-    return 2 * exposures + 1 if kind == "refine" else 2 * exposures - 1
+    return 2 * exposures + 1 if kind in ("refine", "dealthdr") else 2 * exposures - 1
 
 
 def list_scene_dirs(root: str | Path, preset: str) -> list[Path]:
@@ -189,6 +192,8 @@ class WindowDataset(Dataset):
         val_windows: fixed crops per scene for validation (evenly spaced references).
         tone, noise: tone perturbation of the reference, and noise on clean data (training only).
         noise_sigma: sigma of that noise in the linear domain.
+        degradations: keep only scenes of these recipes (``clean``, ``day``, ``night``); None
+            keeps all, except for ``dealthdr`` windows whose default is ``("day", "night")``.
 
     A training sample ``i`` (any non-negative integer) is a dict of tensors: ``ldrs (T, 3, P, P)``
     in [0, 1], ``evs (T,)``, ``gt (G, 3, P, P)`` (G = 1, or 3 for refine), ``h_sat ()`` and for
@@ -197,18 +202,23 @@ class WindowDataset(Dataset):
 
     def __init__(self, root: str | Path, preset: str, kind: str, exposures: int, patch: int = 128,
                  train: bool = True, seed: int = 0, ref_window: int | None = None, val_windows: int = 4,
-                 tone: bool = True, noise: bool = True, noise_sigma: float = 1e-3) -> None:
+                 tone: bool = True, noise: bool = True, noise_sigma: float = 1e-3,
+                 degradations: tuple[str, ...] | None = None) -> None:
         self.kind, self.exposures, self.patch, self.train, self.seed = kind, exposures, patch, train, seed
         self.tone, self.noise, self.noise_sigma = tone, noise, noise_sigma
         self.length = window_length(kind, exposures)
         self.radius = self.length // 2
+        if degradations is None and kind == "dealthdr":
+            degradations = ("day", "night")
         self.dirs = []
         for d in list_scene_dirs(root, preset):
             meta = json.loads((d / "meta.json").read_text())
-            if int(meta["exposure_count"]) == exposures and (kind != "flow" or meta.get("flow", True)):
+            if int(meta["exposure_count"]) == exposures and (kind not in _WITH_FLOWS or meta.get("flow", True)) \
+                    and (degradations is None or meta.get("degradation", "clean") in degradations):
                 self.dirs.append(d)
         if not self.dirs:
-            raise FileNotFoundError(f"no {exposures}-exposure scenes under {Path(root) / preset}")
+            which = f" {'/'.join(degradations)}" if degradations else ""
+            raise FileNotFoundError(f"no {exposures}-exposure{which} scenes under {Path(root) / preset}")
         self.metas = [json.loads((d / "meta.json").read_text()) for d in self.dirs]
         self._cache: dict[int, SceneArrays] = {}
         r = max(self.radius, (ref_window or self.length) // 2)
@@ -232,7 +242,7 @@ class WindowDataset(Dataset):
     def scene(self, s: int) -> SceneArrays:
         """Scene ``s``, decoded once and cached."""
         if s not in self._cache:
-            self._cache[s] = SceneArrays(self.dirs[s], flows=self.kind == "flow")
+            self._cache[s] = SceneArrays(self.dirs[s], flows=self.kind in _WITH_FLOWS)
         return self._cache[s]
 
     def preload(self) -> None:
@@ -264,7 +274,7 @@ class WindowDataset(Dataset):
         g = 1 if self.kind == "refine" else 0
         gt = sc.gt[item.t - g: item.t + g + 1][..., crop[0], crop[1]].astype(np.float32)  # (G, 3, P, P)
         out: dict[str, np.ndarray] = {}
-        if self.kind == "flow":
+        if self.kind in _WITH_FLOWS:
             offsets = [d for d in range(-r, r + 1) if d]
             flows, valid = sc.flows_from(item.t, offsets)
             out["flows"], out["flow_valid"] = flows[..., crop[0], crop[1]], valid[..., crop[0], crop[1]]

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from vs_hdrvid import weights as W
 from vs_hdrvid.bridge import resolve_device
-from vs_hdrvid.train.config import TrainConfig
+from vs_hdrvid.train.config import MIN_LR, TrainConfig
 from vs_hdrvid.train.data import WindowDataset, window_length
 from vs_hdrvid.train.stages import Stage, make_stage
 
@@ -45,6 +45,8 @@ LOSSES = {
     "refine": "eq. 6 L1 normalised by the badly exposed area (floored at 5% of the pixels) + perc_weight x (multi-scale gradient L1 + (1 - SSIM)) "
               "in the mu-law domain, substituting the VGG16 perceptual loss",
     "finetune": "as refine, CoarseNet and RefineNet trained together",
+    "dealthdr": "mu-law L1 (DeAltHDR eq. 9) + perc_weight x (multi-scale gradient L1 + (1 - SSIM)) in the mu-law "
+                "domain, substituting the VGG16 loss, + flow_weight x EPE of the SpyNet's t->neighbour flows",
 }
 
 DEVIATIONS = [
@@ -57,12 +59,25 @@ DEVIATIONS = [
     "Iterations instead of epochs; the learning rate halves every lr_halve_every steps (paper: every 5 of 10 epochs).",
 ]
 
+DEALTHDR_DEVIATIONS = [
+    "Synthetic training data from vs-hdrvid synth's DeAltHDR recipes (blender-data CC0 panoramas, moving layers, "
+    "sub-frame blur, Eq. A/B noise), not the paper's 176 DJI Pocket 3 scenes.",
+    "VGG16 perceptual loss replaced by multi-scale gradient L1 + (1 - SSIM) in the mu-law domain (no ImageNet "
+    "weights); weight given in recipe.perc_weight.",
+    "SpyNet is trained with the network (plus an EPE term against the synthetic ground-truth flow) instead of "
+    "starting from ImageNet-free pretrained SpyNet weights, which this project does not use.",
+    "FGMA attends to a window around each masked query's flow target (window side in config.window) with a learned "
+    "relative-position bias; the paper does not state the key extent. Masks of coarser levels average D first.",
+    "Decoder block count (config.dec_blocks) and the mu-law global residual over the centre frame are this "
+    "project's choices where the paper gives no number.",
+]
+
 
 def _dataset(cfg: TrainConfig, kind: str, preset: str, train: bool) -> WindowDataset:
     def make() -> WindowDataset:
         return WindowDataset(cfg.root, preset, kind, cfg.exposures, patch=cfg.patch if train else cfg.val_patch,
                              train=train, seed=cfg.seed, ref_window=None if train else window_length("refine", cfg.exposures),
-                             val_windows=cfg.val_windows, tone=cfg.tone, noise=cfg.noise)
+                             val_windows=cfg.val_windows, tone=cfg.tone and kind != "dealthdr", noise=cfg.noise)
     try:
         return make()
     except FileNotFoundError:
@@ -131,7 +146,8 @@ def _plot(history: dict, path: Path, title: str, metric: str) -> None:
     if history["val"]:
         vs = [v["step"] for v in history["val"]]
         b.plot(vs, [v[metric] for v in history["val"]], "o-", ms=3, label="network")
-        for extra, style in (("val_psnr_mu_reference_only", "x--"), ("val_psnr_mu_coarse", "s:"), ("val_epe_zero_flow", "x--")):
+        for extra, style in (("val_psnr_mu_reference_only", "x--"), ("val_psnr_mu_coarse", "s:"), ("val_epe_zero_flow", "x--"),
+                             ("val_psnr_mu_s0", "v:"), ("val_psnr_mu_sinf", "^:")):
             if extra in history["val"][-1]:
                 b.plot(vs, [v.get(extra, math.nan) for v in history["val"]], style, label=extra.replace("val_", ""))
         b.legend(fontsize=7)
@@ -187,7 +203,8 @@ def train(cfg: TrainConfig) -> dict:
         stage.init()
     stage.to()
     groups = stage.param_groups()
-    opt = torch.optim.Adam(groups, lr=cfg.lr_at(step))
+    opt = (torch.optim.AdamW(groups, lr=cfg.lr_at(step), betas=(0.9, 0.999)) if cfg.cosine
+           else torch.optim.Adam(groups, lr=cfg.lr_at(step)))
     if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"])
         _set_rng_state(ckpt["rng"])
@@ -298,12 +315,15 @@ def _ship(stage: Stage, cfg: TrainConfig, train_ds: WindowDataset, step: int, wa
         recipe = {
             "stages": f"{cfg.stage} ({'+'.join(stage.trained)} trained)", "data": train_ds.describe(),
             "steps": step, "batch": cfg.batch, "patch": cfg.patch,
-            "lr_schedule": f"Adam lr {cfg.lr:g} halved every {cfg.halve_every} steps"
-                           + (f"; flow net x{cfg.flow_lr_scale:g}" if "coarse" in stage.trained and cfg.stage != "spynet" else ""),
-            "losses": LOSSES[cfg.stage], "perc_weight": cfg.perc_weight if cfg.stage in ("refine", "finetune") else None,
+            "lr_schedule": _schedule(cfg, stage),
+            "losses": LOSSES[cfg.stage],
+            "perc_weight": cfg.perc_weight if cfg.stage in ("refine", "finetune", "dealthdr") else None,
+            "flow_weight": cfg.flow_weight if cfg.stage == "dealthdr" else None,
             "augmentation": ", ".join(["flips, rot90, channel permutation"]
-                                      + ["per-channel tone perturbation of the reference"] * cfg.tone
+                                      + ["per-channel tone perturbation of the reference"] * (cfg.tone and cfg.stage != "dealthdr")
                                       + ["linear noise sigma 1e-3 on low exposures of noise-free scenes"] * cfg.noise),
+            "branches": ("30% flow only (s=0), 30% attention only (s=inf), 40% FGMA with s ~ U(0,1] or U(1,100)"
+                         if cfg.stage == "dealthdr" else None),
             "device": _device_name(device),
             "coarse_sha256": (digests.get("coarse") or stage.previous.get("coarse", {}).get("sha256"))
                              if key == "refine" else None,
@@ -317,7 +337,8 @@ def _ship(stage: Stage, cfg: TrainConfig, train_ds: WindowDataset, step: int, wa
         metrics["val_protocol"] = protocol
         entry = {"network": W.REGISTRY[name].network, "config": config, "sha256": digest,
                  "parameters": sum(p.numel() for p in net.parameters()), "recipe": recipe, "metrics": metrics,
-                 "deviations": DEVIATIONS + _run_deviations(cfg, device)}
+                 "deviations": (DEALTHDR_DEVIATIONS if cfg.stage == "dealthdr" else DEVIATIONS)
+                 + _run_deviations(cfg, device)}
         W.register_in_manifest(file, entry, folder)
         (folder / "curves").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / "curve.png", folder / "curves" / f"{Path(file).stem}.png")
@@ -337,13 +358,23 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({name}, {torch.get_num_threads()} threads)"
 
 
+def _schedule(cfg: TrainConfig, stage: Stage) -> str:
+    if cfg.cosine:
+        return f"AdamW (0.9, 0.999) lr {cfg.lr:g}, cosine to {MIN_LR:g} over {cfg.steps} steps"
+    return (f"Adam lr {cfg.lr:g} halved every {cfg.halve_every} steps"
+            + (f"; flow net x{cfg.flow_lr_scale:g}" if "coarse" in stage.trained and cfg.stage != "spynet" else ""))
+
+
 def _run_deviations(cfg: TrainConfig, device: torch.device) -> list[str]:
     out = []
+    paper_patch, paper_batch = (192, "8") if cfg.stage == "dealthdr" else (256, "16 coarse / 8 refine")
     if device.type == "cpu":
-        out.append(f"Trained on CPU: {cfg.patch}x{cfg.patch} patches (paper 256), batch {cfg.batch} "
-                   f"(paper 16 coarse / 8 refine), far fewer iterations than the paper's epochs.")
-    elif cfg.patch != 256:
-        out.append(f"{cfg.patch}x{cfg.patch} patches (paper 256).")
+        out.append(f"Trained on CPU: {cfg.patch}x{cfg.patch} patches (paper {paper_patch}), batch {cfg.batch} "
+                   f"(paper {paper_batch}), far fewer iterations than the paper's epochs"
+                   + (f"; the '{cfg.model}' width (DeAltHDRConfig.small)" if cfg.stage == "dealthdr" and cfg.model == "small" else "")
+                   + ".")
+    elif cfg.patch != paper_patch:
+        out.append(f"{cfg.patch}x{cfg.patch} patches (paper {paper_patch}).")
     return out
 
 
@@ -352,5 +383,7 @@ def _command(cfg: TrainConfig) -> str:
              f"--patch {cfg.patch}", f"--lr {cfg.lr:g}", f"--preset {cfg.preset}", f"--seed {cfg.seed}"]
     if cfg.max_minutes:
         parts.append(f"--max-minutes {cfg.max_minutes:g}")
+    if cfg.stage == "dealthdr":
+        parts += [f"--model {cfg.model}", f"--flow-weight {cfg.flow_weight:g}"]
     return " ".join(parts)
 

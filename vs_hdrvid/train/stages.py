@@ -12,11 +12,17 @@ same for every stage.
 * ``refine``: RefineNet on the coarse HDRs of ``t-1, t, t+1`` from the frozen shipped CoarseNet,
   loss eq. 6 + ``perc_weight`` x perceptual substitute. Ships ``refine_<n>exp.safetensors``.
 * ``finetune``: both networks with the refine loss at lr 2e-5; ships both files.
+* ``dealthdr``: DeAltHDR on the degraded scenes with the mu-law L1 + ``perc_weight`` x perceptual
+  substitute (eqs. 9-10) + ``flow_weight`` x the SpyNet's EPE. Each batch draws its alignment
+  branch as section 5.1 does: 30% flow only (``s = 0``), 30% attention only (``s = inf``), 40%
+  FGMA with a random ``s`` (half from ``(0, 1]``, half from ``(1, 100)``, the paper's sampling of
+  the curve). Ships ``dealthdr_2exp.safetensors``.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -27,6 +33,7 @@ from torch import Tensor, nn
 from vs_hdrvid import weights as W
 from vs_hdrvid.models.blocks import ldr_to_hdr, reexpose
 from vs_hdrvid.models.coarsenet import CoarseNet, CoarseNetConfig
+from vs_hdrvid.models.dealthdr import DeAltHDR, DeAltHDRConfig
 from vs_hdrvid.models.refinenet import RefineNet, RefineNetConfig
 from vs_hdrvid.ops.metrics import psnr_mu
 from vs_hdrvid.train.config import TrainConfig
@@ -134,7 +141,8 @@ class Stage:
     def rebuild(self, configs: dict[str, dict]) -> None:
         """Networks from the configs a checkpoint stored (their weights are loaded after)."""
         build = {"coarse": lambda c: CoarseNet(CoarseNetConfig.from_dict(c)),
-                 "refine": lambda c: RefineNet(RefineNetConfig.from_dict(c))}
+                 "refine": lambda c: RefineNet(RefineNetConfig.from_dict(c)),
+                 "dealthdr": lambda c: DeAltHDR(DeAltHDRConfig.from_dict(c))}
         self.nets = {name: build[name](c) for name, c in configs.items()}
 
     def param_groups(self) -> list[dict]:
@@ -309,6 +317,65 @@ class FinetuneStage(RefineStage):
         super().init()
 
 
+def sample_sensitivity(gen: torch.Generator | None = None) -> float:
+    """The alignment branch of a DeAltHDR training batch, as its FGMA sensitivity ``s``.
+
+    30% ``0`` (flow only), 30% ``inf`` (attention only), 40% FGMA with ``s`` uniform in
+    ``(0, 1]`` or ``(1, 100)`` (equally likely). Draws from torch's global generator unless
+    ``gen`` is given (the training loop checkpoints the global one, so a resumed run continues
+    the same sequence).
+    """
+    u, v, w = torch.rand(3, generator=gen).tolist()
+    if u < 0.3:
+        return 0.0
+    if u < 0.6:
+        return math.inf
+    return max(v, 1e-3) if w < 0.5 else 1.0 + 99.0 * v
+
+
+class DeAltHDRStage(Stage):
+    kind = "dealthdr"
+    trained = ("dealthdr",)
+    ship_files = ("dealthdr",)
+
+    def _config(self) -> DeAltHDRConfig:
+        return DeAltHDRConfig.small() if self.cfg.model == "small" else DeAltHDRConfig()
+
+    def init(self) -> None:
+        cfg = self.cfg
+        if cfg.init_from and cfg.init_from != "none":
+            self.nets["dealthdr"] = DeAltHDR(self._config())
+            self.init_notes.append(load_into(self.nets["dealthdr"], Path(cfg.init_from), "dealthdr"))
+            return
+        shipped = None if cfg.init_from == "none" else load_shipped("dealthdr-2exp", cfg, self.device)
+        if shipped is not None and shipped[0].config == self._config():
+            self.nets["dealthdr"], self.previous["dealthdr"] = shipped
+            self.init_notes.append(f"{_weights_dir(cfg) / W.REGISTRY['dealthdr-2exp'].file} (shipped)")
+            return
+        self.nets["dealthdr"] = DeAltHDR(self._config())
+
+    def loss(self, batch):
+        s = sample_sensitivity()
+        out = self.nets["dealthdr"](batch["ldrs"], batch["evs"], s)
+        gt, hs = batch["gt"][:, 0], batch["h_sat"]
+        l1 = mu_l1(out.hdr, gt, hs)
+        perc = structure_loss(out.hdr, gt, hs)
+        flow = epe(out.flows, batch["flows"], batch["flow_valid"])
+        loss = l1 + self.cfg.perc_weight * perc + self.cfg.flow_weight * flow
+        return loss, {"mu_l1": l1.item(), "structure": perc.item(), "epe": flow.item(), "s": min(s, 1e9),
+                      "attention_ratio": out.attention_ratio}
+
+    @torch.no_grad()
+    def validate(self, batch):
+        net = self.nets["dealthdr"]
+        gt, hs = batch["gt"][:, 0], batch["h_sat"]
+        res = {"val_psnr_mu": psnr_mu(net(batch["ldrs"], batch["evs"], 15.0).hdr, gt, hs)}
+        for name, s in (("s0", 0.0), ("sinf", math.inf)):
+            res[f"val_psnr_mu_{name}"] = psnr_mu(net(batch["ldrs"], batch["evs"], s).hdr, gt, hs)
+        res["val_psnr_mu_reference_only"] = psnr_mu(_ref_only(batch, net.center), gt, hs)
+        return res
+
+
 def make_stage(cfg: TrainConfig, device: torch.device) -> Stage:
     return {"spynet": SpyNetStage, "coarse": CoarseStage, "refine": RefineStage,
-            "finetune": FinetuneStage}[cfg.stage](cfg, device)
+            "finetune": FinetuneStage, "dealthdr": DeAltHDRStage}[cfg.stage](cfg, device)

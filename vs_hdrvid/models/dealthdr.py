@@ -1,0 +1,293 @@
+"""DeAltHDR: HDR video from degraded alternating exposures (sections 3.1-3.3, Appendix C).
+
+Input (eq. 1): the linearised frames of a 5-frame window with long exposures divided by the
+exposure ratio (``L' = L**2.2 * 2**(EV_short - EV)``), concatenated with ``L'**(1/2.2)``.
+
+Network (a Turtle-style U-Net, Appendix C and Figure B):
+
+* two encoders of identical architecture and separate weights, one for the short- and one for
+  the long-exposure frames (``dual_encoders=False`` shares one, the Table 5/C ablation): levels
+  of ``enc_blocks`` blocks (ReducedAttn + FFW at levels 1-2, channel attention + gated FFW at
+  level 3), 2x down-sampling between levels and into the middle;
+* SpyNet flows both ways between the centre frame and each neighbour (:class:`PairSpyNet` on the
+  gamma inputs) and the forward-backward difference ``D`` of eqs. 4-5, computed once;
+* a middle of ``middle_blocks`` channel blocks and three decoder levels, each starting with FGMA
+  alignment of the four neighbours' encoder features onto the current feature and the
+  history-router style fusion (:class:`ChannelCrossFusion`);
+* an output convolution whose result is added, in the mu-law domain, to a base image (Turtle's
+  global residual; zero-initialised, so an untrained network returns the base). With
+  ``residual_base="reference"`` the base is the centre frame's own exposure-normalised radiance,
+  as in Turtle. The default ``"merge"`` is this project's choice for networks trained on a small
+  budget: a fixed, differentiable merge of the window (:func:`window_merge`): each frame's
+  radiance flow-warped onto the centre by the network's own SpyNet flows, weighted by a hat on its
+  LDR value times its exposure, and down-weighted where FGMA's consistency difference ``D``
+  flags the flow as unreliable. The network then learns the correction (ghosts, noise, blur)
+  rather than the whole merge.
+
+``s`` (the FGMA sensitivity) is an argument of :meth:`DeAltHDR.forward`: ``0`` flow only, ``inf``
+attention everywhere; training mixes the branches (30% flow, 30% attention, 40% FGMA with a random
+``s``) so one set of weights serves every ``s``.
+
+Convention: windows ``ldrs (B, 5, 3, H, W)`` gamma-2.2 LDR in [0, 1], ``evs (B, 5)``; output HDR
+``(B, 3, H, W)`` on the radiance scale ``H = f^-1(L) / 2**EV`` of the rest of the project.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from vs_hdrvid.models.blocks import ConfigMixin, pad_to_multiple
+from vs_hdrvid.models.dealthdr_blocks import (ChannelBlock, ChannelCrossFusion, Downsample,
+                                              ReducedAttnBlock, Upsample)
+from vs_hdrvid.models.fgma import FGMA, consistency_difference, level_mask
+from vs_hdrvid.models.spynet import PairSpyNet, PairSpyNetConfig
+from vs_hdrvid.ops.metrics import MU, mu_law
+from vs_hdrvid.ops.warp import flow_warp, resize_flow
+
+__all__ = ["DeAltHDRConfig", "DeAltHDR", "DeAltHDROutput", "prepare_inputs", "window_merge"]
+
+
+@dataclass(frozen=True)
+class DeAltHDRConfig(ConfigMixin):
+    """Hyperparameters of :class:`DeAltHDR`.
+
+    The defaults are the paper's (blocks 2/4/6, 8 middle blocks) with Turtle's width, heads and
+    FFW expansion (64; 1/2/4/8; 2.5). ``decoder_blocks`` and ``window`` are this project's
+    choices where the paper gives no number.
+
+    Attributes:
+        dim: channels of level 1 (doubling per level, ``8 * dim`` in the middle).
+        enc_blocks: blocks of encoder levels 1-3.
+        middle_blocks: channel blocks of the middle.
+        dec_blocks: channel blocks after the fusion of decoder levels 3, 2, 1.
+        heads: attention heads of levels 1, 2, 3 and the middle.
+        expansion: FFW hidden width factor.
+        window: FGMA key window side.
+        frames: window length (odd).
+        dual_encoders: separate short/long encoders (False: one shared).
+        residual_base: ``"merge"`` (:func:`window_merge`) or ``"reference"`` (the centre frame).
+        gamma: camera response exponent of the LDR input.
+        flow: the SpyNet's config.
+    """
+
+    dim: int = 64
+    enc_blocks: tuple[int, int, int] = (2, 4, 6)
+    middle_blocks: int = 8
+    dec_blocks: tuple[int, int, int] = (2, 2, 2)
+    heads: tuple[int, int, int, int] = (1, 2, 4, 8)
+    expansion: float = 2.5
+    window: int = 7
+    frames: int = 5
+    dual_encoders: bool = True
+    residual_base: str = "merge"
+    gamma: float = 2.2
+    flow: PairSpyNetConfig = field(default_factory=PairSpyNetConfig)
+
+    def __post_init__(self) -> None:
+        if self.frames % 2 == 0 or self.frames < 3:
+            raise ValueError(f"DeAltHDRConfig: frames must be odd and >= 3, got {self.frames}")
+        if self.residual_base not in ("merge", "reference"):
+            raise ValueError(f"DeAltHDRConfig: residual_base must be merge or reference, got {self.residual_base!r}")
+        for lvl, h in enumerate(self.heads):
+            if (self.dim * 2 ** lvl) % h:
+                raise ValueError(f"DeAltHDRConfig: {self.dim * 2 ** lvl} channels of level {lvl + 1} "
+                                 f"are not divisible by {h} heads")
+
+    @classmethod
+    def small(cls) -> "DeAltHDRConfig":
+        """The width and depth this project trains on a CPU (see the weights manifest)."""
+        return cls(dim=16, enc_blocks=(1, 1, 2), middle_blocks=2, dec_blocks=(1, 1, 1), heads=(1, 1, 2, 4),
+                   expansion=2.0, window=5, flow=PairSpyNetConfig(levels=4, channels=(16, 32, 16, 8), kernel_size=5))
+
+
+@dataclass
+class DeAltHDROutput:
+    """``hdr (B, 3, H, W)`` radiance; ``attention_ratio``: masked share of all FGMA query pixels;
+    ``flows (B, N, 2, H, W)``: the ``t -> neighbour`` flows (for an auxiliary flow loss)."""
+
+    hdr: Tensor
+    attention_ratio: float
+    flows: Tensor
+
+
+def prepare_inputs(ldrs: Tensor, evs: Tensor, gamma: float = 2.2) -> tuple[Tensor, Tensor]:
+    """Equation 1: ``L' = L**gamma * 2**(EV_min - EV)`` and ``concat(L', L'**(1/gamma))``.
+
+    Returns:
+        ``(x (B, T, 6, H, W), short (B, T) bool)``: the network input and which frames are the
+        window's short exposures.
+    """
+    ev_min = evs.min(1, keepdim=True).values
+    lin = ldrs.clamp(0, 1).pow(gamma) * torch.exp2(ev_min - evs)[..., None, None, None]
+    return torch.cat((lin, lin.clamp_min(1e-8).pow(1.0 / gamma)), 2), evs <= ev_min + 1e-3
+
+
+def window_merge(lin: Tensor, ldrs: Tensor, evs: Tensor, fwd: Tensor, d: Tensor, center: int) -> Tensor:
+    """Exposure-weighted merge of the flow-aligned window (the ``"merge"`` residual base).
+
+    Weights: ``(1 - (2 L - 1)**12) * 2**(EV - EV_min)`` on each frame's own LDR value (a flat-top
+    hat that drops at black and at clipping, times the exposure, which scales its SNR); a
+    neighbour's weight is further multiplied by ``clamp(1 - 20 D, 0, 1)``. The centre keeps a
+    small floor so that a pixel clipped or black everywhere falls back to it.
+
+    Shape: ``lin, ldrs (B, T, 3, H, W)``, ``evs (B, T)``, ``fwd (B, T-1, 2, H, W)``,
+    ``d (B*(T-1), 1, H, W)`` -> ``(B, 3, H, W)`` in ``lin``'s units.
+    """
+    b, t = lin.shape[:2]
+    nb = [i for i in range(t) if i != center]
+    both = torch.cat((lin, ldrs), 2)
+    moved = flow_warp(both[:, nb].flatten(0, 1), fwd.flatten(0, 1)).unflatten(0, (b, t - 1))
+    frames = torch.cat((both[:, center:center + 1], moved), 1)  # centre first
+    ev = torch.cat((evs[:, center:center + 1], evs[:, nb]), 1)
+    gain = torch.exp2(ev - evs.min(1, keepdim=True).values)[..., None, None, None]
+    w = (1 - (2 * frames[:, :, 3:].clamp(0, 1) - 1).pow(12)) * gain  # (B, T, 3, H, W)
+    trust = (1 - 20 * d).clamp(0, 1).unflatten(0, (b, t - 1))  # (B, T-1, 1, H, W)
+    w = torch.cat((w[:, :1] + 1e-4, w[:, 1:] * trust), 1)
+    return (w * frames[:, :, :3]).sum(1) / w.sum(1)
+
+
+class _Encoder(nn.Module):
+    def __init__(self, cfg: DeAltHDRConfig) -> None:
+        super().__init__()
+        d, e = cfg.dim, cfg.expansion
+        self.stem = nn.Conv2d(6, d, 3, padding=1)
+        self.level1 = nn.Sequential(*[ReducedAttnBlock(d, e) for _ in range(cfg.enc_blocks[0])])
+        self.down1 = Downsample(d)
+        self.level2 = nn.Sequential(*[ReducedAttnBlock(2 * d, e) for _ in range(cfg.enc_blocks[1])])
+        self.down2 = Downsample(2 * d)
+        self.level3 = nn.Sequential(*[ChannelBlock(4 * d, cfg.heads[2], e) for _ in range(cfg.enc_blocks[2])])
+        self.down3 = Downsample(4 * d)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        f1 = self.level1(self.stem(x))
+        f2 = self.level2(self.down1(f1))
+        f3 = self.level3(self.down2(f2))
+        return [f1, f2, f3, self.down3(f3)]
+
+
+class _AlignFuse(nn.Module):
+    """FGMA of every neighbour, then the fusion (the start of the middle and of each decoder level)."""
+
+    def __init__(self, dim: int, heads: int, window: int, expansion: float) -> None:
+        super().__init__()
+        self.fgma = FGMA(dim, heads, window)
+        self.fuse = ChannelCrossFusion(dim, 2 * dim + 1, heads, expansion)
+
+    def forward(self, cur: Tensor, nbrs: Tensor, flows: Tensor, masks: Tensor) -> Tensor:
+        b, n = nbrs.shape[:2]
+        aligned = self.fgma(cur.repeat_interleave(n, 0), nbrs.flatten(0, 1), flows.flatten(0, 1), masks.flatten(0, 1))
+        return self.fuse(cur, aligned.unflatten(0, (b, n)))
+
+
+class DeAltHDR(nn.Module):
+    """The DeAltHDR network for 2-exposure alternating windows (module docstring).
+
+    Shape:
+        ``ldrs (B, T, 3, H, W)``, ``evs (B, T)`` -> :class:`DeAltHDROutput` for the centre frame.
+        ``flows``, if given, is ``(fwd, bwd)``: ``(B, T-1, 2, H, W)`` flows ``t -> neighbour``
+        and ``neighbour -> t`` in neighbour order, used instead of the SpyNet.
+    """
+
+    def __init__(self, config: DeAltHDRConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or DeAltHDRConfig()
+        d, e, w = cfg.dim, cfg.expansion, cfg.window
+        self.flownet = PairSpyNet(cfg.flow)
+        self.enc_short = _Encoder(cfg)
+        self.enc_long = _Encoder(cfg) if cfg.dual_encoders else self.enc_short
+        self.middle_align = _AlignFuse(8 * d, cfg.heads[3], w, e)
+        self.middle = nn.Sequential(*[ChannelBlock(8 * d, cfg.heads[3], e) for _ in range(cfg.middle_blocks)])
+        self.up, self.skip, self.align, self.dec = nn.ModuleList(), nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        for lvl in (2, 1, 0):  # decoder levels 3, 2, 1
+            c = d * 2 ** lvl
+            self.up.append(Upsample(2 * c))
+            self.skip.append(nn.Conv2d(2 * c, c, 1))
+            self.align.append(_AlignFuse(c, cfg.heads[lvl], w, e))
+            self.dec.append(nn.Sequential(*[ChannelBlock(c, cfg.heads[lvl], e) for _ in range(cfg.dec_blocks[2 - lvl])]))
+        self.head = nn.Conv2d(d, 3, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def center(self) -> int:
+        return self.config.frames // 2
+
+    @property
+    def multiple(self) -> int:
+        """Frame sides must be multiples of this (the U-Net's and the flow pyramid's)."""
+        return math.lcm(8, 2 ** (self.config.flow.levels - 1))
+
+    def estimate_flows(self, gam: Tensor) -> tuple[Tensor, Tensor]:
+        """SpyNet flows ``t -> n`` and ``n -> t`` for every neighbour ``n`` of the centre, in one batch.
+
+        Shape: ``gam (B, T, 3, H, W)`` -> two ``(B, T-1, 2, H, W)``.
+        """
+        b, t = gam.shape[:2]
+        ci = self.center
+        nbrs = torch.cat((gam[:, :ci], gam[:, ci + 1:]), 1).flatten(0, 1)  # (B*N, 3, H, W)
+        cur = gam[:, ci].repeat_interleave(t - 1, 0)
+        both = self.flownet(torch.cat((cur, nbrs)), torch.cat((nbrs, cur)))  # (2*B*N, 2, H, W)
+        fwd, bwd = both.chunk(2)
+        return fwd.unflatten(0, (b, t - 1)), bwd.unflatten(0, (b, t - 1))
+
+    def _encode(self, x: Tensor, short: Tensor) -> list[Tensor]:
+        """Each frame through the encoder of its exposure; features ``(B, T, C_l, H_l, W_l)`` per level."""
+        b, t = x.shape[:2]
+        flat, sel = x.flatten(0, 1), short.flatten()
+        if not self.config.dual_encoders or bool(sel.all()) or not bool(sel.any()):
+            enc = self.enc_short if (not self.config.dual_encoders or bool(sel.all())) else self.enc_long
+            return [f.unflatten(0, (b, t)) for f in enc(flat)]
+        fs, fl = self.enc_short(flat[sel]), self.enc_long(flat[~sel])
+        out = []
+        for a, c in zip(fs, fl):
+            merged = a.new_empty(b * t, *a.shape[1:])
+            merged[sel], merged[~sel] = a, c
+            out.append(merged.unflatten(0, (b, t)))
+        return out
+
+    def forward(self, ldrs: Tensor, evs: Tensor, s: float = 15.0,
+                flows: tuple[Tensor, Tensor] | None = None) -> DeAltHDROutput:
+        b, t, _, h, w = ldrs.shape
+        if t != self.config.frames or evs.shape != (b, t):
+            raise ValueError(f"DeAltHDR: expected ldrs (B, {self.config.frames}, 3, H, W) and evs (B, "
+                             f"{self.config.frames}), got {tuple(ldrs.shape)}, {tuple(evs.shape)}")
+        if not s >= 0:  # also rejects NaN
+            raise ValueError(f"DeAltHDR: s must be >= 0 (inf allowed), got {s}")
+        x, short = prepare_inputs(ldrs, evs, self.config.gamma)
+        x, crop = pad_to_multiple(x, self.multiple)  # (B, T, 6, H', W')
+        ci = self.center
+        gam = x[:, :, 3:]
+        if flows is None:
+            fwd, bwd = self.estimate_flows(gam)
+        else:
+            fwd, bwd = (pad_to_multiple(f.to(x.dtype), self.multiple, mode="replicate")[0] for f in flows)
+        n = t - 1
+        d = consistency_difference(gam[:, ci].repeat_interleave(n, 0), fwd.flatten(0, 1), bwd.flatten(0, 1))
+        feats = self._encode(x, short)
+        nb = [i for i in range(t) if i != ci]
+        masked = total = 0.0
+
+        def align(level: int, cur: Tensor, module: _AlignFuse) -> Tensor:
+            nonlocal masked, total
+            size = tuple(cur.shape[-2:])
+            mask = level_mask(d, s, size)  # (B*N, 1, h, w)
+            fl = resize_flow(fwd.flatten(0, 1), size)
+            masked, total = masked + float(mask.sum()), total + mask.numel()
+            return module(cur, feats[level][:, nb], fl.unflatten(0, (b, n)), mask.unflatten(0, (b, n)))
+
+        y = self.middle(align(3, feats[3][:, ci], self.middle_align))
+        for i, lvl in enumerate((2, 1, 0)):
+            y = self.skip[i](torch.cat((self.up[i](y), feats[lvl][:, ci]), 1))
+            y = self.dec[i](align(lvl, y, self.align[i]))
+        if self.config.residual_base == "merge":
+            ldr_p = pad_to_multiple(ldrs, self.multiple)[0]
+            base = mu_law(window_merge(x[:, :, :3], ldr_p, evs, fwd, d, ci).clamp(0, 1), MU)
+        else:
+            base = mu_law(x[:, ci, :3].clamp(0, 1), MU)
+        t_out = (base + self.head(y)).clamp(0, 1)
+        lin = torch.expm1(t_out * math.log1p(MU)) / MU  # inverse mu-law: radiance in short-exposure units
+        hdr = crop(lin) * torch.exp2(-evs.min(1).values).view(b, 1, 1, 1)
+        return DeAltHDROutput(hdr, masked / max(total, 1.0), crop(fwd))

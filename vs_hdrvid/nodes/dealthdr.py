@@ -1,0 +1,125 @@
+"""``dealthdr``: DeAltHDR per frame, with the FGMA sensitivity ``s`` as the quality/cost dial."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import torch
+import vapoursynth as vs
+
+from ..bridge import NodeRunner, blank_like, shift_clip
+from ._common import PATTERN_PROP, check_linear, error, log, pick_device
+from ._nets import _RGBS, align_to_ref, load_network, network_period, radiance_to_ldr
+from ._window import ExposureWindow
+
+__all__ = ["dealthdr", "RATIO_PROP"]
+
+NODE = "dealthdr"
+OFFSETS = (-2, -1, 0, 1, 2)
+NEIGHBOURS = (-2, -1, 1, 2)
+RATIO_PROP = "HdrAttentionRatio"
+TRAINED_SPAN = 3.0  # EV -2/+1: the exposure ratio of the training data, in stops
+
+
+def _check_s(s: object) -> float:
+    try:
+        value = float(s)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise error(NODE, f"s must be a number >= 0 (inf allowed), got {s!r}") from None
+    if not value >= 0:
+        raise error(NODE, f"s must be >= 0 (0: flow only, inf: attention everywhere), got {s!r}")
+    return value
+
+
+def _check_flows(flow: Sequence[vs.VideoNode] | None, lin: vs.VideoNode) -> list[vs.VideoNode] | None:
+    if flow is None:
+        return None
+    flows = list(flow) if not isinstance(flow, vs.VideoNode) else [flow]
+    if len(flows) != len(NEIGHBOURS):
+        raise error(NODE, f"flow needs one clip per neighbour offset {list(NEIGHBOURS)}, got {len(flows)}; "
+                          "e.g. [hv.classical_flow(lin, o) for o in (-2, -1, 1, 2)]")
+    for f in flows:
+        if not isinstance(f, vs.VideoNode) or f.format is None or f.format.id != vs.RGBS \
+                or (f.width, f.height) != (lin.width, lin.height) or f.num_frames != lin.num_frames:
+            raise error(NODE, "flow clips must be RGBS (u, v, confidence) of the clip's size and length; "
+                              "make them with hv.classical_flow or hv.flow")
+    return flows
+
+
+def _warn_ratio(lin: vs.VideoNode) -> None:
+    pattern = [float(e) for e in lin.get_frame(0).props.get(PATTERN_PROP, [])] if lin.num_frames else []
+    if len(pattern) == 2:
+        span = max(pattern) - min(pattern)
+        if abs(span - TRAINED_SPAN) > 1.0:
+            log.warning("hdrvid.%s: the exposures are %.2g stops apart; the network was trained on %g stops "
+                        "(EV -2/+1), expect lower quality", NODE, span, TRAINED_SPAN)
+
+
+def dealthdr(lin: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] | None = None,
+             weights: str | os.PathLike | None = None, device: str = "auto", fp32: bool = False,
+             num_streams: int = 1) -> vs.VideoNode:
+    """HDR of every frame by DeAltHDR (flow-guided masked attention, dual exposure encoders).
+
+    Each frame's window ``t-2..t+2`` (at the clip's ends the nearest frame of the same exposure
+    stands in) is turned back into gamma-2.2 LDR, the neighbours are warped onto the reference by
+    the similarity props of :func:`align` when present, and the network aligns the rest: SpyNet
+    flows everywhere, cross-attention where the forward-backward check flags the flow (``s``).
+
+    Args:
+        lin: output of :func:`linearize` (ideally through :func:`align`) with a 2-exposure
+            alternating pattern; frames at least 32x32.
+        s: FGMA sensitivity: ``0`` flow only (fastest), ``inf`` attention everywhere (slowest);
+            in between, the share of pixels given attention grows with ``s``. Each output frame
+            carries the share in ``HdrAttentionRatio``.
+        flow: optional flow clips for offsets ``-2, -1, +1, +2`` in that order (from
+            :func:`classical_flow` or :func:`flow`, mapping frame n to the original neighbour),
+            used instead of the network's SpyNet; the reverse flows come from the same clips.
+        weights: ``None`` for the shipped ``dealthdr-2exp``, a folder holding the weights file and
+            its ``MANIFEST.json``, or the file itself.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
+        fp32: compute in float32 on CUDA too (default fp16 there; CPU is always fp32).
+        num_streams: frames processed concurrently (one CUDA stream each).
+
+    Returns:
+        RGBS linear HDR on the input's radiance scale, with the reference frame's props.
+
+    Raises:
+        vs.Error: not a linearised clip, a pattern other than 2 exposures, frames under 32x32,
+            ``s`` negative or NaN, flow clips of the wrong number or shape, weights missing or
+            failing their sha256.
+    """
+    lin = check_linear(lin, NODE)
+    s = _check_s(s)
+    period = network_period(lin, NODE)
+    if period != 2:
+        raise error(NODE, f"DeAltHDR handles 2-exposure alternating patterns; the clip has {period} "
+                          "exposures (use hv.coarse or hv.merge)")
+    flows = _check_flows(flow, lin)
+    _warn_ratio(lin)
+    dev, dtype = pick_device(device, fp32, NODE)
+    net = load_network("dealthdr", weights, period, dev, dtype, NODE)
+    window = ExposureWindow(lin, OFFSETS, period, NODE)
+    extra: list[vs.VideoNode] = []
+    if flows is not None:  # t -> t+o from clip o at t; t+o -> t from clip -o at t+o
+        back = [shift_clip(flows[NEIGHBOURS.index(-o)], o, period) for o in NEIGHBOURS]
+        extra = flows + back
+    runner = NodeRunner(NODE, dev, dtype, num_streams=num_streams, cache_frames=2 * len(OFFSETS) + 2)
+    ref, gamma, k = OFFSETS.index(0), net.config.gamma, len(window.clips)
+
+    def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        w = window.gather(n, f, runner)
+        ev = w.ev.to(dev, dtype)
+        ldr = radiance_to_ldr(w.frames, ev, gamma)  # (T, 3, H, W)
+        given = None
+        if extra:
+            uv = [runner.fetch(fr)[:2] for fr in f[k:]]  # (2, H, W) each, fwd then bwd
+            given = (torch.stack(uv[:4])[None].float(), torch.stack(uv[4:])[None].float())
+        else:
+            ldr = align_to_ref(ldr, w.to_ref, ref)
+        out = net(ldr[None], ev[None], s, flows=given)
+        props = dict(w.props)
+        props[RATIO_PROP] = float(out.attention_ratio)
+        return runner.emit(out.hdr[0], _RGBS, props)
+
+    return runner.map_frames(blank_like(lin), window.clips + extra, process)
+
