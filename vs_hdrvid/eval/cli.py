@@ -23,7 +23,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--root", default="data/synth", help="dataset root (default: data/synth)")
     p.add_argument("--preset", default="test", help="dataset preset (default: test)")
     p.add_argument("--methods", default="reference,merge,merge+dis",
-                   help=f"comma-separated method specs from: {', '.join(METHODS)}")
+                   help=f"comma-separated method specs from: {', '.join(METHODS)}, dealthdr@s<S> (S a number or inf)")
     p.add_argument("--out", default="runs/eval", help="output folder (default: runs/eval)")
     p.add_argument("--scenes", type=_scenes, default=None,
                    help="first N scenes, or comma-separated scene ids (default: all)")
@@ -34,6 +34,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="downscale for ColorVideoVDP so the longer side is at most this (speed)")
     p.add_argument("--remove-outputs", dest="keep_outputs", action="store_false",
                    help="delete the reconstructed EXR frames after scoring")
+    p.add_argument("--weights", default=None, help="folder of network weights and MANIFEST.json for the "
+                   "network methods (default: the shipped weights/)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run_cli)
     return p
@@ -47,7 +49,8 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         res = evaluate(args.root, args.preset, methods, args.out, scenes=args.scenes, frames=args.frames,
                        cvvdp=args.cvvdp, progress=not args.quiet, device=args.device,
-                       keep_outputs=args.keep_outputs, cvvdp_max_side=args.cvvdp_max_side)
+                       keep_outputs=args.keep_outputs, cvvdp_max_side=args.cvvdp_max_side,
+                       weights=args.weights)
     except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"vs-hdrvid eval: {e}", file=sys.stderr)
         return 2

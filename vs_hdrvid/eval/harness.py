@@ -12,6 +12,7 @@ Convention: frame ranges are half open ``[A, B)``; metric definitions are those 
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import sys
 import time
@@ -37,8 +38,9 @@ METHODS: dict[str, tuple[str, ...]] = {
     "coarse": ("--method", "coarse"),
     "refine": ("--method", "refine"),
     "dealthdr": ("--method", "dealthdr"),
-    "dealthdr@s0": ("--method", "dealthdr", "--s", "0"),
 }
+#: ``dealthdr@s<S>`` runs DeAltHDR at sensitivity ``S`` (a number or ``inf``), e.g. ``dealthdr@s0``.
+_DEALTHDR_AT = re.compile(r"dealthdr@s(inf|\d+(?:\.\d*)?)")
 
 #: Per-frame metrics, in report order.
 FRAME_METRICS: tuple[str, ...] = ("psnr_mu", "psnr_l", "ssim_mu")
@@ -48,8 +50,11 @@ Runner = Callable[[list[str]], int]
 
 def method_argv(method: str) -> list[str]:
     """Command-line arguments of a method spec; raises ``ValueError`` for unknown specs."""
+    at = _DEALTHDR_AT.fullmatch(method)
+    if at:
+        return ["--method", "dealthdr", "--s", at.group(1)]
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}, dealthdr@s<S>")
     return list(METHODS[method])
 
 
@@ -122,13 +127,15 @@ def _crop_frames(scene: Scene, lo: int, hi: int) -> list[int]:
 
 
 def _run_method(scene: Scene, method: str, out_folder: Path, lo: int, hi: int, runner: Runner,
-                device: str) -> tuple[float, str | None]:
+                device: str, weights: str | None = None) -> tuple[float, str | None]:
     if out_folder.exists():
         shutil.rmtree(out_folder)  # never score stale frames
     out_folder.mkdir(parents=True)
     argv = ["reconstruct", scene.ldr_pattern(), "-o", str(out_folder / "%05d.exr"),
             "--exposures=" + ",".join(f"{e:g}" for e in scene.pattern), *method_argv(method),
             "--device", device, "--quiet"]  # the harness shows its own progress
+    if weights:
+        argv += ["--weights", str(weights)]
     if (lo, hi) != (0, scene.num_frames):
         argv += ["--frames", f"{lo}:{hi}"]
     t0 = time.perf_counter()
@@ -189,7 +196,7 @@ def evaluate(root: str | Path, preset: str, methods: list[str], out_dir: str | P
              scenes: int | Sequence[str] | None = None, frames: str | Sequence[int] | None = None,
              cvvdp: bool = True, progress: bool = True, *, runner: Runner | None = None,
              device: str = "auto", keep_outputs: bool = True, crop_rows: int = 3,
-             cvvdp_max_side: int | None = None) -> dict:
+             cvvdp_max_side: int | None = None, weights: str | None = None) -> dict:
     """Run every method on every scene through the command line and score the outputs.
 
     Args:
@@ -207,6 +214,7 @@ def evaluate(root: str | Path, preset: str, methods: list[str], out_dir: str | P
         keep_outputs: keep the EXR outputs under ``out_dir/outputs/<scene>/<method>/``.
         crop_rows: frames shown in ``crops.png`` (one per exposure, scene after scene).
         cvvdp_max_side: downscale for JOD (speed); ``None`` = full resolution.
+        weights: ``--weights`` folder for the network methods (``None``: the shipped weights).
 
     Returns:
         the results dictionary also written to ``results.json``.
@@ -232,7 +240,7 @@ def evaluate(root: str | Path, preset: str, methods: list[str], out_dir: str | P
         from vs_hdrvid.eval.cvvdp import DEFAULT_PEAK_NITS, jod
     results: dict = {
         "root": str(root), "preset": preset, "methods": list(methods),
-        "method_args": {m: method_argv(m) for m in methods}, "frames": frames, "device": device,
+        "method_args": {m: method_argv(m) for m in methods}, "frames": frames, "device": device, "weights": weights,
         "cvvdp": {"display": "standard_hdr_pq", "peak_nits": DEFAULT_PEAK_NITS,
                   "max_side": cvvdp_max_side} if cvvdp else None,
         "outputs": str(out_dir / "outputs") if keep_outputs else None,
@@ -261,7 +269,7 @@ def evaluate(root: str | Path, preset: str, methods: list[str], out_dir: str | P
         _log(progress, f"scene {n + 1}/{len(ids)} {sid}: frames {lo}:{hi}, EV {scene.pattern}")
         for m in methods:
             folder = out_dir / "outputs" / sid / m.replace("/", "_")
-            secs, error = _run_method(scene, m, folder, lo, hi, runner, device)
+            secs, error = _run_method(scene, m, folder, lo, hi, runner, device, weights)
             rec: dict = {"status": "ok", "seconds": secs, "seconds_per_frame": secs / len(idx)}
             try:
                 if error is not None:
