@@ -98,7 +98,9 @@ def frame_to_tensor(frame: vs.VideoFrame, device: torch.device, dtype: torch.dty
     planes = [np.asarray(frame[p]) for p in range(frame.format.num_planes)]
     counters.add("uploads")
     if device.type == "cpu":
-        return torch.stack([torch.from_numpy(p) for p in planes]).to(dtype)
+        # numpy's stack is one single-threaded memcpy per plane: as fast as torch's on an idle
+        # machine and unaffected when the cores are busy, where torch's threads wait on each other
+        return torch.from_numpy(np.stack(planes)).to(dtype)
     staging = _pinned((len(planes), *planes[0].shape), torch.from_numpy(planes[0][:1, :1]).dtype)
     for i, p in enumerate(planes):
         np.copyto(staging[i].numpy(), p)
@@ -234,13 +236,38 @@ class NodeRunner:
         self._locks = [threading.Lock() for _ in range(self.num_streams)]
         self._streams = ([torch.cuda.Stream(device) for _ in range(self.num_streams)]
                          if device.type == "cuda" else [None] * self.num_streams)
+        self._scratch = threading.local()
 
-    def fetch(self, frame: vs.VideoFrame, key: tuple[int, int] | None = None) -> torch.Tensor:
+    def scratch(self, name: str, shape: Sequence[int], dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A work buffer of the calling thread, reused from frame to frame (contents undefined).
+
+        A new 1080p temporary costs more in page faults than most arithmetic on it. A callback
+        runs on one thread at a time, so its scratch is private to it while it runs; never publish,
+        cache or return a scratch tensor past the callback.
+        """
+        store = getattr(self._scratch, "buffers", None)
+        if store is None:
+            store = self._scratch.buffers = {}
+        key = (name, tuple(shape), dtype or self.dtype)
+        buf = store.get(key)
+        if buf is None:
+            buf = store[key] = torch.empty(key[1], dtype=key[2], device=self.device)
+        return buf
+
+    def fetch(self, frame: vs.VideoFrame, key: tuple[int, int] | None = None, own: bool = False) -> torch.Tensor:
         """Tensor ``(C, H, W)`` for ``frame``: cached, handed over, or uploaded once.
 
         ``key`` identifies the source frame (input slot, source index) for the per-node cache, so a
-        frame shared by several windows is uploaded (or handed over) once.
+        frame shared by several windows is uploaded (or handed over) once. With ``own`` (and no
+        ``key``) the caller may modify the tensor in place: a fresh upload is returned as it is, a
+        handed-over tensor (which other nodes may hold) is copied.
         """
+        if own and key is None:
+            t = handoff.lookup(frame, self.device)
+            if t is None:
+                return frame_to_tensor(frame, self.device, self.dtype)
+            counters.add("handoffs")
+            return t.to(self.dtype, copy=True)
         if key is not None:
             with self._cache_lock:
                 t = self._uploads.get(key)

@@ -131,13 +131,17 @@ def linearize(clip: vs.VideoNode, exposures: Sequence[float] | None = None,
     is_float_input = clip.format.sample_type == vs.FLOAT
     runner = NodeRunner(NODE, dev, dtype)
     scales = [2.0 ** -e for e in evs]
+    power = float(gamma) if isinstance(crf, str) and crf == "gamma" else None
     log.info("hdrvid.linearize: %d-exposure pattern %s, CRF %s, on %s", period, evs, crf_desc, dev)
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        x = runner.fetch(f[0])
+        x = runner.fetch(f[0], own=True)  # a tensor of our own: computed on in place, then published
         if is_float_input and not torch.isfinite(x).all():
             raise error(NODE, f"frame {n} has NaN or infinite pixels; clean the source first")
-        h = to_linear(x.clamp(0, 1)) * scales[n % period]
+        if power is not None:  # clamp(x, 0, 1) ** gamma / 2**EV as exp2(gamma log2 x - EV): vectorised
+            h = x.clamp_(0, 1).log2_().mul_(power).sub_(evs[n % period]).exp2_()
+        else:
+            h = to_linear(x.clamp_(0, 1)).mul_(scales[n % period])
         props = dict(f[0].props)
         props.update({EV_PROP: evs[n % period], INDEX_PROP: n % period, COUNT_PROP: period,
                       PATTERN_PROP: evs, "_Transfer": 8, "_Matrix": 0, "_Range": 1})

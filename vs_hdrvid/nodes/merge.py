@@ -15,6 +15,7 @@ from ._window import ExposureWindow
 __all__ = ["merge"]
 
 NODE = "merge"
+_IDENTITY = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
 def _check_flows(flow: Sequence[vs.VideoNode] | None, clip: vs.VideoNode, offsets: list[int]
@@ -81,22 +82,25 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         w = window.gather(n, f[:k], runner)
-        frames, valid = [], []
+        t, c, h, wd = w.frames.shape
+        # the window, aligned, in buffers reused from frame to frame; merge_exposures returns a new tensor
+        frames = runner.scratch("frames", (1, t, c, h, wd))
+        valid = runner.scratch("valid", (1, t, 1, h, wd))
         for i, o in enumerate(offsets):
             x = w.frames[i][None]
-            if o == 0:
-                frames.append(x)
-                valid.append(torch.ones_like(x[:, :1]))
+            to_ref = w.to_ref[i]
+            if o == 0 or (not flows and torch.equal(to_ref, _IDENTITY)):
+                frames[:, i] = x
+                valid[:, i] = 1
             elif flows:
                 fl = runner.fetch(f[k + neighbours.index(o)])[None]
-                frames.append(flow_warp(x, fl[:, :2].to(x.dtype)))
-                valid.append(fl[:, 2:3].to(x.dtype).clamp(0, 1))
+                frames[:, i] = flow_warp(x, fl[:, :2].to(x.dtype))
+                valid[:, i] = fl[:, 2:3].clamp(0, 1)
             else:
-                xw, m = warp_similarity(x, w.to_ref[i][None].to(dev), return_mask=True)
-                frames.append(xw)
-                valid.append(m)
-        out = merge_fn(torch.stack(frames, 1), w.ev.to(dev), torch.stack(valid, 1), ref, cfg)
-        props = w.props
-        return runner.emit(out[0], f[ref].format, props)
+                xw, m = warp_similarity(x, to_ref[None].to(dev), return_mask=True)
+                frames[:, i] = xw
+                valid[:, i] = m
+        out = merge_fn(frames, w.ev.to(dev), valid, ref, cfg)
+        return runner.emit(out[0], f[ref].format, w.props)
 
     return runner.map_frames(blank_like(clip), window.clips + flows, process)

@@ -8,9 +8,9 @@ import torch
 import vapoursynth as vs
 
 from ..bridge import NodeRunner, blank_like
-from ..ops.color import bt709_to_bt2020
-from ..ops.tonemap import (bt709_oetf, hlg_display_to_scene, hlg_oetf, log_average_luminance, mulaw,
-                           pq_encode, reinhard)
+from ..ops.color import primaries_matrix
+from ..ops.tonemap import (PQ_PEAK_NITS, bt709_oetf, hlg_display_to_scene, hlg_oetf, log_average_luminance,
+                           mulaw, pq_encode_normalized_, reinhard)
 from ._common import PATTERN_PROP, check_clip, error, pick_device
 from ._window import _clamped
 
@@ -38,6 +38,36 @@ def highlight_rolloff(nits: torch.Tensor, peak: float, knee: float) -> torch.Ten
     span = peak - knee
     target = torch.where(m > knee, knee + span * over / (over + span), m)
     return nits * (target / m)
+
+
+def _display_light(runner: NodeRunner, x: torch.Tensor, gain: float, peak: float, knee: float
+                   ) -> tuple[torch.Tensor, float, float]:
+    """BT.2020 display light (cd/m2) of BT.709 radiance ``x`` times ``gain``, highlights rolled off.
+
+    ``highlight_rolloff(bt709_to_bt2020(x.clamp(min=0) * gain).clamp(min=0), peak, knee)`` in
+    the runner's scratch buffers: one matrix product for primaries and gain, the roll-off only where
+    a pixel passes the knee (below it the scale is exactly 1). Also returns the frame's peak and the
+    mean of its brightest channel (for the HDR frame props).
+
+    Shape:
+        ``(3, H, W)`` -> ``(3, H, W)`` (a scratch buffer: copy it before keeping it).
+    """
+    c, h, w = x.shape
+    src = torch.clamp(x, min=0, out=runner.scratch("src", x.shape, torch.float32))
+    mat = torch.as_tensor(primaries_matrix("709", "2020") * gain, dtype=torch.float32, device=x.device)
+    nits = runner.scratch("nits", x.shape, torch.float32)
+    torch.mm(mat, src.view(c, -1), out=nits.view(c, -1))
+    nits.clamp_(min=0)
+    m = torch.amax(nits, 0, keepdim=True, out=runner.scratch("max", (1, h, w), torch.float32))
+    if float(m.max()) > knee:
+        span = peak - knee
+        over = torch.sub(m, knee, out=src[:1]).clamp_(min=0)
+        den = torch.add(over, span, out=src[1:2])
+        scale = over.mul_(span).div_(den).add_(knee).div_(m)               # target / m
+        scale.masked_fill_(m <= knee, 1.0)
+        nits.mul_(scale)
+        m.mul_(scale)                                                      # brightest channel after
+    return nits, float(m.max()), float(m.mean())
 
 
 def _stats_clip(clip: vs.VideoNode) -> vs.VideoNode:
@@ -116,8 +146,11 @@ def tonemap(clip: vs.VideoNode, op: str = "pq", peak_nits: float = 1000.0, white
         return math.exp(sum(logs) / len(logs))
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        x = runner.fetch(f[0]).float().clamp(min=0)[None]
         props = {k: v for k, v in dict(f[0].props).items() if not k.startswith("Hdrvid")}
+        if op in ("pq", "hlg"):
+            x = runner.fetch(f[0]).float()[None]  # clamped in _display_light
+        else:
+            x = runner.fetch(f[0]).float().clamp(min=0)[None]
         if op == "mulaw":
             out = mulaw((x / h_sat).clamp(0, 1), mu)
             return runner.emit(out[0], rgbs, props, publish=False)
@@ -127,12 +160,15 @@ def tonemap(clip: vs.VideoNode, op: str = "pq", peak_nits: float = 1000.0, white
                 out = bt709_oetf(out)
             props.update({"_Transfer": 8 if op == "reinhard" else 1, "_Primaries": 1})
             return runner.emit(out[0], rgbs, props, publish=False)
-        nits = x * (0.18 * white_nits / scene_key(f))
-        nits = highlight_rolloff(bt709_to_bt2020(nits).clamp(min=0), peak_nits, knee=0.75 * peak_nits)
-        signal = pq_encode(nits) if op == "pq" else hlg_oetf(hlg_display_to_scene(nits, peak_nits))
+        nits, max_nits, avg_nits = _display_light(runner, x[0], 0.18 * white_nits / scene_key(f), peak_nits,
+                                                  0.75 * peak_nits)
+        if op == "pq":
+            signal = pq_encode_normalized_(nits.div_(PQ_PEAK_NITS))
+        else:
+            signal = hlg_oetf(hlg_display_to_scene(nits, peak_nits))
         props.update({"_Transfer": 16 if op == "pq" else 18, "_Primaries": 9,
-                      "HdrFrameMaxNits": float(nits.amax()), "HdrFrameAverageNits": float(nits.amax(1).mean())})
-        return runner.emit(signal.clamp(0, 1)[0], rgbs, props, publish=False)
+                      "HdrFrameMaxNits": max_nits, "HdrFrameAverageNits": avg_nits})
+        return runner.emit(signal.clamp_(0, 1), rgbs, props, publish=False)
 
     out = runner.map_frames(blank_like(clip), [clip] + stat_clips, process)
     if op == "sdr":

@@ -16,6 +16,7 @@ __all__ = [
     "LUMA_COEFFS",
     "rgb_to_luminance",
     "bt709_to_bt2020",
+    "primaries_matrix",
     "bt2020_to_bt709",
     "rgb_to_ycbcr",
     "ycbcr_to_rgb",
@@ -64,6 +65,14 @@ def _rgb_to_xyz(primaries: str) -> np.ndarray:
 @lru_cache(maxsize=None)
 def _conversion(src: str, dst: str) -> np.ndarray:
     return np.linalg.solve(_rgb_to_xyz(dst), _rgb_to_xyz(src))
+
+
+def primaries_matrix(src: str = "709", dst: str = "2020") -> np.ndarray:
+    """The 3x3 float64 matrix taking linear RGB in ``src`` primaries to ``dst`` (D65 white kept).
+
+    ``primaries_matrix("709", "2020")`` is the matrix of :func:`bt709_to_bt2020`.
+    """
+    return _conversion(_check_primaries(src), _check_primaries(dst)).copy()
 
 
 def _apply_matrix(x: Tensor, m: np.ndarray) -> Tensor:

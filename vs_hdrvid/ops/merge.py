@@ -63,8 +63,53 @@ def hat_weight(ldr: Tensor, low: float = 0.05, high: float = 0.92) -> Tensor:
     return rise * fall
 
 
-def _luma(x: Tensor) -> Tensor:
-    return 0.2126 * x[:, 0:1] + 0.7152 * x[:, 1:2] + 0.0722 * x[:, 2:3]
+def _box_mean(x: Tensor, k: int) -> Tensor:
+    """Mean over the in-bounds part of a ``k x k`` window (``k`` odd), separable.
+
+    Equals ``F.avg_pool2d(x, k, 1, k // 2, count_include_pad=False)`` up to rounding, with
+    ``2 (k - 1)`` shifted adds instead of ``k**2`` taps per pixel.
+
+    Shape:
+        ``(B, C, H, W)`` -> same.
+    """
+    r = k // 2
+    h, w = x.shape[-2:]
+    if h <= r or w <= r:
+        return F.avg_pool2d(x, k, 1, r, count_include_pad=False)
+    row = x.clone()
+    for s in range(1, r + 1):  # horizontal sums of the in-bounds taps
+        row[..., :-s] += x[..., s:]
+        row[..., s:] += x[..., :-s]
+    out = row.clone()
+    for s in range(1, r + 1):
+        out[..., :-s, :] += row[..., s:, :]
+        out[..., s:, :] += row[..., :-s, :]
+    out /= k * k
+    for s in range(r):  # the border rows and columns saw fewer taps
+        fix = k / (k - r + s)
+        out[..., s, :] *= fix
+        out[..., h - 1 - s, :] *= fix
+        out[..., :, s] *= fix
+        out[..., :, w - 1 - s] *= fix
+    return out
+
+
+def _min_filter_(x: Tensor, k: int) -> Tensor:
+    """Minimum over the in-bounds part of a ``k x k`` window (``k`` odd), in place and separable.
+
+    Equals ``-F.max_pool2d(-x, k, 1, k // 2)``.
+    """
+    r = k // 2
+    h, w = x.shape[-2:]
+    if h <= r or w <= r:
+        return x.copy_(-F.max_pool2d(-x, k, 1, r))
+    for dim, n in ((-1, w), (-2, h)):
+        src = x.clone()
+        for s in range(1, r + 1):
+            lo, hi = src.narrow(dim, 0, n - s), src.narrow(dim, s, n - s)
+            torch.minimum(x.narrow(dim, 0, n - s), hi, out=x.narrow(dim, 0, n - s))
+            torch.minimum(x.narrow(dim, s, n - s), lo, out=x.narrow(dim, s, n - s))
+    return x
 
 
 def merge_exposures(frames: Tensor, ev: Tensor, valid: Tensor | None = None, ref: int = 0,
@@ -84,55 +129,93 @@ def merge_exposures(frames: Tensor, ev: Tensor, valid: Tensor | None = None, ref
 
     Shape:
         frames (B, T, 3, H, W), ev (T,) | (B, T) -> (B, 3, H, W)
+
+    Note:
+        Written as in-place passes over one-channel planes (a 1080p frame is 2 M values per plane;
+        each new temporary costs more in page faults than the arithmetic on it). Levels judged in
+        the gamma domain are compared in the linear domain instead (``clamp(v)**(1/g) < high``
+        iff ``clamp(v) < high**g``), and the LDR luminance is ``exp2(min(log2 y + ev, 0) / g)``,
+        which shares ``log2 y`` with the ghost test.
     """
     if frames.ndim != 5 or frames.shape[2] != 3:
         raise ValueError(f"frames must be (B, T, 3, H, W), got {tuple(frames.shape)}")
     b, t = frames.shape[:2]
-    ev = torch.as_tensor(ev, dtype=frames.dtype, device=frames.device).expand(b, t)
+    dtype = frames.dtype
+    ev = torch.as_tensor(ev, dtype=dtype, device=frames.device).expand(b, t)
     expo = torch.exp2(ev)[..., None, None, None]                       # (b, t, 1, 1, 1)
+    ev5 = ev[..., None, None, None]
     c = config
-    y = _luma(frames.flatten(0, 1)).unflatten(0, (b, t)).clamp(min=0)    # (b, t, 1, h, w) radiance
-    ldr_y = (y * expo).clamp(0, 1).pow(1 / c.gamma)                     # LDR luminance
-    ldr_max = (frames.amax(2, keepdim=True) * expo).clamp(0, 1).pow(1 / c.gamma)  # brightest channel
-    w = hat_weight(ldr_y, c.low, 1.0) * (ldr_max < c.high).to(frames.dtype) * expo
+    kr, kg, kb = 0.2126, 0.7152, 0.0722
+    y = frames[:, :, 0:1] * kr                                          # (b, t, 1, h, w) radiance
+    y.add_(frames[:, :, 1:2], alpha=kg).add_(frames[:, :, 2:3], alpha=kb).clamp_(min=0)
+    ly = y.clamp(min=1e-8).log2_()                                      # log2 radiance
+    # LDR luminance (gamma domain); below 1e-8 radiance it is not 0 but stays far under `low / 2`,
+    # so the hat weight and the reference's dark test and well-exposed weight are unchanged
+    ldr_y = torch.add(ly, ev5).clamp_(max=0).mul_(1 / c.gamma).exp2_()
+    # brightest channel below `high` in the gamma domain <=> below high**gamma in the linear one;
+    # masks are kept as 0/1 floats: comparisons into float and multiplications by them are
+    # vectorised, masked_fill and bool arithmetic are not
+    lin_max = frames.amax(2, keepdim=True).mul_(expo)
+    high_lin = c.high ** c.gamma
+    unclipped = torch.lt(lin_max, high_lin, out=torch.empty_like(lin_max))
+    l_ref = ldr_y[:, ref].clone()
+    # hat_weight(ldr_y, low, 1.0) in place
+    a = 0.5 * c.low
+    w = torch.sub(ldr_y, a).div_(a).clamp_(0, 1)
+    w.mul_(ldr_y.neg_().add_(1.0).div_(0.1).clamp_(0, 1))
+    del ldr_y
+    w.mul_(unclipped).mul_(expo)
     if valid is not None:
-        w = w * valid
+        w.mul_(valid)
 
     # ghost rejection against the reference; what depends on the reference alone is computed once
-    y_ref = y[:, ref].clamp(min=1e-8)
-    l_ref = ldr_y[:, ref]
+    ly_ref = ly[:, ref]
     h_sat_ref = 1.0 / expo[:, ref]                                      # (b, 1, 1, 1) clipping radiance
-    tol = c.ghost_tolerance + c.noise_stops * (1 - (l_ref / 0.25).clamp(0, 1))  # looser where noisy
+    tol = (l_ref / 0.25).clamp_(0, 1).neg_().add_(1).mul_(c.noise_stops).add_(c.ghost_tolerance)
     well = hat_weight(l_ref, c.low, c.high)
     # reference clipped: the scene is at least this bright; nearly black: at most this bright
-    clipped = ldr_max[:, ref] >= c.high
+    clipped = unclipped[:, ref].neg().add_(1)
     lower = h_sat_ref * c.high ** c.gamma * 2.0 ** -c.bound_margin
-    dark = l_ref <= c.low
+    dark = torch.le(l_ref, c.low, out=l_ref)
     upper = h_sat_ref * (c.low ** c.gamma) * 2.0 ** (1 + c.bound_margin)
+    bound = torch.empty_like(dark)
     for i in range(t):
         if i == ref:
             continue
         y_i = y[:, i]
-        d = torch.log2(y_i.clamp(min=1e-8) / y_ref)
+        d = torch.sub(ly[:, i], ly_ref)
         if c.smooth > 1:
-            d = F.avg_pool2d(d, c.smooth, 1, c.smooth // 2, count_include_pad=False)
-        agree = (2 - d.abs() / tol).clamp(0, 1)
-        ok = 1 - well * (1 - agree)
-        ok = ok.masked_fill((clipped & (y_i < lower)) | (dark & (y_i > upper)), 0)
+            d = _box_mean(d, c.smooth) if c.smooth % 2 else F.avg_pool2d(
+                d, c.smooth, 1, c.smooth // 2, count_include_pad=False)
+        ok = d.abs_().div_(tol).neg_().add_(2).clamp_(0, 1)             # agreement
+        ok.neg_().add_(1).mul_(well).neg_().add_(1)                     # 1 - well * (1 - agree)
+        # a ghost outside the reference's clipped / black bounds
+        ok.mul_(torch.lt(y_i, lower, out=bound).mul_(clipped).neg_().add_(1))
+        ok.mul_(torch.gt(y_i, upper, out=bound).mul_(dark).neg_().add_(1))
         if c.dilate > 1:
-            ok = -F.max_pool2d(-ok, c.dilate, 1, c.dilate // 2)
-        w[:, i] = w[:, i] * ok
+            ok = _min_filter_(ok, c.dilate) if c.dilate % 2 else -F.max_pool2d(
+                -ok, c.dilate, 1, c.dilate // 2)
+        w[:, i].mul_(ok)
 
     # a pixel no frame can vouch for (all rejected or clipped) falls back to the reference
-    nobody = (w.sum(1) <= 0).to(frames.dtype)
-    w[:, ref] = w[:, ref] + nobody * expo[:, ref]
-    total = w.sum(1)
-    merged = (w * frames).sum(1) / total
+    total = w[:, 0].clone()
+    for i in range(1, t):
+        total.add_(w[:, i])
+    w[:, ref].add_(torch.le(total, 0, out=bound).mul_(expo[:, ref]))
+    total.add_(bound)  # the fallback weight joins the (zero) total
+    merged = frames[:, 0] * w[:, 0]
+    for i in range(1, t):
+        merged.addcmul_(frames[:, i], w[:, i])
+    merged.div_(total)
     # where every frame is clipped, the shortest exposure's clipped value is the best bound
-    shortest = torch.argmin(ev, dim=1)
-    h_short = frames[torch.arange(b, device=frames.device), shortest]
-    all_clipped = (ldr_max >= c.high).all(1)
-    return torch.where(all_clipped, torch.maximum(h_short, merged), merged)
+    least = lin_max[:, 0].clone()
+    for i in range(1, t):
+        torch.minimum(least, lin_max[:, i], out=least)
+    if torch.compiler.is_compiling() or float(least.max()) >= high_lin:
+        shortest = torch.argmin(ev, dim=1)
+        h_short = frames[torch.arange(b, device=frames.device), shortest]
+        merged = torch.where(least >= high_lin, torch.maximum(h_short, merged), merged)
+    return merged
 
 
 class Merge(torch.nn.Module):

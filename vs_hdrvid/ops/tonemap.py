@@ -19,6 +19,7 @@ __all__ = [
     "inverse_mulaw",
     "MuLaw",
     "pq_encode",
+    "pq_encode_normalized_",
     "pq_decode",
     "hlg_oetf",
     "hlg_inverse_oetf",
@@ -122,9 +123,32 @@ def pq_encode(nits: Tensor) -> Tensor:
         any -> same.
     """
     _check_tensor(nits, "nits")
-    y = (_up(nits) / PQ_PEAK_NITS).clamp(0, 1).pow(PQ_M1)
-    e = ((PQ_C1 + PQ_C2 * y) / (1 + PQ_C3 * y)).pow(PQ_M2)
-    return e.to(nits.dtype)
+    x = _up(nits)
+    out = x / PQ_PEAK_NITS if x is nits else x.div_(PQ_PEAK_NITS)
+    return pq_encode_normalized_(out).to(nits.dtype)
+
+
+def pq_encode_normalized_(y: Tensor) -> Tensor:
+    """:func:`pq_encode` of ``y * 10000`` nits, in place on ``y`` (float32/64), which it returns.
+
+    With ``p = y ** m1`` and ``D = 1 + c3 p``, the ratio ``(c1 + c2 p) / D`` is
+    ``c2 / c3 * (1 + (c1 c3 / c2 - 1) / D)``, so the signal is
+    ``exp2(m2 (log2(c2 / c3) + log1p((c1 c3 / c2 - 1) / D) / ln 2))``: one buffer, vectorised
+    transcendentals instead of ``pow``, and within 3e-7 of the float64 curve in float32 (``pow``
+    of the ratio is within 1.4e-5: it raises the ratio's rounding to the power 78.8). Where autograd
+    records ``y`` the same formula runs out of place and a new tensor is returned.
+
+    Shape:
+        any -> same.
+    """
+    k = PQ_C1 * PQ_C3 / PQ_C2 - 1
+    offset = PQ_M2 * math.log2(PQ_C2 / PQ_C3)
+    if torch.is_grad_enabled() and y.requires_grad:
+        p = torch.exp2(PQ_M1 * torch.log2(y.clamp(0, 1)))
+        return torch.exp2(PQ_M2 / math.log(2) * torch.log1p(k / (1 + PQ_C3 * p)) + offset)
+    y.clamp_(0, 1).log2_().mul_(PQ_M1).exp2_()                          # p = y ** m1
+    y.mul_(PQ_C3).add_(1).reciprocal_().mul_(k).log1p_()                # ln(r * c3 / c2)
+    return y.mul_(PQ_M2 / math.log(2)).add_(offset).exp2_()
 
 
 def pq_decode(signal: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ Convention:
 """
 from __future__ import annotations
 
+import math
 
 import torch
 import torch.nn.functional as F
@@ -203,12 +204,77 @@ def similarity_to_flow(M: Tensor, H: int, W: int) -> Tensor:
     return (src - q).view(M.shape[0], 2, H, W)
 
 
+def _source_map(M: Tensor) -> Tensor:
+    """``M^-1`` in float64: output pixel ``q`` samples the source at ``M^-1 [q, 1]``.
+
+    Shape:
+        ``(B, 2, 3)`` -> ``(B, 2, 3)`` float64.
+    """
+    return invert_affine(M.detach().to(torch.float64))
+
+
+def _affine_grid(inv: Tensor, src_hw: tuple[int, int], out_hw: tuple[int, int], dtype: torch.dtype) -> Tensor:
+    """``grid_sample`` grid ``(B, H', W', 2)`` (align_corners=True) sampling at ``inv @ [q, 1]``.
+
+    Each coordinate is an affine function ``a x + (b y + c)`` of the output pixel, written as the
+    sum of a row term and a column term: two passes over the grid instead of a matrix product.
+    """
+    (h, w), (oh, ow) = src_hw, out_hw
+    dev = inv.device
+    # pixel -> normalised coordinates (align_corners=True): g = s * 2 / (n - 1) - 1
+    scale = torch.tensor([2.0 / (w - 1), 2.0 / (h - 1)], dtype=torch.float64, device=dev).view(1, 2, 1)
+    norm = inv * scale
+    norm[:, :, 2] -= 1.0
+    xs = torch.arange(ow, dtype=torch.float64, device=dev)
+    ys = torch.arange(oh, dtype=torch.float64, device=dev)
+    grid = torch.empty(inv.shape[0], oh, ow, 2, dtype=dtype, device=dev)
+    for k in range(2):
+        row = (norm[:, k, 0, None] * xs).to(dtype)[:, None, :]                       # (B, 1, W')
+        col = (norm[:, k, 1, None] * ys + norm[:, k, 2, None]).to(dtype)[:, :, None]  # (B, H', 1)
+        torch.add(row, col, out=grid[..., k])
+    return grid
+
+
+def _inside_mask(inv: Tensor, src_hw: tuple[int, int], out_hw: tuple[int, int], dtype: torch.dtype,
+                 tol: float = 1e-3) -> Tensor:
+    """1 where ``inv @ [q, 1]`` lies in ``[-tol, W-1+tol] x [-tol, H-1+tol]``, else 0, per pixel ``q``.
+
+    Along an output row both source coordinates are affine in x, so the inside pixels of the row
+    form one interval; it is solved in float64 per row and the mask is two comparisons against it.
+
+    Shape:
+        ``(B, 2, 3)`` float64 -> ``(B, 1, H', W')``.
+    """
+    (h, w), (oh, ow) = src_hw, out_hw
+    dev = inv.device
+    ys = torch.arange(oh, dtype=torch.float64, device=dev)
+    lo = torch.full((inv.shape[0], oh), -math.inf, dtype=torch.float64, device=dev)
+    hi = torch.full_like(lo, math.inf)
+    for k, size in ((0, w), (1, h)):
+        a = inv[:, k, 0, None]                                 # (B, 1): slope along the row
+        r = inv[:, k, 1, None] * ys + inv[:, k, 2, None]       # (B, H'): value at x = 0
+        lo_v, hi_v = -tol - r, size - 1 + tol - r              # need lo_v <= a x <= hi_v
+        pos, neg = a > 0, a < 0
+        safe = torch.where(a == 0, torch.ones_like(a), a)
+        x0, x1 = lo_v / safe, hi_v / safe
+        lo = torch.maximum(lo, torch.where(pos, x0, torch.where(neg, x1, lo)))
+        hi = torch.minimum(hi, torch.where(pos, x1, torch.where(neg, x0, hi)))
+        flat_out = (a == 0) & ((lo_v > 0) | (hi_v < 0))        # a row entirely outside
+        hi = torch.where(flat_out, torch.full_like(hi, -math.inf), hi)
+    first = lo.ceil().clamp(0, ow).to(torch.int32)[:, :, None]           # first inside column
+    last = hi.floor().clamp(-1, ow - 1).to(torch.int32)[:, :, None]      # last inside column
+    xs = torch.arange(ow, dtype=torch.int32, device=dev)
+    return ((xs >= first) & (xs <= last))[:, None].to(dtype)
+
+
 def warp_similarity(x: Tensor, M: Tensor, padding_mode: str = "border", mode: str = "bilinear",
                     return_mask: bool = False, dsize: tuple[int, int] | None = None
                     ) -> Tensor | tuple[Tensor, Tensor]:
     """Warp ``x`` (frame A) into frame B by the 2x3 matrix ``M`` (A -> B): ``out(q) = x(M^-1 q)``.
 
-    A thin wrapper over ``kornia.geometry.transform.warp_affine(..., align_corners=True)``.
+    The semantics of ``kornia.geometry.transform.warp_affine(..., align_corners=True)``; the
+    sampling grid is built from ``M^-1`` in float64 as a row term plus a column term, and the mask
+    is solved per row (see :func:`_inside_mask`) instead of from a dense flow.
 
     Args:
         x: source image.
@@ -220,7 +286,7 @@ def warp_similarity(x: Tensor, M: Tensor, padding_mode: str = "border", mode: st
 
     Returns:
         the warped image, and with ``return_mask`` a ``(B, 1, H, W)`` mask that is 1 where
-        ``M^-1 q`` lies inside the source (``[0, W-1] x [0, H-1]``), else 0.
+        ``M^-1 q`` lies inside the source (``[0, W-1] x [0, H-1]``, 1e-3 px of slack), else 0.
 
     Shape:
         x ``(B, C, H, W)``, M ``(B, 2, 3)`` -> ``(B, C, H', W')`` [, ``(B, 1, H', W')``].
@@ -232,16 +298,17 @@ def warp_similarity(x: Tensor, M: Tensor, padding_mode: str = "border", mode: st
     h, w = x.shape[-2:]
     oh, ow = dsize if dsize is not None else (h, w)
     dtype = _sample_dtype(x.dtype)
-    out = warp_affine(x.to(dtype), M.to(dtype), dsize=(oh, ow), mode=mode, padding_mode=padding_mode,
-                      align_corners=True).to(x.dtype)
+    inv = _source_map(M)
+    if min(h, w, oh, ow) < 2:  # degenerate sizes: kornia's own normalisation
+        out = warp_affine(x.to(dtype), M.to(dtype), dsize=(oh, ow), mode=mode, padding_mode=padding_mode,
+                          align_corners=True)
+    else:
+        grid = _affine_grid(inv, (h, w), (oh, ow), dtype)
+        out = F.grid_sample(x.to(dtype), grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+    out = out.to(x.dtype)
     if not return_mask:
         return out
-    flow = similarity_to_flow(M, oh, ow)
-    src = flow + _pixel_grid(oh, ow, M.device, flow.dtype)
-    tol = 1e-3
-    inside = ((src[:, 0] >= -tol) & (src[:, 0] <= w - 1 + tol)
-              & (src[:, 1] >= -tol) & (src[:, 1] <= h - 1 + tol))
-    return out, inside[:, None].to(x.dtype)
+    return out, _inside_mask(inv, (h, w), (oh, ow), x.dtype)
 
 
 def forward_backward_confidence(flow_fw: Tensor, flow_bw: Tensor, alpha: float = 0.01, beta: float = 0.5,
