@@ -74,7 +74,7 @@ def _box_mean(x: Tensor, k: int) -> Tensor:
     """
     r = k // 2
     h, w = x.shape[-2:]
-    if h <= r or w <= r:
+    if h < k or w < k:  # windows clipped on both sides
         return F.avg_pool2d(x, k, 1, r, count_include_pad=False)
     row = x.clone()
     for s in range(1, r + 1):  # horizontal sums of the in-bounds taps
