@@ -1,4 +1,5 @@
-"""``vs-hdrvid demo``: the whole weight-free pipeline on the bundled sample, scored against its truth."""
+"""``vs-hdrvid demo``: the whole weight-free pipeline on the bundled sample, scored against its truth
+(and the shipped networks, when their weights are in ``weights/``)."""
 from __future__ import annotations
 
 import argparse
@@ -10,11 +11,12 @@ import torch
 import vapoursynth as vs
 
 from . import nodes
+from . import weights as weights_mod
 from .ops.exr import read_exr
 from .ops.metrics import psnr_mu
 from .reconstruct import Options, build, write_output, write_png
 
-__all__ = ["add_cli", "run_cli", "run_demo", "SAMPLE"]
+__all__ = ["add_cli", "run_cli", "run_demo", "SAMPLE", "shipped_methods"]
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample"
 
@@ -46,8 +48,17 @@ def _contact_sheet(ldr: vs.VideoNode, hdr: vs.VideoNode, path: Path, count: int 
     write_png(str(path), np.concatenate([top, bottom], 0))
 
 
+def shipped_methods(period: int) -> list[str]:
+    """The network methods whose weights for a ``period``-exposure pattern are in ``weights/``."""
+    manifest = weights_mod.read_manifest(weights_mod.WEIGHTS_DIR)
+    names = {"coarse": f"coarse-{period}exp", "dealthdr": f"dealthdr-{period}exp"}
+    return [m for m, name in names.items()
+            if name in weights_mod.REGISTRY and weights_mod.REGISTRY[name].file in manifest]
+
+
 def run_demo(sample: Path = SAMPLE, out: Path = Path("out/demo"), progress: bool = True) -> dict:
-    """Reconstruct the sample with ``reference`` and ``merge``; write EXR, HDR10 and a contact sheet.
+    """Reconstruct the sample with ``reference``, ``merge`` and the shipped networks; write EXR, HDR10
+    and a contact sheet of ``merge``.
 
     Returns:
         PSNR-mu per method (per reference exposure and overall).
@@ -63,7 +74,7 @@ def run_demo(sample: Path = SAMPLE, out: Path = Path("out/demo"), progress: bool
     if len(gt) != clip.num_frames:
         raise FileNotFoundError(f"{sample / 'gt'} has {len(gt)} frames for {clip.num_frames} inputs")
     scores = {}
-    for method in ("reference", "merge"):
+    for method in ["reference", "merge"] + shipped_methods(len(evs)):
         scores[method] = _score(build(clip, Options(method=method)), gt, evs)
     merged = build(clip, Options(method="merge"))
     out.mkdir(parents=True, exist_ok=True)
@@ -74,7 +85,7 @@ def run_demo(sample: Path = SAMPLE, out: Path = Path("out/demo"), progress: bool
 
 
 def add_cli(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("demo", help="run the weight-free pipeline on the bundled sample and score it")
+    p = sub.add_parser("demo", help="reconstruct the bundled sample and score each method against its truth")
     p.add_argument("--sample", type=Path, default=SAMPLE, help="sample folder (ldr/, gt/, exposures.txt)")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="where to write the results")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

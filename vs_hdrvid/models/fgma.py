@@ -73,7 +73,8 @@ def _window_offsets(window: int, row: int, device: torch.device) -> Tensor:
 
 
 def masked_window_attention(q: Tensor, k: Tensor, v: Tensor, flow: Tensor, mask: Tensor, heads: int,
-                            window: int, bias: Tensor | None = None, chunk_elems: int = 1 << 23) -> Tensor:
+                            window: int, bias: Tensor | None = None, chunk_elems: int = 1 << 23,
+                            q_proj: nn.Conv2d | None = None) -> Tensor:
     """Cross-attention of the masked query pixels onto a window of the neighbour around their flow target.
 
     Only the positions where ``mask`` is set are gathered and computed; the output is zero
@@ -88,6 +89,8 @@ def masked_window_attention(q: Tensor, k: Tensor, v: Tensor, flow: Tensor, mask:
         window: odd side of the key window.
         bias: ``(heads, window**2)`` relative-position bias added to the logits, or None.
         chunk_elems: bound on the gathered key elements per chunk (memory).
+        q_proj: a 1x1 convolution applied to the gathered query pixels only (``q`` is then the
+            unprojected feature map), so that the query projection also costs O(masked pixels).
 
     Shape: ``q, k, v (B, C, H, W)`` -> ``(B, C, H, W)``.
     """
@@ -115,7 +118,10 @@ def masked_window_attention(q: Tensor, k: Tensor, v: Tensor, flow: Tensor, mask:
         gather = (bi * (hp * wp) + cy * wp + cx)[:, None] + offs[None]  # (M, K): window top-left = centre - r (padded)
         kw = kp[gather].reshape(-1, window * window, heads, d)  # (M, K, h, d)
         vw = vp[gather].reshape(-1, window * window, heads, d)
-        qs = qf[sel].reshape(-1, heads, d)
+        qs = qf[sel]
+        if q_proj is not None:
+            qs = F.linear(qs, q_proj.weight.reshape(c, c), q_proj.bias)
+        qs = qs.reshape(-1, heads, d)
         logits = torch.einsum("mhd,mkhd->mhk", qs, kw) / math.sqrt(d)
         if bias is not None:
             logits = logits + bias[None]
@@ -150,8 +156,8 @@ class FGMA(nn.Module):
     def forward(self, cur: Tensor, nbr: Tensor, flow: Tensor, mask: Tensor) -> Tensor:
         warped = flow_warp(nbr, flow)
         if mask.any():
-            att = masked_window_attention(self.proj_q(cur), self.proj_k(nbr), self.proj_v(nbr), flow, mask,
-                                          self.heads, self.window, self.bias)
+            att = masked_window_attention(cur, self.proj_k(nbr), self.proj_v(nbr), flow, mask,
+                                          self.heads, self.window, self.bias, q_proj=self.proj_q)
         else:
             att = torch.zeros_like(cur)
         return torch.cat((warped, mask, att), dim=1)

@@ -113,7 +113,8 @@ def validate(stage: Stage, val: WindowDataset, batch: int) -> dict[str, float]:
         net.eval()
     values: dict[str, list[Tensor]] = {}
     ref_ev = []
-    loader = DataLoader(val, batch_size=batch, shuffle=False, num_workers=0)
+    loader = DataLoader(val, batch_size=batch, shuffle=False, num_workers=0,
+                        generator=torch.Generator())  # leaves the global RNG alone (resume-exact)
     for b in loader:
         b = _to(b, stage.device)
         for k, v in stage.validate(b).items():
@@ -215,7 +216,10 @@ def train(cfg: TrainConfig) -> dict:
         train_ds.preload()
     loader = DataLoader(train_ds, batch_size=cfg.batch, sampler=range(step * cfg.batch, cfg.steps * cfg.batch),
                         num_workers=cfg.workers, drop_last=True, pin_memory=device.type == "cuda",
-                        persistent_workers=False)
+                        persistent_workers=False,
+                        # its own generator: creating the iterator must not draw from the global RNG
+                        # that the checkpoint restores (a resumed run continues the same sequence)
+                        generator=torch.Generator().manual_seed(cfg.seed + step))
     log.info("train %s: %d-exposure, %d windows from %d scenes, %d val crops, device %s, step %d/%d%s",
              cfg.out_name, cfg.exposures, len(train_ds.items), len(train_ds.dirs), len(val_ds), device, step,
              cfg.steps, f", init {'; '.join(stage.init_notes)}" if stage.init_notes else "")
