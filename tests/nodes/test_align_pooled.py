@@ -33,8 +33,9 @@ def test_alignment_input_from_pooled_equals_direct():
 
 
 def test_node_equals_pairwise_estimates():
-    """The node reuses each frame's pooled luminance (at factor 2 here) for its next pair: same transforms as
-    estimating every pair from scratch, for a 3-exposure pattern (a different clip level per pair)."""
+    """The node reuses each frame's pooled luminance (at factor 2 here) for its next pair: the
+    same transforms as estimating every pair from scratch, for a 3-exposure pattern (a different
+    clip level per pair)."""
     rng = np.random.default_rng(0)
     base = np.exp2(rng.normal(-2, 1.5, (96, 520)).astype(np.float32))
     base = F.avg_pool2d(torch.from_numpy(base)[None, None], 5, 1, 2).numpy()[0, 0]

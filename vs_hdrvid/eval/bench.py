@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -85,6 +86,7 @@ def run_bench(width: int = 1920, height: int = 1080, frames: int = 12, device: s
               compile: bool = False) -> dict:
     """Frames/s of each node of the weight-free chain for 2- and 3-exposure footage."""
     dev = bridge.resolve_device(device)
+    load_before = os.getloadavg()[0]
     result: dict = {"size": f"{width}x{height}", "frames": frames, "device": str(dev), "compile": compile,
                     "machine": f"{platform.processor() or platform.machine()}, {core.num_threads} VS threads, "
                                f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
@@ -117,6 +119,7 @@ def run_bench(width: int = 1920, height: int = 1080, frames: int = 12, device: s
         result["patterns"][f"{len(evs)}-exposure"] = {
             "chain_fps": cumulative["tonemap_pq"], "cumulative_fps": cumulative, "node_fps": per_node,
             "per_output_frame": {k: v / frames for k, v in c.items()}}
+    result["load_average"] = [load_before, os.getloadavg()[0]]  # 1-minute, before and after: was it idle?
     return result
 
 
@@ -135,7 +138,8 @@ def run_cli(args: argparse.Namespace) -> int:
     res = run_bench(w, h, args.frames, args.device, args.compile)
     b = res["bridge"]
     print(f"vs-hdrvid bench at {res['size']} on {res['device']}{' (compiled merge)' if res['compile'] else ''}"
-          f" ({res['machine']})")
+          f" ({res['machine']}; load average {res['load_average'][0]:.2f} before, "
+          f"{res['load_average'][1]:.2f} after)")
     print(f"  bridge: frame->tensor {b['frame_to_tensor_ms']:.1f} ms, tensor->frame "
           f"{b['tensor_to_frame_ms']:.1f} ms per frame")
     for pat, r in res["patterns"].items():
