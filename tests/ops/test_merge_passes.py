@@ -106,3 +106,21 @@ def test_merge_without_valid_and_nobody_fallback():
     for v in (None, valid):
         torch.testing.assert_close(merge_exposures(frames, torch.tensor([-1.5, 1.5]), v, 0),
                                    merge_reference(frames, torch.tensor([-1.5, 1.5]), v, 0), rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("cfg", [MergeConfig(), MergeConfig(smooth=5, dilate=5), MergeConfig(smooth=1, dilate=3)])
+def test_banded_merge_equals_whole_frame(monkeypatch, cfg):
+    """Bands of 8 rows (plus the rows the box and min filters reach) give the whole-frame result."""
+    import vs_hdrvid.ops.merge as merge_module
+
+    g = torch.Generator().manual_seed(11)
+    h = scene(1, 61, 40, seed=4) * torch.exp2(torch.randn(1, 1, 61, 40, generator=g))
+    frames = expose(h, [-1.5, 1.5, -1.5], quant=255)
+    frames[:, 2, :, 20:35, 5:25] *= 4  # a ghost across band edges
+    valid = (torch.rand(1, 3, 1, 61, 40, generator=g) > 0.05).float()
+    ev = torch.tensor([-1.5, 1.5, -1.5])
+    whole = merge_exposures(frames, ev, valid, 1, cfg)
+    monkeypatch.setattr(merge_module, "_BAND_PIXELS", 8 * 40)
+    banded = merge_exposures(frames, ev, valid, 1, cfg)
+    assert torch.equal(banded, whole)
+    torch.testing.assert_close(banded, merge_reference(frames, ev, valid, 1, cfg), rtol=2e-6, atol=1e-7)

@@ -25,6 +25,8 @@ from torch import Tensor
 
 __all__ = ["MergeConfig", "hat_weight", "merge_exposures", "Merge"]
 
+_BAND_PIXELS = 1 << 18  # pixels per band of the CPU merge: its temporaries stay in cache
+
 
 @dataclass(frozen=True)
 class MergeConfig:
@@ -131,14 +133,31 @@ def merge_exposures(frames: Tensor, ev: Tensor, valid: Tensor | None = None, ref
         frames (B, T, 3, H, W), ev (T,) | (B, T) -> (B, 3, H, W)
 
     Note:
-        Written as in-place passes over one-channel planes (a 1080p frame is 2 M values per plane;
-        each new temporary costs more in page faults than the arithmetic on it). Levels judged in
-        the gamma domain are compared in the linear domain instead (``clamp(v)**(1/g) < high``
-        iff ``clamp(v) < high**g``), and the LDR luminance is ``exp2(min(log2 y + ev, 0) / g)``,
+        Written as in-place passes over one-channel planes, run band by band (about 256 K pixels
+        per band, plus the rows the box and min filters reach) so a band's temporaries stay in
+        cache instead of each pass streaming a 1080p plane through memory. Levels judged in the
+        gamma domain are compared in the linear domain instead (``clamp(v)**(1/g) < high`` iff
+        ``clamp(v) < high**g``), and the LDR luminance is ``exp2(min(log2 y + ev, 0) / g)``,
         which shares ``log2 y`` with the ghost test.
     """
     if frames.ndim != 5 or frames.shape[2] != 3:
         raise ValueError(f"frames must be (B, T, 3, H, W), got {tuple(frames.shape)}")
+    h, w = frames.shape[-2:]
+    rows = max(8, _BAND_PIXELS // max(w, 1))
+    if h <= rows + 8 or torch.compiler.is_compiling() or frames.device.type != "cpu":
+        return _merge_block(frames, ev, valid, ref, config)
+    halo = max(config.smooth, 1) // 2 + max(config.dilate, 1) // 2  # rows the filters reach
+    out = torch.empty(frames.shape[0], 3, h, w, dtype=frames.dtype, device=frames.device)
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        a, b = max(0, r0 - halo), min(h, r1 + halo)
+        part = _merge_block(frames[..., a:b, :], ev, None if valid is None else valid[..., a:b, :], ref, config)
+        out[..., r0:r1, :] = part[..., r0 - a:r1 - a, :]
+    return out
+
+
+def _merge_block(frames: Tensor, ev: Tensor, valid: Tensor | None, ref: int, config: MergeConfig) -> Tensor:
+    """:func:`merge_exposures` on a whole frame or a band of rows (exact away from the band's cut edges)."""
     b, t = frames.shape[:2]
     dtype = frames.dtype
     ev = torch.as_tensor(ev, dtype=dtype, device=frames.device).expand(b, t)
