@@ -29,7 +29,7 @@ import vapoursynth as vs
 
 __all__ = [
     "Counters", "counters", "resolve_device", "frame_to_tensor", "tensor_to_frame",
-    "NodeRunner", "shift_clip", "window_index", "blank_like", "handoff", "TOKEN_PROP",
+    "NodeRunner", "shift_clip", "window_index", "blank_like", "handoff", "TOKEN_PROP", "row_bands",
 ]
 
 TOKEN_PROP = "HdrvidToken"
@@ -288,6 +288,17 @@ class NodeRunner:
                     self._uploads.popitem(last=False)
         return t
 
+    def new_frame(self, fmt: vs.VideoFormat, width: int, height: int) -> tuple[vs.VideoFrame, list[torch.Tensor]]:
+        """A new CPU frame and its planes as writable ``(H, W)`` tensors (counts one download).
+
+        For output written piece by piece (band by band) straight into the frame, without a
+        whole-frame tensor in between; the frame is not published to the handoff cache.
+        """
+        out = core.create_video_frame(fmt, width, height)
+        planes = [torch.from_numpy(np.asarray(out[p])) for p in range(fmt.num_planes)]
+        counters.add("downloads")
+        return out, planes
+
     def emit(self, t: torch.Tensor, fmt: vs.VideoFormat, props: dict | None = None,
              publish: bool = True) -> vs.VideoFrame:
         """Write ``t`` into a new frame and make it available to downstream vs_hdrvid nodes."""
@@ -335,3 +346,16 @@ def blank_like(clip: vs.VideoNode, fmt: int | vs.VideoFormat = vs.RGBS,
     """A template clip with ``clip``'s length and frame rate in another format or size."""
     return core.std.BlankClip(clip, format=int(fmt) if isinstance(fmt, int) else fmt.id,
                               width=width or clip.width, height=height or clip.height, keep=True)
+
+
+def row_bands(height: int, width: int, device: torch.device, pixels: int = 1 << 18) -> list[slice]:
+    """Row ranges of about ``pixels`` pixels each for pointwise work done band by band on CPU.
+
+    A chain of in-place passes over a 1080p frame streams every plane through memory once per
+    pass; over a band of ~256 K pixels the band stays in cache between passes. On CUDA (one kernel
+    per pass either way) the whole frame is one band.
+    """
+    if device.type != "cpu":
+        return [slice(0, height)]
+    rows = max(1, pixels // max(width, 1))
+    return [slice(r, min(height, r + rows)) for r in range(0, height, rows)]

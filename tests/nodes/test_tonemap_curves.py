@@ -55,7 +55,8 @@ def test_display_light_equals_the_plain_formula(gain, peak):
     x = torch.from_numpy(radiance().transpose(2, 0, 1).copy())
     runner = NodeRunner("tonemap", torch.device("cpu"))
     want = highlight_rolloff(bt709_to_bt2020(x.clamp(min=0)[None] * gain).clamp(min=0), peak, 0.75 * peak)[0]
-    got, max_nits, avg_nits = _display_light(runner, x, gain, peak, 0.75 * peak)
+    got, max_nits, sum_nits = _display_light(runner, x, gain, peak, 0.75 * peak)
+    avg_nits = sum_nits / got[0].numel()
     torch.testing.assert_close(got, want, rtol=2e-6, atol=1e-6)
     assert max_nits == pytest.approx(float(want.amax()), rel=1e-6)
     assert avg_nits == pytest.approx(float(want.amax(0).mean()), rel=1e-5)
@@ -83,3 +84,31 @@ def test_node_pq_rgb_matches_the_standard_curve():
         got = planes(out.get_frame(n)).transpose(2, 0, 1).astype(np.float64)
         assert np.abs(got - want).max() <= 1
         assert (nits.amax(1) > 750).any()
+
+
+@pytest.mark.parametrize("op", ["pq", "hlg"])
+def test_bands_give_the_whole_frame_result(monkeypatch, op):
+    """Written band by band into the frame (4 rows a band here): the same pixels and frame props."""
+    import sys
+
+    from vs_hdrvid import bridge
+
+    tonemap_module = sys.modules["vs_hdrvid.nodes.tonemap"]
+    arrays = [radiance(h=26, seed=3) * 4]
+    clip = clip_from_arrays(arrays, [PROPS])
+    whole = hv.tonemap(clip, op, key=0.05, output="rgb", device="cpu").get_frame(0)
+    monkeypatch.setattr(tonemap_module, "row_bands", lambda h, w, d: bridge.row_bands(h, w, d, pixels=4 * w))
+    banded = hv.tonemap(clip, op, key=0.05, output="rgb", device="cpu").get_frame(0)
+    np.testing.assert_array_equal(planes(banded), planes(whole))
+    for k in ("HdrFrameMaxNits", "HdrFrameAverageNits"):
+        assert banded.props[k] == pytest.approx(whole.props[k], rel=1e-6)
+    assert whole.props["HdrFrameMaxNits"] > 750  # the roll-off ran
+
+
+def test_row_bands_cover_the_frame():
+    from vs_hdrvid.bridge import row_bands
+
+    bands = row_bands(1080, 1920, torch.device("cpu"))
+    assert bands[0].start == 0 and bands[-1].stop == 1080 and len(bands) > 4
+    assert all(a.stop == b.start for a, b in zip(bands, bands[1:]))
+    assert row_bands(1080, 1920, torch.device("cuda")) == [slice(0, 1080)]

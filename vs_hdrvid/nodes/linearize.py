@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
-from ..bridge import NodeRunner, blank_like
+from ..bridge import NodeRunner, blank_like, row_bands
 from ..ops.crf import CRF, estimate_crf_debevec, gamma_to_linear
 from ..ops.exposure import ExposureDetection, detect_exposure_pattern
 from ._common import (COUNT_PROP, EV_PROP, INDEX_PROP, PATTERN_PROP, check_clip, error, log,
@@ -139,7 +139,10 @@ def linearize(clip: vs.VideoNode, exposures: Sequence[float] | None = None,
         if is_float_input and not torch.isfinite(x).all():
             raise error(NODE, f"frame {n} has NaN or infinite pixels; clean the source first")
         if power is not None:  # clamp(x, 0, 1) ** gamma / 2**EV as exp2(gamma log2 x - EV): vectorised
-            h = x.clamp_(0, 1).log2_().mul_(power).sub_(evs[n % period]).exp2_()
+            # (within 2e-6 relative of the float64 power law, a tenth of a 16-bit step), band by band
+            for rows in row_bands(x.shape[-2], x.shape[-1], x.device):
+                x[:, rows].clamp_(0, 1).log2_().mul_(power).sub_(evs[n % period]).exp2_()
+            h = x
         else:
             h = to_linear(x.clamp_(0, 1)).mul_(scales[n % period])
         props = dict(f[0].props)

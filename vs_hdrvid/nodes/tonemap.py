@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
-from ..bridge import NodeRunner, blank_like
+from ..bridge import NodeRunner, blank_like, row_bands
 from ..ops.color import primaries_matrix
 from ..ops.tonemap import (PQ_PEAK_NITS, bt709_oetf, hlg_display_to_scene, hlg_oetf, log_average_luminance,
                            mulaw, pq_encode_normalized_, reinhard)
@@ -46,8 +46,8 @@ def _display_light(runner: NodeRunner, x: torch.Tensor, gain: float, peak: float
 
     ``highlight_rolloff(bt709_to_bt2020(x.clamp(min=0) * gain).clamp(min=0), peak, knee)`` in
     the runner's scratch buffers: one matrix product for primaries and gain, the roll-off only where
-    a pixel passes the knee (below it the scale is exactly 1). Also returns the frame's peak and the
-    mean of its brightest channel (for the HDR frame props).
+    a pixel passes the knee (below it the scale is exactly 1). Also returns the peak and the sum of
+    the brightest channel (for the HDR frame props). ``x`` may be a band of rows of a frame.
 
     Shape:
         ``(3, H, W)`` -> ``(3, H, W)`` (a scratch buffer: copy it before keeping it).
@@ -67,7 +67,39 @@ def _display_light(runner: NodeRunner, x: torch.Tensor, gain: float, peak: float
         scale.masked_fill_(m <= knee, 1.0)
         nits.mul_(scale)
         m.mul_(scale)                                                      # brightest channel after
-    return nits, float(m.max()), float(m.mean())
+    return nits, float(m.max()), float(m.sum(dtype=torch.float64))
+
+
+def _hdr_frame(runner: NodeRunner, x: torch.Tensor, gain: float, peak: float, op: str, props: dict
+               ) -> vs.VideoFrame:
+    """PQ or HLG signal of linear BT.709 radiance ``x`` ``(3, H, W)`` as a new RGBS frame.
+
+    Band by band: display light (:func:`_display_light`), the transfer curve in place, and the
+    band written straight into the frame's planes on CPU.
+    """
+    _, h, w = x.shape
+    fmt = vs.core.get_video_format(vs.RGBS)
+    if x.device.type == "cpu":
+        frame, planes = runner.new_frame(fmt, w, h)
+    else:
+        frame, planes = None, runner.scratch("signal", x.shape, torch.float32)
+    peak_seen, total = 0.0, 0.0
+    for rows in row_bands(h, w, x.device):
+        nits, band_peak, band_sum = _display_light(runner, x[:, rows], gain, peak, 0.75 * peak)
+        peak_seen, total = max(peak_seen, band_peak), total + band_sum
+        if op == "pq":
+            signal = pq_encode_normalized_(nits.div_(PQ_PEAK_NITS))
+        else:
+            signal = hlg_oetf(hlg_display_to_scene(nits, peak))
+        signal.clamp_(0, 1)
+        for p in range(3):
+            planes[p][rows].copy_(signal[p])
+    props.update({"_Transfer": 16 if op == "pq" else 18, "_Primaries": 9,
+                  "HdrFrameMaxNits": peak_seen, "HdrFrameAverageNits": total / (h * w)})
+    if frame is None:
+        return runner.emit(planes, fmt, props, publish=False)
+    frame.props.update(props)
+    return frame
 
 
 def _stats_clip(clip: vs.VideoNode) -> vs.VideoNode:
@@ -160,15 +192,7 @@ def tonemap(clip: vs.VideoNode, op: str = "pq", peak_nits: float = 1000.0, white
                 out = bt709_oetf(out)
             props.update({"_Transfer": 8 if op == "reinhard" else 1, "_Primaries": 1})
             return runner.emit(out[0], rgbs, props, publish=False)
-        nits, max_nits, avg_nits = _display_light(runner, x[0], 0.18 * white_nits / scene_key(f), peak_nits,
-                                                  0.75 * peak_nits)
-        if op == "pq":
-            signal = pq_encode_normalized_(nits.div_(PQ_PEAK_NITS))
-        else:
-            signal = hlg_oetf(hlg_display_to_scene(nits, peak_nits))
-        props.update({"_Transfer": 16 if op == "pq" else 18, "_Primaries": 9,
-                      "HdrFrameMaxNits": max_nits, "HdrFrameAverageNits": avg_nits})
-        return runner.emit(signal.clamp_(0, 1), rgbs, props, publish=False)
+        return _hdr_frame(runner, x[0], 0.18 * white_nits / scene_key(f), peak_nits, op, props)
 
     out = runner.map_frames(blank_like(clip), [clip] + stat_clips, process)
     if op == "sdr":
