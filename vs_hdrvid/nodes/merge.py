@@ -83,14 +83,13 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         w = window.gather(n, f[:k], runner)
         t, c, h, wd = w.frames.shape
-        # the window, aligned, in buffers reused from frame to frame; merge_exposures returns a new tensor
-        frames = runner.scratch("frames", (1, t, c, h, wd))
+        # w.frames is the window's own new stack: neighbours are aligned in place in it
+        frames = w.frames[None]
         valid = runner.scratch("valid", (1, t, 1, h, wd))
         for i, o in enumerate(offsets):
-            x = w.frames[i][None]
+            x = frames[:, i]
             to_ref = w.to_ref[i]
             if o == 0 or (not flows and torch.equal(to_ref, _IDENTITY)):
-                frames[:, i] = x
                 valid[:, i] = 1
             elif flows:
                 fl = runner.fetch(f[k + neighbours.index(o)])[None]
