@@ -85,3 +85,11 @@ def test_degenerate_sizes_still_warp():
     out, mask = warp_similarity(x, torch.tensor([[[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]]), return_mask=True)
     assert out.shape == x.shape and mask.shape == (1, 1, 1, 7)
     assert mask[0, 0, 0].tolist() == [0, 1, 1, 1, 1, 1, 1]
+
+
+def test_mask_half_precision_wide_frame():
+    """Column indices past 2048 are not exact in float16: the comparison runs in float32."""
+    m = torch.tensor([[[1.0, 0.0, -0.5], [0.0, 1.0, 0.0]]])  # source x = q + 0.5: last column outside
+    _, mask = warp_similarity(torch.rand(1, 1, 2, 2500, dtype=torch.float16), m, return_mask=True)
+    assert mask.dtype == torch.float16
+    assert mask[0, 0, 0, :2499].min() == 1 and mask[0, 0, 0, 2499] == 0

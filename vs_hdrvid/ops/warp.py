@@ -261,10 +261,13 @@ def _inside_mask(inv: Tensor, src_hw: tuple[int, int], out_hw: tuple[int, int], 
         hi = torch.minimum(hi, torch.where(pos, x1, torch.where(neg, x0, hi)))
         flat_out = (a == 0) & ((lo_v > 0) | (hi_v < 0))        # a row entirely outside
         hi = torch.where(flat_out, torch.full_like(hi, -math.inf), hi)
-    first = lo.ceil().clamp(0, ow).to(torch.int32)[:, :, None]           # first inside column
-    last = hi.floor().clamp(-1, ow - 1).to(torch.int32)[:, :, None]      # last inside column
-    xs = torch.arange(ow, dtype=torch.int32, device=dev)
-    return ((xs >= first) & (xs <= last))[:, None].to(dtype)
+    cmp = _sample_dtype(dtype)  # column indices are exact integers in float32
+    first = lo.ceil().clamp(0, ow).to(cmp)[:, None, :, None]            # first inside column
+    last = hi.floor().clamp(-1, ow - 1).to(cmp)[:, None, :, None]       # last inside column
+    xs = torch.arange(ow, dtype=cmp, device=dev)
+    # comparisons written into float and multiplied: vectorised, unlike bool masks
+    mask = torch.ge(xs, first, out=torch.empty(inv.shape[0], 1, oh, ow, dtype=cmp, device=dev))
+    return mask.mul_(torch.le(xs, last, out=torch.empty_like(mask))).to(dtype)
 
 
 def warp_similarity(x: Tensor, M: Tensor, padding_mode: str = "border", mode: str = "bilinear",
