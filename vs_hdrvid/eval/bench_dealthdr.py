@@ -237,7 +237,7 @@ def plot_curve(res: dict, path: str | os.PathLike) -> None:
     for i, (p, x, y) in enumerate(zip(pts, xs, ys)):  # staggered: cheap points lie close together
         share = 100 * p["attention_ratio"]
         ax.annotate(f"s={p['s']}: {share:.{1 if 0 < share < 10 else 0}f}% attention", (x, y), textcoords="offset points",
-                    xytext=(8, (-14, 8, 22)[i % 3]), fontsize=7, arrowprops={"arrowstyle": "-", "lw": 0.4})
+                    xytext=(10, (-16, 10, 26, -32, 42, -48)[i % 6]), fontsize=7, arrowprops={"arrowstyle": "-", "lw": 0.4})
     ax.margins(x=0.25, y=0.3)
     ax.set_xlabel(f"ms per frame ({res['timed_size']}, {res['device']} {res['dtype']})")
     ax.set_ylabel("PSNR-mu (dB)")
