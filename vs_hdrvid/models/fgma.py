@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vs_hdrvid.ops.warp import flow_warp, resize_flow
+from vs_hdrvid.ops.warp import flow_warp
 
 __all__ = ["consistency_difference", "occlusion_mask", "level_mask", "masked_window_attention", "FGMA"]
 
@@ -161,8 +161,3 @@ class FGMA(nn.Module):
         else:
             att = torch.zeros_like(cur)
         return torch.cat((warped, mask, att), dim=1)
-
-    @staticmethod
-    def flow_at(flow: Tensor, size: tuple[int, int]) -> Tensor:
-        """A full-resolution flow resized (and rescaled) to a feature level."""
-        return resize_flow(flow, size)
