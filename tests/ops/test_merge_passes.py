@@ -6,24 +6,7 @@ import torch.nn.functional as F
 
 from vs_hdrvid.ops.merge import MergeConfig, _box_mean, _min_filter_, hat_weight, merge_exposures
 
-
-
-def scene(b: int = 1, h: int = 24, w: int = 32, seed: int = 0) -> torch.Tensor:
-    """Radiance from 0.01 to ~4 (log-uniform across the width), smooth (as in test_merge.py)."""
-    g = torch.Generator().manual_seed(seed)
-    logf = F.interpolate(torch.randn(b, 3, 4, 5, generator=g), size=(h, w), mode="bilinear")
-    return torch.exp2(-6.5 + 8.5 * torch.linspace(0, 1, w).view(1, 1, 1, w) + 0.3 * logf)
-
-
-def expose(h: torch.Tensor, evs, quant: int | None = None) -> torch.Tensor:
-    """Linear frames (B, T, 3, H, W) seen through clipping and gamma quantisation."""
-    out = []
-    for ev in evs:
-        x = (h * 2.0 ** ev).clamp(0, 1)
-        if quant:
-            x = ((x.pow(1 / 2.2) * quant).round() / quant).pow(2.2)
-        out.append(x / 2.0 ** ev)
-    return torch.stack(out, 1)
+from merge_fixture import expose, scene
 
 
 def merge_reference(frames, ev, valid=None, ref=0, c=MergeConfig()):

@@ -8,7 +8,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 __all__ = ["add_cli", "run_cli"]
@@ -53,14 +52,9 @@ def run_cli(args: argparse.Namespace) -> int:
     import vapoursynth as vs
 
     from vs_hdrvid.train.adapt import AdaptConfig, adapt
+    from vs_hdrvid.train.cli import log_to_stderr
 
-    log = logging.getLogger("vs_hdrvid.train")
-    if not log.handlers:
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        log.addHandler(h)
-        log.setLevel(logging.INFO)
-        log.propagate = False
+    log_to_stderr()
     try:
         cfg = AdaptConfig(footage=args.footage, out=args.out, source=args.source, exposures=args.exposures,
                           steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr, beta=args.beta,

@@ -19,7 +19,7 @@ import sys
 
 from vs_hdrvid.train.config import STAGES, TrainConfig
 
-__all__ = ["add_cli", "run_cli", "config_from_args"]
+__all__ = ["add_cli", "run_cli", "config_from_args", "log_to_stderr"]
 
 _OPTIONS = ("exposures", "root", "preset", "val_preset", "steps", "max_minutes", "batch", "patch", "lr",
             "device", "resume", "out_name", "seed", "workers", "init_from", "threads", "val_every",
@@ -79,6 +79,17 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def log_to_stderr() -> None:
+    """Timestamped progress of ``vs_hdrvid.train`` (training and adaptation) on stderr, once."""
+    log = logging.getLogger("vs_hdrvid.train")
+    if not log.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(h)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(stage=args.stage, **{k: getattr(args, k) for k in _OPTIONS})
 
@@ -87,13 +98,7 @@ def run_cli(args: argparse.Namespace) -> int:
     """Run ``train`` from parsed arguments; returns the exit status (one error line on failure)."""
     from vs_hdrvid.train.loop import train
 
-    log = logging.getLogger("vs_hdrvid.train")
-    if not log.handlers:
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        log.addHandler(h)
-        log.setLevel(logging.INFO)
-        log.propagate = False
+    log_to_stderr()
     try:
         summary = train(config_from_args(args))
     except (OSError, RuntimeError, ValueError) as e:
