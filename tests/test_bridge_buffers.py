@@ -4,6 +4,7 @@ import threading
 
 import numpy as np
 import torch
+import vapoursynth as vs
 
 import vs_hdrvid as hv
 from vs_hdrvid import bridge
@@ -56,3 +57,54 @@ def test_linearize_gamma_in_place_matches_the_power_law():
         np.testing.assert_allclose(got, want, rtol=3e-6, atol=1e-30)
     np.testing.assert_array_equal(planes(src.get_frame(0)), arr)  # the source frame is untouched
     assert bridge.handoff.lookup(out.get_frame(0), CPU) is not None
+
+
+def test_host_pool_recycles_an_array_only_once_nothing_views_it():
+    pool = bridge._HostPool(keep_free=1)
+    shape = (2, 4, 5)
+    a = pool.tensor(shape)
+    pa, view = a.data_ptr(), a[1:]  # a view keeps the storage, and so the array, in use
+    del a
+    b = pool.tensor(shape)
+    pb, arr = b.data_ptr(), b.numpy()  # a numpy view of the tensor counts too
+    assert pb != pa
+    del b, view
+    c = pool.tensor(shape)
+    assert c.data_ptr() == pa  # free again; b's array is still viewed by `arr`
+    del arr, c
+    held = [pool.tensor(shape) for _ in range(3)]
+    assert len({t.data_ptr() for t in held} | {pa, pb}) == 3  # the two free ones, and one new
+    del held
+    d = pool.tensor(shape)  # three idle: one handed out, one kept idle, one dropped
+    assert len(pool._arrays[(shape, np.dtype(np.float32))]) == 2
+    assert pool.tensor((3,), torch.float16).dtype == torch.float16
+    del d
+
+
+def test_uploads_reuse_host_buffers_and_keep_their_values():
+    arrs = [np.full((6, 8, 3), v, np.float32) for v in (0.25, 0.5)]
+    frames = [clip_from_arrays([a]).get_frame(0) for a in arrs]
+    t0 = bridge.frame_to_tensor(frames[0], CPU)
+    t1 = bridge.frame_to_tensor(frames[1], CPU)
+    assert t0.data_ptr() != t1.data_ptr() and float(t0.max()) == 0.25 and float(t1.max()) == 0.5
+    ptr = t0.data_ptr()
+    del t0
+    assert bridge.frame_to_tensor(frames[1], CPU).data_ptr() == ptr  # recycled, not reallocated
+
+
+def test_cpu_callbacks_share_torch_threads_between_streams():
+    seen = {}
+    total = torch.get_num_threads()
+    arr = np.zeros((4, 4, 3), np.float32)
+    src = clip_from_arrays([arr] * 4)
+    for streams in (1, 2):
+        r = NodeRunner("a", CPU, num_streams=streams)
+
+        def fn(n, f, streams=streams):
+            seen[streams] = torch.get_num_threads()
+            return f[0]
+
+        r.map_frames(src, [src], fn).get_frame(0)
+        assert torch.get_num_threads() == total  # restored for the caller
+    assert seen == {1: total, 2: max(1, total // 2)}
+    assert NodeRunner("a", CPU, num_streams=None).num_streams == vs.core.num_threads

@@ -4,7 +4,8 @@ Every node goes through this module, so the rules live in one place:
 
 - CPU frames become tensors as views of the frame's planes (``np.asarray(frame[p])`` ->
   ``torch.from_numpy``); the only copy on input is stacking the planes into one ``(C, H, W)``
-  tensor. Output is one ``np.copyto`` per plane into a new frame.
+  tensor, into a recycled buffer (VapourSynth allocates each plane on its own, so the planes
+  are not one strided array). Output is one ``np.copyto`` per plane into a new frame.
 - On CUDA, uploads and downloads go through pinned staging buffers with non-blocking copies.
 - A frame made by a vs_hdrvid node carries the property ``HdrvidToken``; its tensor stays in a
   bounded cache so a vs_hdrvid consumer on the same device takes the tensor instead of uploading the
@@ -16,10 +17,11 @@ Every node goes through this module, so the rules live in one place:
 from __future__ import annotations
 
 import itertools
-import warnings
+import sys
 import threading
+import warnings
 from collections import OrderedDict
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -76,17 +78,74 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 # ----------------------------------------------------------------------------- frame <-> tensor
-_staging: dict[tuple, torch.Tensor] = {}
+_staging: dict[tuple, tuple[torch.Tensor, list]] = {}
 _staging_lock = threading.Lock()
 
 
-def _pinned(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+def _pinned(shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, list]:
+    """The calling thread's pinned buffer of this shape, once its last async copy has finished.
+
+    Returns the buffer and a one-item list holding the event of its last copy; record a new
+    event there after queueing a copy that reads from it.
+    """
     key = (shape, dtype, threading.get_ident())
     with _staging_lock:
-        buf = _staging.get(key)
-        if buf is None:
-            buf = _staging[key] = torch.empty(shape, dtype=dtype, pin_memory=True)
-    return buf
+        item = _staging.get(key)
+        if item is None:
+            item = _staging[key] = (torch.empty(shape, dtype=dtype, pin_memory=True), [None])
+    buf, last = item
+    if last[0] is not None:
+        last[0].synchronize()  # the previous non-blocking upload may still be reading it
+    return buf, last
+
+
+class _HostPool:
+    """Recycled host arrays for frame-sized tensors (uploads, node outputs).
+
+    A new 1080p RGBS array costs more in page faults (about 10-25 ms) than copying the planes
+    into it (about 3 ms). A pooled array is free again once nothing views it: tensors made with
+    ``torch.from_numpy`` hold the array through their storage, so CPython's reference count is
+    exact (the pool's list, the loop variable and ``getrefcount``'s argument: 3). The pool keeps
+    the arrays in use (the handoff cache and the nodes' window caches bound how many) and at most
+    ``keep_free`` idle ones per shape.
+    """
+
+    def __init__(self, keep_free: int = 4):
+        self.keep_free = keep_free
+        self._arrays: dict[tuple, list[np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+        """A C-contiguous array of ``shape`` and ``dtype`` that nothing else views (contents undefined)."""
+        key = (tuple(shape), np.dtype(dtype))
+        with self._lock:
+            arrays = self._arrays.setdefault(key, [])
+            kept, found, idle = [], None, 0
+            for a in arrays:
+                if sys.getrefcount(a) > 3:  # viewed by a tensor or array outside the pool
+                    kept.append(a)
+                elif found is None:
+                    found = a
+                    kept.append(a)
+                elif idle < self.keep_free:
+                    idle += 1
+                    kept.append(a)
+            if found is None:
+                found = np.empty(shape, dtype)
+                kept.append(found)
+            arrays[:] = kept
+            return found
+
+    def tensor(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """:meth:`take` as a CPU tensor."""
+        return torch.from_numpy(self.take(tuple(shape), torch.empty((), dtype=dtype).numpy().dtype))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._arrays.clear()
+
+
+host_pool = _HostPool()
 
 
 def frame_to_tensor(frame: vs.VideoFrame, device: torch.device, dtype: torch.dtype = torch.float32
@@ -100,11 +159,15 @@ def frame_to_tensor(frame: vs.VideoFrame, device: torch.device, dtype: torch.dty
     if device.type == "cpu":
         # numpy's stack is one single-threaded memcpy per plane: as fast as torch's on an idle
         # machine and unaffected when the cores are busy, where torch's threads wait on each other
-        return torch.from_numpy(np.stack(planes)).to(dtype)
-    staging = _pinned((len(planes), *planes[0].shape), torch.from_numpy(planes[0][:1, :1]).dtype)
+        buf = host_pool.take((len(planes), *planes[0].shape), planes[0].dtype)
+        return torch.from_numpy(np.stack(planes, out=buf)).to(dtype)
+    staging, last = _pinned((len(planes), *planes[0].shape), torch.from_numpy(planes[0][:1, :1]).dtype)
     for i, p in enumerate(planes):
         np.copyto(staging[i].numpy(), p)
-    return staging.to(device, non_blocking=True).to(dtype)
+    out = staging.to(device, non_blocking=True)
+    last[0] = torch.cuda.Event()
+    last[0].record(torch.cuda.current_stream(device))
+    return out.to(dtype)
 
 
 def tensor_to_frame(t: torch.Tensor, fmt: vs.VideoFormat, props: dict | None = None) -> vs.VideoFrame:
@@ -119,7 +182,7 @@ def tensor_to_frame(t: torch.Tensor, fmt: vs.VideoFormat, props: dict | None = N
         out.props.update(props)
     t = t.detach()
     if t.device.type == "cuda":
-        staging = _pinned((c, h, w), t.dtype)
+        staging, _ = _pinned((c, h, w), t.dtype)
         staging.copy_(t, non_blocking=True)
         torch.cuda.current_stream(t.device).synchronize()
         t = staging
@@ -222,14 +285,24 @@ class NodeRunner:
         device: torch device the node computes on.
         dtype: compute dtype (fp16 on CUDA unless the node was asked for fp32).
         num_streams: frames processed concurrently (CUDA streams, each with its own lock);
-            1 runs callbacks one at a time through a single ``ModifyFrame``.
+            1 runs callbacks one at a time through a single ``ModifyFrame``. None: one on CUDA,
+            and on CPU as many as VapourSynth has threads (``core.num_threads``).
         cache_frames: how many uploaded source frames to keep for overlapping windows.
+
+    On CPU the streams share torch's intra-op threads: each callback runs on
+    ``torch.get_num_threads() // num_streams`` of them (at least 1), so frames processed side by
+    side do not oversubscribe the cores. Pointwise passes over a frame scale worse across threads
+    than whole frames do: the weight-free nodes default to one frame per VapourSynth thread and
+    one torch thread each, the networks to one frame at a time on all of torch's threads.
     """
 
     def __init__(self, name: str, device: torch.device, dtype: torch.dtype = torch.float32,
-                 num_streams: int = 1, cache_frames: int = 16):
+                 num_streams: int | None = 1, cache_frames: int = 16):
         self.name, self.device, self.dtype = name, device, dtype
+        if num_streams is None:
+            num_streams = core.num_threads if device.type == "cpu" else 1
         self.num_streams = max(1, int(num_streams))
+        self._cpu_threads = max(1, torch.get_num_threads() // self.num_streams) if device.type == "cpu" else 0
         self.cache_frames = cache_frames
         self._uploads: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -253,6 +326,12 @@ class NodeRunner:
         if buf is None:
             buf = store[key] = torch.empty(key[1], dtype=key[2], device=self.device)
         return buf
+
+    def output(self, shape: Sequence[int]) -> torch.Tensor:
+        """A tensor for a frame the callback will emit and publish: from :data:`host_pool` on CPU."""
+        if self.device.type == "cpu":
+            return host_pool.tensor(shape, self.dtype)
+        return torch.empty(tuple(shape), dtype=self.dtype, device=self.device)
 
     def fetch(self, frame: vs.VideoFrame, key: tuple[int, int] | None = None, own: bool = False) -> torch.Tensor:
         """Tensor ``(C, H, W)`` for ``frame``: cached, handed over, or uploaded once.
@@ -312,8 +391,18 @@ class NodeRunner:
         i = n % self.num_streams
         with self._locks[i]:
             stream = self._streams[i]
-            with torch.cuda.stream(stream) if stream is not None else nullcontext():
+            if stream is not None:
+                with torch.cuda.stream(stream):
+                    yield
+                return
+            prev = torch.get_num_threads()  # per calling thread (OpenMP): restored for other users
+            if prev != self._cpu_threads:
+                torch.set_num_threads(self._cpu_threads)
+            try:
                 yield
+            finally:
+                if prev != self._cpu_threads:
+                    torch.set_num_threads(prev)
 
     def map_frames(self, template: vs.VideoNode, clips: Sequence[vs.VideoNode],
                    fn: Callable[[int, list[vs.VideoFrame]], vs.VideoFrame]) -> vs.VideoNode:

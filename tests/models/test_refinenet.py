@@ -11,11 +11,13 @@ EVS = {(2, 3): [1.5, -1.5, 1.5], (3, 3): [0.0, 2.0, -2.0], (3, 5): [-2.0, 0.0, 2
 SMALL = dict(features=16, deformable_groups=4, front_blocks=1, back_blocks=1)
 
 
-@pytest.mark.parametrize("n,frames,small", [(2, 3, False), (3, 3, True), (3, 5, True)])
-def test_refinenet_shapes_and_range(n, frames, small):
+@pytest.mark.parametrize("n,frames,small,residual", [(2, 3, False, True), (3, 3, True, True),
+                                                      (3, 5, True, True), (2, 3, True, False)])
+def test_refinenet_shapes_and_range(n, frames, small, residual):
     torch.manual_seed(0)
-    cfg = RefineNetConfig.for_exposures(n, frames)
+    cfg = RefineNetConfig.from_dict(RefineNetConfig.for_exposures(n, frames).to_dict() | {"coarse_residual": residual})
     net = RefineNet(RefineNetConfig.from_dict(cfg.to_dict() | SMALL) if small else cfg).eval()
+    torch.nn.init.normal_(net.conv_last.weight, std=0.1)  # a trained head, not the zero start
     evs = torch.tensor(EVS[n, frames])
     h_sat = 2 ** -evs.min()
     hdrs, ldrs = torch.rand(1, frames, 3, 20, 12) * h_sat, torch.rand(1, frames, 3, 20, 12)
@@ -52,6 +54,21 @@ def test_refinenet_final_blend_equation4():
     assert torch.equal(out.hdr[well.expand_as(out.hdr)], hdrs[:, 1][well.expand_as(out.hdr)])
 
 
+def test_untrained_residual_refinenet_returns_the_coarse_hdr():
+    """Zero-initialised residual head: training starts from CoarseNet's output, not below it."""
+    torch.manual_seed(3)
+    net = RefineNet(RefineNetConfig(**SMALL)).eval()
+    evs = torch.tensor([1.5, -1.5, 1.5])
+    hdrs, ldrs = torch.rand(1, 3, 3, 20, 12) * 2**1.5, torch.rand(1, 3, 3, 20, 12)
+    with torch.no_grad():
+        out = net(hdrs, ldrs, evs)
+    torch.testing.assert_close(out.refined, hdrs[:, 1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.hdr, hdrs[:, 1], rtol=1e-4, atol=1e-5)
+    paper = RefineNet(RefineNetConfig(coarse_residual=False, **SMALL)).eval()
+    with torch.no_grad():
+        assert (paper(hdrs, ldrs, evs).refined - hdrs[:, 1]).abs().max() > 0.1
+
+
 def test_temporal_attention_fusion_shapes():
     taf = TemporalAttentionFusion(nf=8, num_frames=5)
     assert taf(torch.rand(2, 5, 8, 6, 6)).shape == (2, 8, 6, 6)
@@ -64,6 +81,7 @@ def test_refinenet_backward_reaches_all_parameters(n):
     for m in net.modules():  # move the offset heads off zero so gradients reach the offset branch
         if isinstance(m, DeformConvPack):
             torch.nn.init.normal_(m.offset_mask.weight, std=1e-2)
+    torch.nn.init.normal_(net.conv_last.weight, std=1e-2)  # and the zero-initialised residual head
     ldrs = torch.rand(1, 3, 3, 16, 16) * 0.3  # mostly badly exposed for a low reference
     out = net(torch.rand(1, 3, 3, 16, 16), ldrs, torch.tensor([1.5, -1.5, 1.5]))
     out.hdr.mean().backward()

@@ -98,12 +98,16 @@ def test_banded_merge_equals_whole_frame(monkeypatch, cfg):
 
     g = torch.Generator().manual_seed(11)
     h = scene(1, 61, 40, seed=4) * torch.exp2(torch.randn(1, 1, 61, 40, generator=g))
+    h[..., 50:55, 30:38] = 50.0  # clipped in every frame
     frames = expose(h, [-1.5, 1.5, -1.5], quant=255)
     frames[:, 2, :, 20:35, 5:25] *= 4  # a ghost across band edges
     valid = (torch.rand(1, 3, 1, 61, 40, generator=g) > 0.05).float()
     ev = torch.tensor([-1.5, 1.5, -1.5])
     whole = merge_exposures(frames, ev, valid, 1, cfg)
+    assert torch.equal(merge_exposures(frames, ev, valid, 1, cfg, out=torch.empty_like(whole)), whole)
     monkeypatch.setattr(merge_module, "_BAND_PIXELS", 8 * 40)
     banded = merge_exposures(frames, ev, valid, 1, cfg)
     assert torch.equal(banded, whole)
+    out = torch.full_like(whole, float("nan"))
+    assert merge_exposures(frames, ev, valid, 1, cfg, out=out) is out and torch.equal(out, whole)
     torch.testing.assert_close(banded, merge_reference(frames, ev, valid, 1, cfg), rtol=2e-6, atol=1e-7)

@@ -7,6 +7,13 @@ residual reconstruction branch with two skip connections from the reference's en
 features, and the final blend with the well-exposed mask of equations 4-5:
 ``H = M * H_coarse + (1 - M) * H_refined``. Trained with equation 6 (L1 on mu-law tonemapped
 HDR normalised by the badly exposed area) plus a perceptual loss.
+
+Deviation (``coarse_residual``, on by default): the reconstruction predicts a mu-law residual
+over the reference's coarse HDR instead of regressing the HDR through a sigmoid, with its last
+convolution zero-initialised, so an untrained RefineNet returns CoarseNet's output and training
+starts from it. The paper trains for many GPU epochs; a short CPU budget does not lift a
+from-scratch sigmoid head back to CoarseNet's quality. ``coarse_residual=False`` is the paper's
+head.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from vs_hdrvid.models.blocks import (
     pad_to_multiple,
     well_exposed_mask,
 )
+from vs_hdrvid.ops.tonemap import inverse_mulaw, mulaw
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,8 @@ class RefineNetConfig(ConfigMixin):
         front_blocks, back_blocks: residual blocks of the extractor and the reconstruction.
         input_low, input_high: thresholds of the input exposure masks.
         mask_low, mask_high: thresholds of the output mask M (equation 5).
+        coarse_residual: predict a zero-initialised mu-law residual over the reference's
+            coarse HDR (see the module docstring); False: the paper's sigmoid regression.
     """
 
     num_frames: int = 3
@@ -54,6 +64,7 @@ class RefineNetConfig(ConfigMixin):
     input_high: float = 0.9
     mask_low: float = 0.15
     mask_high: float = 0.9
+    coarse_residual: bool = True
 
     @classmethod
     def for_exposures(cls, n: int, num_frames: int = 3) -> RefineNetConfig:
@@ -153,7 +164,7 @@ class RefineNet(nn.Module):
     ``front_blocks`` residual blocks give pyramid level L1 at 1/2; L2 and L3 follow at 1/4
     and 1/8. After PCD alignment and fusion at 1/2, ``back_blocks`` residual blocks, the
     reference's skip 2, a transposed convolution to full resolution, skip 1 and two
-    convolutions regress the HDR through a sigmoid, scaled to ``H_sat = 2**-min(EV)``.
+    convolutions regress the HDR (see ``coarse_residual``), scaled to ``H_sat = 2**-min(EV)``.
     Inputs are padded (reflect) to a multiple of 8 and cropped back.
 
     Shape:
@@ -182,6 +193,9 @@ class RefineNet(nn.Module):
         self.upconv = nn.ConvTranspose2d(2 * nf, nf, 4, 2, 1)
         self.hr_conv = nn.Conv2d(2 * nf, nf, 3, 1, 1)
         self.conv_last = nn.Conv2d(nf, 3, 3, 1, 1)
+        if cfg.coarse_residual:
+            nn.init.zeros_(self.conv_last.weight)
+            nn.init.zeros_(self.conv_last.bias)
         self.act = nn.LeakyReLU(0.1, inplace=True)
 
     def forward(self, hdrs: Tensor, ldrs: Tensor, evs: Tensor) -> RefineOutput:
@@ -220,7 +234,13 @@ class RefineNet(nn.Module):
         out = self.upconv(torch.cat((skip2_ref, out), dim=1))  # (B, C, H, W)
         skip1_ref = skip1.reshape(b, n, *skip1.shape[1:])[:, n // 2]
         out = act(self.hr_conv(torch.cat((skip1_ref, out), dim=1)))
-        refined = crop(torch.sigmoid(self.conv_last(out))) / scale  # (B, 3, H, W), absolute radiance
+        head = self.conv_last(out)
+        if cfg.coarse_residual:
+            base = mulaw(x[:, n // 2, -3:].clamp(0, 1))  # the reference's coarse HDR, padded
+            refined = inverse_mulaw((base + head).clamp(0, 1))
+        else:
+            refined = torch.sigmoid(head)
+        refined = crop(refined) / scale  # (B, 3, H, W), absolute radiance
 
         ci = n // 2
         mask = well_exposed_mask(ldrs[:, ci], evs[:, ci], evs, cfg.mask_low, cfg.mask_high, soft=True)

@@ -83,11 +83,18 @@ class ExposureWindow:
         """Clips to hand to ``ModifyFrame``: pixel slots first, then props-only neighbours."""
         return self.pixel_clips + self.prop_clips
 
-    def gather(self, n: int, f: list[vs.VideoFrame], runner: NodeRunner) -> WindowFrames:
-        """Upload (once per source frame) and collect the window of output frame ``n``."""
+    def gather(self, n: int, f: list[vs.VideoFrame], runner: NodeRunner, scratch: bool = False) -> WindowFrames:
+        """Upload (once per source frame) and collect the window of output frame ``n``.
+
+        ``frames`` is a new stack the caller may modify; with ``scratch`` it is the runner's
+        reused scratch buffer (see :meth:`NodeRunner.scratch`), saving a window-sized allocation
+        per frame, and must not outlive the callback.
+        """
         k = len(self.offsets)
         sources = [window_index(n, o, self.num_frames, self.period) for o in self.offsets]
-        frames = torch.stack([runner.fetch(fr, key=(0, m)) for fr, m in zip(f[:k], sources)])
+        slots = [runner.fetch(fr, key=(0, m)) for fr, m in zip(f[:k], sources)]
+        out = runner.scratch("window", (k, *slots[0].shape), slots[0].dtype) if scratch else None
+        frames = torch.stack(slots, out=out)
         ev = torch.tensor([float(fr.props[EV_PROP]) for fr in f[:k]], dtype=torch.float32)
         sims: dict[int, list[float]] = {}
         for fr, m in list(zip(f[:k], sources)) + [

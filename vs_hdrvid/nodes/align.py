@@ -115,7 +115,7 @@ def _similarity_pooled(prev: tuple, cur: tuple, ev_prev: float, ev_cur: float, k
 
 
 def align(clip: vs.VideoNode, warp: bool = False, device: str = "auto", fp32: bool = False,
-          num_streams: int = 1) -> vs.VideoNode:
+          num_streams: int | None = None) -> vs.VideoNode:
     """Estimate the similarity transform (rotation, scale, translation) between consecutive frames.
 
     Estimated on exposure-normalised, clipped luminance with under/over-exposed pixels masked out
@@ -130,7 +130,7 @@ def align(clip: vs.VideoNode, warp: bool = False, device: str = "auto", fp32: bo
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         fp32: compute in float32 on CUDA too.
         num_streams: frames processed concurrently (one CUDA stream and lock each; on CPU, worker
-            slots sharing torch's threads).
+            slots sharing torch's threads). None: 1 on CUDA, VapourSynth's thread count on CPU.
 
     Returns:
         the clip with ``HdrSimilarityPrev`` (6 floats, the row-major 2x3 matrix mapping frame n-1

@@ -1,6 +1,7 @@
 """``linearize``: LDR frames -> linear radiance ``H = f^-1(L) / 2**EV`` with exposure props."""
 from __future__ import annotations
 
+import math
 import os
 from typing import Callable, Sequence
 
@@ -129,14 +130,14 @@ def linearize(clip: vs.VideoNode, exposures: Sequence[float] | None = None,
     dev, dtype = pick_device(device, fp32, NODE)
     period = len(evs)
     is_float_input = clip.format.sample_type == vs.FLOAT
-    runner = NodeRunner(NODE, dev, dtype)
+    runner = NodeRunner(NODE, dev, dtype, num_streams=None)  # frame-parallel on CPU
     scales = [2.0 ** -e for e in evs]
     power = float(gamma) if isinstance(crf, str) and crf == "gamma" else None
     log.info("hdrvid.linearize: %d-exposure pattern %s, CRF %s, on %s", period, evs, crf_desc, dev)
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         x = runner.fetch(f[0], own=True)  # a tensor of our own: computed on in place, then published
-        if is_float_input and not torch.isfinite(x).all():
+        if is_float_input and not all(math.isfinite(float(v)) for v in torch.aminmax(x)):  # NaN propagates
             raise error(NODE, f"frame {n} has NaN or infinite pixels; clean the source first")
         if power is not None:  # clamp(x, 0, 1) ** gamma / 2**EV as exp2(gamma log2 x - EV): vectorised
             # (within 2e-6 relative of the float64 power law, a tenth of a 16-bit step), band by band

@@ -37,7 +37,7 @@ def _check_flows(flow: Sequence[vs.VideoNode] | None, clip: vs.VideoNode, offset
 
 def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | None = None,
           config: MergeConfig | None = None, device: str = "auto", fp32: bool = False,
-          num_streams: int = 1, compile: bool = False) -> vs.VideoNode:
+          num_streams: int | None = None, compile: bool = False) -> vs.VideoNode:
     """Merge each frame with its aligned neighbours into HDR, rejecting ghosts.
 
     Neighbours are aligned to the reference by the composed global similarity props of
@@ -56,7 +56,7 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         fp32: compute in float32 on CUDA too.
         num_streams: frames processed concurrently (one CUDA stream and lock each; on CPU, worker
-            slots sharing torch's threads).
+            slots sharing torch's threads). None: 1 on CUDA, VapourSynth's thread count on CPU.
         compile: fuse the merge with ``torch.compile`` (about 4x faster at 1080p on CPU, after a
             one-off compilation of tens of seconds per frame size; needs a C compiler on CPU).
 
@@ -81,9 +81,9 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
     k = len(window.clips)
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        w = window.gather(n, f[:k], runner)
+        w = window.gather(n, f[:k], runner, scratch=True)
         t, c, h, wd = w.frames.shape
-        # w.frames is the window's own new stack: neighbours are aligned in place in it
+        # w.frames is this thread's scratch stack of the window: neighbours are aligned in place in it
         frames = w.frames[None]
         valid = runner.scratch("valid", (1, t, 1, h, wd))
         for i, o in enumerate(offsets):
@@ -99,7 +99,8 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
                 xw, m = warp_similarity(x, to_ref[None].to(dev), return_mask=True)
                 frames[:, i] = xw
                 valid[:, i] = m
-        out = merge_fn(frames, w.ev.to(dev), valid, ref, cfg)
+        out = runner.output((1, c, h, wd))
+        out = merge_fn(frames, w.ev.to(dev), valid, ref, cfg, out=out)
         return runner.emit(out[0], f[ref].format, w.props)
 
     return runner.map_frames(blank_like(clip), window.clips + flows, process)

@@ -159,7 +159,7 @@ def tonemap(clip: vs.VideoNode, op: str = "pq", peak_nits: float = 1000.0, white
     if not isinstance(smooth, int) or not 0 <= smooth <= 120:
         raise error(NODE, f"smooth must be an integer within 0..120, got {smooth!r}")
     dev, dtype = pick_device(device, fp32, NODE)
-    runner = NodeRunner(NODE, dev, dtype)
+    runner = NodeRunner(NODE, dev, dtype, num_streams=None)  # frame-parallel on CPU
     h_sat = None
     if op == "mulaw":
         pattern = clip.get_frame(0).props.get(PATTERN_PROP)

@@ -115,7 +115,7 @@ def _min_filter_(x: Tensor, k: int) -> Tensor:
 
 
 def merge_exposures(frames: Tensor, ev: Tensor, valid: Tensor | None = None, ref: int = 0,
-                    config: MergeConfig = MergeConfig()) -> Tensor:
+                    config: MergeConfig = MergeConfig(), out: Tensor | None = None) -> Tensor:
     """Merge aligned frames of different exposures into the reference frame's HDR.
 
     Args:
@@ -125,9 +125,10 @@ def merge_exposures(frames: Tensor, ev: Tensor, valid: Tensor | None = None, ref
             (inside the frame after warping, flow confidence). The reference is always valid.
         ref: index of the reference frame along ``T``.
         config: thresholds, see :class:`MergeConfig`.
+        out: optional ``(B, 3, H, W)`` tensor to write the result into.
 
     Returns:
-        ``(B, 3, H, W)`` merged linear radiance of the reference frame.
+        ``(B, 3, H, W)`` merged linear radiance of the reference frame (``out`` when given).
 
     Shape:
         frames (B, T, 3, H, W), ev (T,) | (B, T) -> (B, 3, H, W)
@@ -145,9 +146,11 @@ def merge_exposures(frames: Tensor, ev: Tensor, valid: Tensor | None = None, ref
     h, w = frames.shape[-2:]
     rows = max(8, _BAND_PIXELS // max(w, 1))
     if h <= rows + 8 or torch.compiler.is_compiling() or frames.device.type != "cpu":
-        return _merge_block(frames, ev, valid, ref, config)
+        merged = _merge_block(frames, ev, valid, ref, config)
+        return merged if out is None else out.copy_(merged)
     halo = max(config.smooth, 1) // 2 + max(config.dilate, 1) // 2  # rows the filters reach
-    out = torch.empty(frames.shape[0], 3, h, w, dtype=frames.dtype, device=frames.device)
+    if out is None:
+        out = torch.empty(frames.shape[0], 3, h, w, dtype=frames.dtype, device=frames.device)
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
         a, b = max(0, r0 - halo), min(h, r1 + halo)
@@ -230,10 +233,14 @@ def _merge_block(frames: Tensor, ev: Tensor, valid: Tensor | None, ref: int, con
     least = lin_max[:, 0].clone()
     for i in range(1, t):
         torch.minimum(least, lin_max[:, i], out=least)
-    if torch.compiler.is_compiling() or float(least.max()) >= high_lin:
+    if torch.compiler.is_compiling():
         shortest = torch.argmin(ev, dim=1)
         h_short = frames[torch.arange(b, device=frames.device), shortest]
-        merged = torch.where(least >= high_lin, torch.maximum(h_short, merged), merged)
+        return torch.where(least >= high_lin, torch.maximum(h_short, merged), merged)
+    if float(least.max()) >= high_lin:  # merged += all_clipped * max(h_short - merged, 0), in place
+        for j, i in enumerate(torch.argmin(ev, dim=1).tolist()):
+            lift = torch.sub(frames[j, i], merged[j]).clamp_(min=0)
+            merged[j].add_(lift.mul_(torch.ge(least[j], high_lin, out=bound[j])))
     return merged
 
 
