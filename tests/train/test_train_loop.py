@@ -10,7 +10,7 @@ import torch
 from vs_hdrvid import weights as W
 from vs_hdrvid.train.cli import add_cli, config_from_args
 from vs_hdrvid.train.config import TrainConfig
-from vs_hdrvid.train.loop import train
+from vs_hdrvid.train.loop import REFINE_RESIDUAL_DEVIATION, train
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,10 @@ def test_refine_continues_from_shipped_coarse(tmp_path, cfg):
     assert out["step"] == 1 and entry["recipe"]["coarse_sha256"] == coarse_sha
     assert {"val_psnr_mu", "val_psnr_mu_coarse", "val_psnr_mu_reference_only"} <= set(entry["metrics"])
     net, _ = W.load("refine-2exp", folder=tmp_path / "weights")
-    assert type(net).__name__ == "RefineNet"
+    assert type(net).__name__ == "RefineNet" and net.config.coarse_residual
+    assert REFINE_RESIDUAL_DEVIATION in entry["deviations"]
+    assert REFINE_RESIDUAL_DEVIATION not in json.loads((tmp_path / "weights" / "MANIFEST.json").read_text()
+                                                       )["coarse_2exp.safetensors"]["deviations"]
 
 
 def test_spynet_stage_trains_the_flow_net_only(tmp_path, cfg):

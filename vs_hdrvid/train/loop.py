@@ -59,6 +59,11 @@ DEVIATIONS = [
     "Iterations instead of epochs; the learning rate halves every lr_halve_every steps (paper: every 5 of 10 epochs).",
 ]
 
+REFINE_RESIDUAL_DEVIATION = (
+    "RefineNet's reconstruction predicts a zero-initialised mu-law residual over the reference's coarse HDR "
+    "(config.coarse_residual) instead of the paper's sigmoid regression, so training starts from CoarseNet's "
+    "output: a CPU budget does not bring a from-scratch head back up to CoarseNet's quality.")
+
 DEALTHDR_DEVIATIONS = [
     "Synthetic training data from vs-hdrvid synth's DeAltHDR recipes (blender-data CC0 panoramas, moving layers, "
     "sub-frame blur, Eq. A/B noise), not the paper's 176 DJI Pocket 3 scenes.",
@@ -342,6 +347,7 @@ def _ship(stage: Stage, cfg: TrainConfig, train_ds: WindowDataset, step: int, wa
         entry = {"network": W.REGISTRY[name].network, "config": config, "sha256": digest,
                  "parameters": sum(p.numel() for p in net.parameters()), "recipe": recipe, "metrics": metrics,
                  "deviations": (DEALTHDR_DEVIATIONS if cfg.stage == "dealthdr" else DEVIATIONS)
+                 + [REFINE_RESIDUAL_DEVIATION] * (key == "refine" and bool(config.get("coarse_residual")))
                  + _run_deviations(cfg, device)}
         W.register_in_manifest(file, entry, folder)
         (folder / "curves").mkdir(parents=True, exist_ok=True)
