@@ -51,9 +51,10 @@ def _contact_sheet(ldr: vs.VideoNode, hdr: vs.VideoNode, path: Path, count: int 
 def shipped_methods(period: int) -> list[str]:
     """The network methods whose weights for a ``period``-exposure pattern are in ``weights/``."""
     manifest = weights_mod.read_manifest(weights_mod.WEIGHTS_DIR)
-    names = {"coarse": f"coarse-{period}exp", "dealthdr": f"dealthdr-{period}exp"}
-    return [m for m, name in names.items()
-            if name in weights_mod.REGISTRY and weights_mod.REGISTRY[name].file in manifest]
+    names = {"coarse": [f"coarse-{period}exp"], "refine": [f"coarse-{period}exp", f"refine-{period}exp"],
+             "dealthdr": [f"dealthdr-{period}exp"]}
+    return [m for m, needed in names.items()
+            if all(n in weights_mod.REGISTRY and weights_mod.REGISTRY[n].file in manifest for n in needed)]
 
 
 def run_demo(sample: Path = SAMPLE, out: Path = Path("out/demo"), progress: bool = True) -> dict:

@@ -115,6 +115,8 @@ def test_bad_arguments_raise():
         hv.merge(lin, flow=[flow.resize.Point(width=8, height=8)] * 2)
     with pytest.raises(vs.Error, match="frames"):
         hv.merge(lin, flow=[flow[:3]] * 2)
+    with pytest.raises(vs.Error, match="compile=True is not available on CPU"):
+        hv.merge(lin, device="cpu", compile=True)
 
 
 def test_single_exposure_clip_raises_vs_error():

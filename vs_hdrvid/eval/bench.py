@@ -139,7 +139,7 @@ def add_cli(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--size", default="1920x1080", help="WxH")
     p.add_argument("--frames", type=int, default=12)
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--compile", action="store_true", help="merge through torch.compile (warm-up excluded)")
+    p.add_argument("--compile", action="store_true", help="merge through torch.compile, CUDA only (warm-up excluded)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     return p
 

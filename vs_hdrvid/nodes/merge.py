@@ -57,8 +57,9 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
         fp32: compute in float32 on CUDA too.
         num_streams: frames processed concurrently (one CUDA stream and lock each; on CPU, worker
             slots sharing torch's threads). None: 1 on CUDA, VapourSynth's thread count on CPU.
-        compile: fuse the merge with ``torch.compile`` (about 4x faster at 1080p on CPU, after a
-            one-off compilation of tens of seconds per frame size; needs a C compiler on CPU).
+        compile: fuse the merge with ``torch.compile`` (CUDA only for now: on CPU the compiled
+            merge aborts the process inside a VapourSynth callback with a double free in torch
+            2.15, while the same compiled function runs correctly outside one).
 
     Returns:
         RGBS linear HDR on the radiometric scale of the input.
@@ -74,6 +75,9 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
     flows = _check_flows(flow, clip, neighbours)
     window = ExposureWindow(clip, offsets, period, NODE)
     dev, dtype = pick_device(device, fp32, NODE)
+    if compile and dev.type == "cpu":
+        raise error(NODE, "compile=True is not available on CPU (the compiled merge aborts the process "
+                          "inside VapourSynth); use compile=False")
     runner = NodeRunner(NODE, dev, dtype, cache_frames=2 * len(offsets) + 2, num_streams=num_streams)
     cfg = config or MergeConfig()
     merge_fn = torch.compile(merge_exposures, dynamic=False) if compile else merge_exposures
