@@ -57,9 +57,9 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
         fp32: compute in float32 on CUDA too.
         num_streams: frames processed concurrently (one CUDA stream and lock each; on CPU, worker
             slots sharing torch's threads). None: 1 on CUDA, VapourSynth's thread count on CPU.
-        compile: fuse the merge with ``torch.compile`` (CUDA only for now: on CPU the compiled
-            merge aborts the process inside a VapourSynth callback with a double free in torch
-            2.15, while the same compiled function runs correctly outside one).
+        compile: fuse the merge with ``torch.compile`` on CUDA. Refused on CPU: there the
+            compiled merge aborts the process inside a VapourSynth callback with a double free
+            (torch 2.15), while the same compiled function runs correctly outside one.
 
     Returns:
         RGBS linear HDR on the radiometric scale of the input.
