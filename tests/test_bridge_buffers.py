@@ -108,3 +108,16 @@ def test_cpu_callbacks_share_torch_threads_between_streams():
         assert torch.get_num_threads() == total  # restored for the caller
     assert seen == {1: total, 2: max(1, total // 2)}
     assert NodeRunner("a", CPU, num_streams=None).num_streams == vs.core.num_threads
+
+
+def test_handoff_cache_is_bounded_in_bytes_too():
+    cache = bridge._HandoffCache(max_items=10, max_bytes=2 * 6 * 8 * 3 * 4)  # two 6x8 RGBS frames
+    frames = [clip_from_arrays([np.full((6, 8, 3), v, np.float32)]).get_frame(0).copy() for v in range(3)]
+    tensors = [torch.full((3, 6, 8), float(v)) for v in range(3)]
+    for f, t in zip(frames, tensors):
+        cache.publish(f, t)
+    assert cache.lookup(frames[0], CPU) is None  # the oldest went past the byte bound
+    assert cache.lookup(frames[1], CPU) is tensors[1] and cache.lookup(frames[2], CPU) is tensors[2]
+    cache.publish(frames[0], torch.zeros(3, 60, 80))  # larger than the bound alone: still kept
+    assert cache.lookup(frames[0], CPU) is None  # its size does not match the frame
+    assert len(cache._items) == 1

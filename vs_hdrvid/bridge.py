@@ -203,11 +203,17 @@ def _fingerprint(frame: vs.VideoFrame) -> np.ndarray:
 
 
 class _HandoffCache:
-    """Bounded map token -> (tensor, fingerprint) of frames produced by vs_hdrvid nodes."""
+    """Bounded map token -> (tensor, fingerprint) of frames produced by vs_hdrvid nodes.
 
-    def __init__(self, max_items: int = 64):
-        self.max_items = max_items
+    Holds at most ``max_items`` tensors and ``max_bytes`` of them (64 1080p RGBS frames are
+    1.5 GiB; the byte bound keeps 4K within 2 GiB), oldest evicted first. An evicted frame is
+    uploaded again by its consumer: slower, never wrong.
+    """
+
+    def __init__(self, max_items: int = 64, max_bytes: int = 2 << 30):
+        self.max_items, self.max_bytes = max_items, max_bytes
         self._items: OrderedDict[int, tuple[torch.Tensor, np.ndarray]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
         self._next = itertools.count(1)
 
@@ -216,8 +222,10 @@ class _HandoffCache:
         frame.props[TOKEN_PROP] = token
         with self._lock:
             self._items[token] = (tensor, _fingerprint(frame))
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
+            self._bytes += tensor.numel() * tensor.element_size()
+            while len(self._items) > 1 and (len(self._items) > self.max_items or self._bytes > self.max_bytes):
+                old, _ = self._items.popitem(last=False)[1]
+                self._bytes -= old.numel() * old.element_size()
 
     def lookup(self, frame: vs.VideoFrame, device: torch.device) -> torch.Tensor | None:
         token = frame.props.get(TOKEN_PROP)
@@ -237,6 +245,7 @@ class _HandoffCache:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._bytes = 0
 
 
 handoff = _HandoffCache()

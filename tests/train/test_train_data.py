@@ -7,7 +7,7 @@ import torch
 
 from vs_hdrvid.ops.warp import flow_warp
 from vs_hdrvid.synth.augment import Augment
-from vs_hdrvid.train.data import WindowDataset, window_length
+from vs_hdrvid.train.data import SceneArrays, WindowDataset, window_length
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +106,15 @@ def test_noise_only_on_lower_exposures(root):
     out = ds._add_noise(ldrs, np.array([-1.5, 1.5, -1.5], np.float32), np.random.default_rng(0))
     assert not np.array_equal(out[0], ldrs[0]) and not np.array_equal(out[2], ldrs[2])
     assert np.array_equal(out[1], ldrs[1])
+
+
+@pytest.mark.parametrize("noise, clean", [
+    ({}, True), ({"sigma": 0.0}, True), ({"sigma": 0.002}, False),
+    ({"model": "heteroscedastic", "lambda_shot": 2e-4, "lambda_read": 1e-6}, False),
+    ({"model": "poisson-gaussian-bayer", "electrons_full_scale": 2000.0, "read_std": 0.002}, False),
+])
+def test_clean_reads_every_noise_model(noise, clean):
+    """Scenes with rendered noise get no extra training noise, whichever noise model made them."""
+    scene = SceneArrays.__new__(SceneArrays)  # only the metadata matters here
+    scene.meta = {"noise": noise}
+    assert scene.clean is clean

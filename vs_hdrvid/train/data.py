@@ -143,9 +143,10 @@ class SceneArrays:
 
     @property
     def clean(self) -> bool:
-        """No sensor noise was rendered into the LDR frames."""
+        """No sensor noise was rendered into the LDR frames (Gaussian, heteroscedastic or Bayer sensor model)."""
         noise = self.meta.get("noise") or {}
-        return not any(float(noise.get(k, 0) or 0) > 0 for k in ("sigma", "lambda_shot", "lambda_read"))
+        keys = ("sigma", "lambda_shot", "lambda_read", "electrons_full_scale", "read_std")
+        return not any(float(noise.get(k, 0) or 0) > 0 for k in keys)
 
     def flows_from(self, t: int, offsets: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """GT flows ``t -> t+d`` for each offset ``d`` (``|d| <= 2``) and their validity.
