@@ -315,6 +315,7 @@ class NodeRunner:
         self.cache_frames = cache_frames
         self._uploads: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._fetch_locks = [threading.Lock() for _ in range(16)]  # striped by cache key
         self._locks = [threading.Lock() for _ in range(self.num_streams)]
         self._streams = ([torch.cuda.Stream(device) for _ in range(self.num_streams)]
                          if device.type == "cuda" else [None] * self.num_streams)
@@ -356,25 +357,30 @@ class NodeRunner:
                 return frame_to_tensor(frame, self.device, self.dtype)
             counters.add("handoffs")
             return t.to(self.dtype, copy=True)
-        if key is not None:
+        if key is None:
+            return self._take(frame)
+        # one fetch per key at a time: concurrent windows wait for the first instead of uploading again
+        with self._fetch_locks[hash(key) % len(self._fetch_locks)]:
             with self._cache_lock:
                 t = self._uploads.get(key)
                 if t is not None:
                     self._uploads.move_to_end(key)
                     counters.add("cache_hits")
                     return t
-        t = handoff.lookup(frame, self.device)
-        if t is not None:
-            counters.add("handoffs")
-            t = t.to(self.dtype)
-        else:
-            t = frame_to_tensor(frame, self.device, self.dtype)
-        if key is not None:
+            t = self._take(frame)
             with self._cache_lock:
                 self._uploads[key] = t
                 while len(self._uploads) > self.cache_frames:
                     self._uploads.popitem(last=False)
-        return t
+            return t
+
+    def _take(self, frame: vs.VideoFrame) -> torch.Tensor:
+        """``frame``'s tensor, handed over from the node that made it or uploaded."""
+        t = handoff.lookup(frame, self.device)
+        if t is not None:
+            counters.add("handoffs")
+            return t.to(self.dtype)
+        return frame_to_tensor(frame, self.device, self.dtype)
 
     def new_frame(self, fmt: vs.VideoFormat, width: int, height: int) -> tuple[vs.VideoFrame, list[torch.Tensor]]:
         """A new CPU frame and its planes as writable ``(H, W)`` tensors (counts one download).
