@@ -351,14 +351,8 @@ class NodeRunner:
         ``key``) the caller may modify the tensor in place: a fresh upload is returned as it is, a
         handed-over tensor (which other nodes may hold) is copied.
         """
-        if own and key is None:
-            t = handoff.lookup(frame, self.device)
-            if t is None:
-                return frame_to_tensor(frame, self.device, self.dtype)
-            counters.add("handoffs")
-            return t.to(self.dtype, copy=True)
         if key is None:
-            return self._take(frame)
+            return self._take(frame, copy=own)
         # one fetch per key at a time: concurrent windows wait for the first instead of uploading again
         with self._fetch_locks[hash(key) % len(self._fetch_locks)]:
             with self._cache_lock:
@@ -374,12 +368,12 @@ class NodeRunner:
                     self._uploads.popitem(last=False)
             return t
 
-    def _take(self, frame: vs.VideoFrame) -> torch.Tensor:
-        """``frame``'s tensor, handed over from the node that made it or uploaded."""
+    def _take(self, frame: vs.VideoFrame, copy: bool = False) -> torch.Tensor:
+        """``frame``'s tensor, handed over from the node that made it (a copy with ``copy``) or uploaded."""
         t = handoff.lookup(frame, self.device)
         if t is not None:
             counters.add("handoffs")
-            return t.to(self.dtype)
+            return t.to(self.dtype, copy=copy)
         return frame_to_tensor(frame, self.device, self.dtype)
 
     def new_frame(self, fmt: vs.VideoFormat, width: int, height: int) -> tuple[vs.VideoFrame, list[torch.Tensor]]:
