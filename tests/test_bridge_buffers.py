@@ -1,4 +1,4 @@
-"""bridge: tensors a node may modify (fetch(own=True)), per-thread scratch buffers, and a node that
+"""bridge: tensors a node may modify (fetch(own=True)), per-slot scratch buffers, and a node that
 computes in place on its upload (linearize) leaving the frames it reads untouched."""
 import threading
 
@@ -32,7 +32,7 @@ def test_fetch_own_copies_a_handed_over_tensor_only():
     assert float(t.max()) == 0.5  # the published tensor is unchanged
 
 
-def test_scratch_is_reused_per_thread():
+def test_scratch_outside_callbacks_is_per_thread():
     r = NodeRunner("a", CPU)
     s1 = r.scratch("x", (2, 3))
     assert r.scratch("x", (2, 3)) is s1 and s1.dtype == torch.float32
@@ -42,6 +42,23 @@ def test_scratch_is_reused_per_thread():
     th.start()
     th.join()
     assert other[0] is not s1
+
+
+def test_scratch_is_reused_across_callbacks_of_a_graph():
+    """VapourSynth's threads enter each callback with a fresh Python thread state: the buffers must
+    still be the slot's, not new ones (each a page-faulted allocation) per frame."""
+    src = clip_from_arrays([np.zeros((4, 4, 3), np.float32)] * 12)
+    for streams in (1, 2):
+        r = NodeRunner("a", CPU, num_streams=streams)
+        seen = []
+
+        def fn(n, f):
+            seen.append(r.scratch("x", (8, 8)))
+            return f[0]
+
+        for _ in r.map_frames(src, [src], fn).frames(close=True):
+            pass
+        assert len(seen) == 12 and len({id(t) for t in seen}) == streams
 
 
 def test_linearize_gamma_in_place_matches_the_power_law():

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
+from .ops.bands import row_bands
+
 __all__ = [
     "Counters", "counters", "resolve_device", "frame_to_tensor", "tensor_to_frame",
     "NodeRunner", "shift_clip", "window_index", "blank_like", "handoff", "TOKEN_PROP", "row_bands",
@@ -319,18 +321,22 @@ class NodeRunner:
         self._locks = [threading.Lock() for _ in range(self.num_streams)]
         self._streams = ([torch.cuda.Stream(device) for _ in range(self.num_streams)]
                          if device.type == "cuda" else [None] * self.num_streams)
-        self._scratch = threading.local()
+        # scratch buffers belong to a slot (held by one callback at a time), found from the native
+        # thread id: not a threading.local, which VapourSynth's worker threads see empty in every
+        # callback (each enters Python through a fresh thread state)
+        self._scratch: dict[object, dict[tuple, torch.Tensor]] = {}
+        self._slot_of: dict[int, int] = {}
 
     def scratch(self, name: str, shape: Sequence[int], dtype: torch.dtype | None = None) -> torch.Tensor:
-        """A work buffer of the calling thread, reused from frame to frame (contents undefined).
+        """A work buffer of the calling callback's slot, reused from frame to frame (contents undefined).
 
-        A new 1080p temporary costs more in page faults than most arithmetic on it. A callback
-        runs on one thread at a time, so its scratch is private to it while it runs; never publish,
-        cache or return a scratch tensor past the callback.
+        A new 1080p temporary costs more in page faults than most arithmetic on it. A slot (one per
+        stream) runs one callback at a time, so its scratch is private to that callback while it
+        runs; never publish, cache or return a scratch tensor past the callback. Outside a callback
+        the buffers are the calling thread's.
         """
-        store = getattr(self._scratch, "buffers", None)
-        if store is None:
-            store = self._scratch.buffers = {}
+        me = threading.get_ident()
+        store = self._scratch.setdefault(self._slot_of.get(me, ("thread", me)), {})
         key = (name, tuple(shape), dtype or self.dtype)
         buf = store.get(key)
         if buf is None:
@@ -398,20 +404,25 @@ class NodeRunner:
     @contextmanager
     def _slot(self, n: int):
         i = n % self.num_streams
+        me = threading.get_ident()
         with self._locks[i]:
-            stream = self._streams[i]
-            if stream is not None:
-                with torch.cuda.stream(stream):
-                    yield
-                return
-            prev = torch.get_num_threads()  # per calling thread (OpenMP): restored for other users
-            if prev != self._cpu_threads:
-                torch.set_num_threads(self._cpu_threads)
+            self._slot_of[me] = i
             try:
-                yield
-            finally:
+                stream = self._streams[i]
+                if stream is not None:
+                    with torch.cuda.stream(stream):
+                        yield
+                    return
+                prev = torch.get_num_threads()  # per calling thread (OpenMP): restored for other users
                 if prev != self._cpu_threads:
-                    torch.set_num_threads(prev)
+                    torch.set_num_threads(self._cpu_threads)
+                try:
+                    yield
+                finally:
+                    if prev != self._cpu_threads:
+                        torch.set_num_threads(prev)
+            finally:
+                del self._slot_of[me]
 
     def map_frames(self, template: vs.VideoNode, clips: Sequence[vs.VideoNode],
                    fn: Callable[[int, list[vs.VideoFrame]], vs.VideoFrame]) -> vs.VideoNode:
@@ -444,16 +455,3 @@ def blank_like(clip: vs.VideoNode, fmt: int | vs.VideoFormat = vs.RGBS,
     """A template clip with ``clip``'s length and frame rate in another format or size."""
     return core.std.BlankClip(clip, format=int(fmt) if isinstance(fmt, int) else fmt.id,
                               width=width or clip.width, height=height or clip.height, keep=True)
-
-
-def row_bands(height: int, width: int, device: torch.device, pixels: int = 1 << 18) -> list[slice]:
-    """Row ranges of about ``pixels`` pixels each for pointwise work done band by band on CPU.
-
-    A chain of in-place passes over a 1080p frame streams every plane through memory once per
-    pass; over a band of ~256 K pixels the band stays in cache between passes. On CUDA (one kernel
-    per pass either way) the whole frame is one band.
-    """
-    if device.type != "cpu":
-        return [slice(0, height)]
-    rows = max(1, pixels // max(width, 1))
-    return [slice(r, min(height, r + rows)) for r in range(0, height, rows)]

@@ -32,6 +32,17 @@ def test_alignment_input_from_pooled_equals_direct():
     assert torch.equal(a2, a) and torch.equal(m2, m)
 
 
+@pytest.mark.parametrize("hw,k", [((1083, 1922), 4), ((300, 1030), 3)])
+def test_pooled_luminance_in_bands_equals_whole_frame(hw, k):
+    """Several bands, and rows and columns left over that the pooling drops."""
+    h = torch.rand(1, 3, *hw) * 2
+    luma = 0.2126 * h[:, 0:1] + 0.7152 * h[:, 1:2] + 0.0722 * h[:, 2:3]
+    y, y_max, y_min = pooled_luminance(h, k)
+    torch.testing.assert_close(y, F.avg_pool2d(luma, k))
+    torch.testing.assert_close(y_max, F.max_pool2d(luma, k))
+    torch.testing.assert_close(y_min, -F.max_pool2d(-luma, k))
+
+
 def test_node_equals_pairwise_estimates():
     """The node reuses each frame's pooled luminance (at factor 2 here) for its next pair: the
     same transforms as estimating every pair from scratch, for a 3-exposure pattern (a different

@@ -4,9 +4,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from kornia.geometry.transform import warp_affine
 
-from vs_hdrvid.ops.warp import similarity_matrix, similarity_to_flow, warp_similarity
+from vs_hdrvid.ops.warp import _affine_grid, _source_map, similarity_matrix, similarity_to_flow, warp_similarity
 
 
 def dense_mask(m: torch.Tensor, src_hw, out_hw, tol: float = 1e-3) -> torch.Tensor:
@@ -93,3 +94,19 @@ def test_mask_half_precision_wide_frame():
     _, mask = warp_similarity(torch.rand(1, 1, 2, 2500, dtype=torch.float16), m, return_mask=True)
     assert mask.dtype == torch.float16
     assert mask[0, 0, 0, :2499].min() == 1 and mask[0, 0, 0, 2499] == 0
+
+
+def test_banded_warp_into_given_tensors():
+    """A frame of several CPU bands, written into caller tensors: the image sampled on the whole
+    frame's grid and the dense mask, in the very tensors given."""
+    h, w = 300, 1100  # 238 rows per band
+    m = random_similarities(1, h, w, seed=5)
+    x = torch.rand(1, 3, h, w)
+    out, mask_out = torch.empty(1, 3, h, w), torch.empty(1, 1, h, w)
+    got, mask = warp_similarity(x, m, return_mask=True, out=out, mask_out=mask_out)
+    assert got is out and mask is mask_out
+    grid = _affine_grid(_source_map(m), (h, w), (h, w), torch.float32)
+    assert torch.equal(got, F.grid_sample(x, grid, padding_mode="border", align_corners=True))
+    assert torch.equal(mask, dense_mask(m, (h, w), (h, w)))
+    with pytest.raises(ValueError, match="out must be"):
+        warp_similarity(x, m, out=torch.empty(1, 3, h, w - 1))

@@ -27,6 +27,8 @@ class WindowFrames:
         to_ref: ``(T, 2, 3)`` similarity mapping each slot's frame onto the reference frame
             (identity for the reference and where the clip has no alignment props).
         props: the reference frame's props.
+        slots: the ``(C, H, W)`` tensor of each slot as fetched (shared with the node's cache and
+            other windows: read only). ``frames`` stacks copies of them.
     """
 
     frames: torch.Tensor
@@ -34,6 +36,7 @@ class WindowFrames:
     sources: list[int]
     to_ref: torch.Tensor
     props: dict
+    slots: list[torch.Tensor]
 
 
 def _clamped(clip: vs.VideoNode, offset: int) -> vs.VideoNode:
@@ -102,7 +105,7 @@ class ExposureWindow:
             if SIM_PROP in fr.props:
                 sims[m] = [float(v) for v in fr.props[SIM_PROP]]
         to_ref = torch.stack([self._transform(m, n, sims) for m in sources])
-        return WindowFrames(frames, ev, sources, to_ref, dict(f[self.offsets.index(0)].props))
+        return WindowFrames(frames, ev, sources, to_ref, dict(f[self.offsets.index(0)].props), slots)
 
     @staticmethod
     def _transform(m: int, n: int, sims: dict[int, list[float]]) -> torch.Tensor:

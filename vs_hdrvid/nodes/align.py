@@ -44,17 +44,31 @@ def pooled_luminance(h: torch.Tensor, factor: int = 1) -> tuple[torch.Tensor, to
     """Luminance box-downscaled by ``factor``, and its max and min over each box.
 
     What :func:`alignment_input` needs from the full-resolution frame; it does not depend on the
-    exposure, so a node computes it once per frame for both pairs the frame is in.
+    exposure, so a node computes it once per frame for both pairs the frame is in. On CPU the
+    full-resolution luminance is made band by band (a whole multiple of ``factor`` rows), never as
+    a frame-sized temporary.
 
     Shape:
         ``(B, 3, H, W)`` -> ``(B, 1, H / factor, W / factor)`` three times.
     """
-    y = h[:, 0:1] * 0.2126
-    y.add_(h[:, 1:2], alpha=0.7152).add_(h[:, 2:3], alpha=0.0722)
+    def luma(x: torch.Tensor) -> torch.Tensor:
+        y = x[:, 0:1] * 0.2126
+        return y.add_(x[:, 1:2], alpha=0.7152).add_(x[:, 2:3], alpha=0.0722)
+
     if factor == 1:
+        y = luma(h)
         return y, y, y
-    y_max, y_min = _block_extremes(y, factor)
-    return F.avg_pool2d(y, factor), y_max, y_min
+    b, _, rows, cols = h.shape
+    hk = rows // factor
+    out = [torch.empty(b, 1, hk, cols // factor, dtype=h.dtype, device=h.device) for _ in range(3)]
+    step = max(1, (1 << 18) // max(cols * factor, 1)) if h.device.type == "cpu" else hk  # coarse rows per band
+    for k0 in range(0, hk, step):
+        k1 = min(hk, k0 + step)
+        y = luma(h[..., k0 * factor:k1 * factor, :])
+        y_max, y_min = _block_extremes(y, factor)
+        for dst, src in zip(out, (F.avg_pool2d(y, factor), y_max, y_min)):
+            dst[..., k0:k1, :] = src
+    return out[0], out[1], out[2]
 
 
 def alignment_input(h: torch.Tensor, ev: float, clip_level: float, factor: int = 1, lo: float = 0.04,

@@ -100,9 +100,8 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
                 frames[:, i] = flow_warp(x, fl[:, :2].to(x.dtype))
                 valid[:, i] = fl[:, 2:3].clamp(0, 1)
             else:
-                xw, m = warp_similarity(x, to_ref[None].to(dev), return_mask=True)
-                frames[:, i] = xw
-                valid[:, i] = m
+                warp_similarity(w.slots[i][None], to_ref[None].to(dev), return_mask=True,
+                                out=x, mask_out=valid[:, i])
         out = runner.output((1, c, h, wd))
         out = merge_fn(frames, w.ev.to(dev), valid, ref, cfg, out=out)
         return runner.emit(out[0], f[ref].format, w.props)

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from kornia.geometry.transform import warp_affine
 from torch import Tensor
 
+from .bands import row_bands
+
 __all__ = [
     "flow_warp",
     "resize_flow",
@@ -213,37 +215,41 @@ def _source_map(M: Tensor) -> Tensor:
     return invert_affine(M.detach().to(torch.float64))
 
 
-def _affine_grid(inv: Tensor, src_hw: tuple[int, int], out_hw: tuple[int, int], dtype: torch.dtype) -> Tensor:
-    """``grid_sample`` grid ``(B, H', W', 2)`` (align_corners=True) sampling at ``inv @ [q, 1]``.
+def _affine_grid(inv: Tensor, src_hw: tuple[int, int], out_hw: tuple[int, int], dtype: torch.dtype,
+                 rows: slice | None = None) -> Tensor:
+    """``grid_sample`` grid ``(B, R, W', 2)`` (align_corners=True) sampling at ``inv @ [q, 1]``.
 
-    Each coordinate is an affine function ``a x + (b y + c)`` of the output pixel, written as the
-    sum of a row term and a column term: two passes over the grid instead of a matrix product.
+    For the output rows ``rows`` (all by default). Each coordinate is an affine function
+    ``a x + (b y + c)`` of the output pixel, written as the sum of a row term and a column term:
+    two passes over the grid instead of a matrix product.
     """
     (h, w), (oh, ow) = src_hw, out_hw
     dev = inv.device
+    rows = rows or slice(0, oh)
     # pixel -> normalised coordinates (align_corners=True): g = s * 2 / (n - 1) - 1
     scale = torch.tensor([2.0 / (w - 1), 2.0 / (h - 1)], dtype=torch.float64, device=dev).view(1, 2, 1)
     norm = inv * scale
     norm[:, :, 2] -= 1.0
     xs = torch.arange(ow, dtype=torch.float64, device=dev)
-    ys = torch.arange(oh, dtype=torch.float64, device=dev)
-    grid = torch.empty(inv.shape[0], oh, ow, 2, dtype=dtype, device=dev)
+    ys = torch.arange(rows.start, rows.stop, dtype=torch.float64, device=dev)
+    grid = torch.empty(inv.shape[0], len(ys), ow, 2, dtype=dtype, device=dev)
     for k in range(2):
         row = (norm[:, k, 0, None] * xs).to(dtype)[:, None, :]                       # (B, 1, W')
-        col = (norm[:, k, 1, None] * ys + norm[:, k, 2, None]).to(dtype)[:, :, None]  # (B, H', 1)
+        col = (norm[:, k, 1, None] * ys + norm[:, k, 2, None]).to(dtype)[:, :, None]  # (B, R, 1)
         torch.add(row, col, out=grid[..., k])
     return grid
 
 
-def _inside_mask(inv: Tensor, src_hw: tuple[int, int], out_hw: tuple[int, int], dtype: torch.dtype,
-                 tol: float = 1e-3) -> Tensor:
-    """1 where ``inv @ [q, 1]`` lies in ``[-tol, W-1+tol] x [-tol, H-1+tol]``, else 0, per pixel ``q``.
+def _inside_columns(inv: Tensor, src_hw: tuple[int, int], out_hw: tuple[int, int], dtype: torch.dtype,
+                    tol: float = 1e-3) -> tuple[Tensor, Tensor]:
+    """First and last output column of each row where ``inv @ [q, 1]`` lies inside the source.
 
-    Along an output row both source coordinates are affine in x, so the inside pixels of the row
-    form one interval; it is solved in float64 per row and the mask is two comparisons against it.
+    Inside is ``[-tol, W-1+tol] x [-tol, H-1+tol]``. Along an output row both source coordinates
+    are affine in x, so the inside pixels of the row form one interval, solved here in float64.
 
     Shape:
-        ``(B, 2, 3)`` float64 -> ``(B, 1, H', W')``.
+        ``(B, 2, 3)`` float64 -> two ``(B, 1, H', 1)`` of ``dtype``'s sampling type (an empty row
+        has first > last).
     """
     (h, w), (oh, ow) = src_hw, out_hw
     dev = inv.device
@@ -262,22 +268,28 @@ def _inside_mask(inv: Tensor, src_hw: tuple[int, int], out_hw: tuple[int, int], 
         flat_out = (a == 0) & ((lo_v > 0) | (hi_v < 0))        # a row entirely outside
         hi = torch.where(flat_out, torch.full_like(hi, -math.inf), hi)
     cmp = _sample_dtype(dtype)  # column indices are exact integers in float32
-    first = lo.ceil().clamp(0, ow).to(cmp)[:, None, :, None]            # first inside column
-    last = hi.floor().clamp(-1, ow - 1).to(cmp)[:, None, :, None]       # last inside column
-    xs = torch.arange(ow, dtype=cmp, device=dev)
+    first = lo.ceil().clamp(0, ow).to(cmp)[:, None, :, None]
+    last = hi.floor().clamp(-1, ow - 1).to(cmp)[:, None, :, None]
+    return first, last
+
+
+def _inside_mask_(out: Tensor, first: Tensor, last: Tensor) -> Tensor:
+    """Write ``first <= x <= last`` (per row, as 0/1) into ``out`` ``(B, 1, R, W')``."""
+    xs = torch.arange(out.shape[-1], dtype=first.dtype, device=out.device)
     # comparisons written into float and multiplied: vectorised, unlike bool masks
-    mask = torch.ge(xs, first, out=torch.empty(inv.shape[0], 1, oh, ow, dtype=cmp, device=dev))
-    return mask.mul_(torch.le(xs, last, out=torch.empty_like(mask))).to(dtype)
+    inside = torch.ge(xs, first, out=torch.empty(out.shape, dtype=first.dtype, device=out.device))
+    inside.mul_(torch.le(xs, last, out=torch.empty_like(inside)))
+    return out.copy_(inside)
 
 
 def warp_similarity(x: Tensor, M: Tensor, padding_mode: str = "border", mode: str = "bilinear",
-                    return_mask: bool = False, dsize: tuple[int, int] | None = None
-                    ) -> Tensor | tuple[Tensor, Tensor]:
+                    return_mask: bool = False, dsize: tuple[int, int] | None = None,
+                    out: Tensor | None = None, mask_out: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
     """Warp ``x`` (frame A) into frame B by the 2x3 matrix ``M`` (A -> B): ``out(q) = x(M^-1 q)``.
 
     The semantics of ``kornia.geometry.transform.warp_affine(..., align_corners=True)``; the
     sampling grid is built from ``M^-1`` in float64 as a row term plus a column term, and the mask
-    is solved per row (see :func:`_inside_mask`) instead of from a dense flow.
+    is solved per row (see :func:`_inside_columns`) instead of from a dense flow.
 
     Args:
         x: source image.
@@ -286,6 +298,7 @@ def warp_similarity(x: Tensor, M: Tensor, padding_mode: str = "border", mode: st
         mode: ``"bilinear"`` or ``"nearest"``.
         return_mask: also return a validity mask.
         dsize: output ``(H, W)``; the input size when None.
+        out, mask_out: optional tensors to write the image and the mask into (not ``x``'s memory).
 
     Returns:
         the warped image, and with ``return_mask`` a ``(B, 1, H, W)`` mask that is 1 where
@@ -298,20 +311,33 @@ def warp_similarity(x: Tensor, M: Tensor, padding_mode: str = "border", mode: st
     _check_affine(M)
     if M.shape[0] != x.shape[0]:
         raise ValueError(f"M has batch {M.shape[0]} but x has {x.shape[0]}")
-    h, w = x.shape[-2:]
+    b, c, h, w = x.shape
     oh, ow = dsize if dsize is not None else (h, w)
+    for t, shape, name in ((out, (b, c, oh, ow), "out"), (mask_out, (b, 1, oh, ow), "mask_out")):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"{name} must be {shape}, got {tuple(t.shape)}")
     dtype = _sample_dtype(x.dtype)
     inv = _source_map(M)
     if min(h, w, oh, ow) < 2:  # degenerate sizes: kornia's own normalisation
-        out = warp_affine(x.to(dtype), M.to(dtype), dsize=(oh, ow), mode=mode, padding_mode=padding_mode,
-                          align_corners=True)
+        warped = warp_affine(x.to(dtype), M.to(dtype), dsize=(oh, ow), mode=mode, padding_mode=padding_mode,
+                             align_corners=True).to(x.dtype)
+        out = warped if out is None else out.copy_(warped)
     else:
-        grid = _affine_grid(inv, (h, w), (oh, ow), dtype)
-        out = F.grid_sample(x.to(dtype), grid, mode=mode, padding_mode=padding_mode, align_corners=True)
-    out = out.to(x.dtype)
+        # band by band on CPU: a band's grid and samples are recycled small buffers rather than
+        # frame-sized allocations the kernel page-faults in on every call
+        src = x.to(dtype)
+        out = torch.empty(b, c, oh, ow, dtype=x.dtype, device=x.device) if out is None else out
+        for rows in row_bands(oh, ow, x.device):
+            grid = _affine_grid(inv, (h, w), (oh, ow), dtype, rows)
+            out[..., rows, :] = F.grid_sample(src, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
     if not return_mask:
         return out
-    return out, _inside_mask(inv, (h, w), (oh, ow), x.dtype)
+    first, last = _inside_columns(inv, (h, w), (oh, ow), x.dtype)
+    if mask_out is None:
+        mask_out = torch.empty(b, 1, oh, ow, dtype=x.dtype, device=x.device)
+    for rows in row_bands(oh, ow, x.device):
+        _inside_mask_(mask_out[..., rows, :], first[..., rows, :], last[..., rows, :])
+    return out, mask_out
 
 
 def forward_backward_confidence(flow_fw: Tensor, flow_bw: Tensor, alpha: float = 0.01, beta: float = 0.5,
