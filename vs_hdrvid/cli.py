@@ -143,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="vs-hdrvid: %(message)s", stream=sys.stderr, force=True)
+    from .malloc import tune_malloc
+
+    tune_malloc()  # our own process: keep freed frame buffers for reuse (see vs_hdrvid.malloc)
     runner = _run_reconstruct if args.command == "reconstruct" else args.run
     try:
         return int(runner(args) or 0)

@@ -2,7 +2,11 @@
 
 Stages are timed cumulatively (source, +linearize, +align, +merge, +tonemap), each by pulling the
 same frames through a fresh graph, and the per-node cost is the difference between consecutive
-stages. Run it on an otherwise idle machine; figures depend on ``core.num_threads``.
+stages. Figures are for the steady state of a long clip: the whole chain runs once untimed per
+pattern, and each timed graph follows a few untimed frames of its own chain (frame pools, caches
+and the allocator warm). Run it on an otherwise idle
+machine; figures depend on ``core.num_threads`` and on the allocator tuning the CLI applies
+(:func:`vs_hdrvid.tune_malloc`), which the results record.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import torch
 import vapoursynth as vs
 
 from .. import bridge, nodes
+from ..malloc import malloc_tuned
 
 __all__ = ["add_cli", "run_cli", "run_bench", "bridge_cost"]
 
@@ -50,13 +55,17 @@ def _source(width: int, height: int, evs: list[float], frames: int, seed: int = 
     return core.std.ModifyFrame(blank, blank, fill)
 
 
-def _fps(make: Callable[[], vs.VideoNode]) -> float:
+def _fps(make: Callable[[], vs.VideoNode], warm_frames: int = 6) -> float:
     """Frames/s pulling every frame of a fresh graph, after a warm-up on another one.
 
-    Nothing is cached between the two graphs, and the first frame counts: a node with a temporal
-    window (tonemap's smoothed key) computes its neighbours while serving it.
+    The warm-up pulls ``warm_frames`` frames of its own graph (allocations, frame pools,
+    torch.compile). Nothing is cached between the two graphs, and the first frame counts: a node
+    with a temporal window (tonemap's smoothed key) computes its neighbours while serving it.
     """
-    make().get_frame(0)  # warm-up: allocations, torch.compile
+    warm = make()
+    for _ in warm[:min(warm_frames, warm.num_frames)].frames(close=True):
+        pass
+    del warm
     clip = make()
     t = time.perf_counter()
     for _ in clip.frames(close=True):
@@ -99,7 +108,7 @@ def run_bench(width: int = 1920, height: int = 1080, frames: int = 12, device: s
     result: dict = {"size": f"{width}x{height}", "frames": frames, "device": str(dev), "compile": compile,
                     "machine": f"{platform.processor() or platform.machine()}, {core.num_threads} VS threads, "
                                f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
-                    "bridge": bridge_cost(width, height, dev), "patterns": {}}
+                    "malloc_tuned": malloc_tuned(), "bridge": bridge_cost(width, height, dev), "patterns": {}}
     for evs in ([-1.5, 1.5], [-2.0, 0.0, 2.0]):
         def chain(upto: str) -> vs.VideoNode:
             """A fresh graph (nothing cached) from the source up to stage ``upto``."""
@@ -117,6 +126,10 @@ def run_bench(width: int = 1920, height: int = 1080, frames: int = 12, device: s
             return clip
 
         names = ["source", "linearize", "align", "merge", "tonemap_pq"]
+        # a long clip's steady state: the pools and caches that a run fills once (the handoff cache
+        # holds 64 frames, the chain publishes 3 per frame) are filled before anything is timed
+        for _ in chain("tonemap_pq").frames(close=True):
+            pass
         cumulative = {name: _fps(lambda: chain(name)) for name in names}
         # a node's own rate from the difference of the chain's times; None where the difference is
         # within the measurement's noise (the longer chain timed no slower)
@@ -148,8 +161,9 @@ def run_cli(args: argparse.Namespace) -> int:
     w, h = (int(v) for v in args.size.lower().split("x"))
     res = run_bench(w, h, args.frames, args.device, args.compile)
     b = res["bridge"]
+    malloc = "tuned" if res["malloc_tuned"] else "default"
     print(f"vs-hdrvid bench at {res['size']} on {res['device']}{' (compiled merge)' if res['compile'] else ''}"
-          f" ({res['machine']}; load average {res['load_average'][0]:.2f} before, "
+          f" ({res['machine']}; malloc {malloc}; load average {res['load_average'][0]:.2f} before, "
           f"{res['load_average'][1]:.2f} after)")
     print(f"  bridge: frame->tensor {b['frame_to_tensor_ms']:.1f} ms, tensor->frame "
           f"{b['tensor_to_frame_ms']:.1f} ms per frame")

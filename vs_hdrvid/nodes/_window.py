@@ -21,7 +21,7 @@ class WindowFrames:
     """One window as tensors.
 
     Attributes:
-        frames: ``(T, C, H, W)`` linear radiance, slot order of ``offsets``.
+        frames: ``(T, C, H, W)`` linear radiance, slot order of ``offsets`` (None when not stacked).
         ev: ``(T,)`` exposure of each slot.
         sources: source frame number of each slot.
         to_ref: ``(T, 2, 3)`` similarity mapping each slot's frame onto the reference frame
@@ -31,7 +31,7 @@ class WindowFrames:
             other windows: read only). ``frames`` stacks copies of them.
     """
 
-    frames: torch.Tensor
+    frames: torch.Tensor | None
     ev: torch.Tensor
     sources: list[int]
     to_ref: torch.Tensor
@@ -86,18 +86,16 @@ class ExposureWindow:
         """Clips to hand to ``ModifyFrame``: pixel slots first, then props-only neighbours."""
         return self.pixel_clips + self.prop_clips
 
-    def gather(self, n: int, f: list[vs.VideoFrame], runner: NodeRunner, scratch: bool = False) -> WindowFrames:
+    def gather(self, n: int, f: list[vs.VideoFrame], runner: NodeRunner, stack: bool = True) -> WindowFrames:
         """Upload (once per source frame) and collect the window of output frame ``n``.
 
-        ``frames`` is a new stack the caller may modify; with ``scratch`` it is the runner's
-        reused scratch buffer (see :meth:`NodeRunner.scratch`), saving a window-sized allocation
-        per frame, and must not outlive the callback.
+        ``frames`` is a new stack the caller may modify; without ``stack`` it is None, for a caller
+        that fills its own buffer from ``slots`` (warping some of them on the way).
         """
         k = len(self.offsets)
         sources = [window_index(n, o, self.num_frames, self.period) for o in self.offsets]
         slots = [runner.fetch(fr, key=(0, m)) for fr, m in zip(f[:k], sources)]
-        out = runner.scratch("window", (k, *slots[0].shape), slots[0].dtype) if scratch else None
-        frames = torch.stack(slots, out=out)
+        frames = torch.stack(slots) if stack else None
         ev = torch.tensor([float(fr.props[EV_PROP]) for fr in f[:k]], dtype=torch.float32)
         sims: dict[int, list[float]] = {}
         for fr, m in list(zip(f[:k], sources)) + [

@@ -85,23 +85,23 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
     k = len(window.clips)
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        w = window.gather(n, f[:k], runner, scratch=True)
-        t, c, h, wd = w.frames.shape
-        # w.frames is this thread's scratch stack of the window: neighbours are aligned in place in it
-        frames = w.frames[None]
+        w = window.gather(n, f[:k], runner, stack=False)
+        t, (c, h, wd) = len(offsets), w.slots[0].shape
+        # the aligned window, written into this slot's scratch: the reference and unmoved frames
+        # copied, the others warped straight from their cached tensors
+        frames = runner.scratch("window", (1, t, c, h, wd), w.slots[0].dtype)
         valid = runner.scratch("valid", (1, t, 1, h, wd))
         for i, o in enumerate(offsets):
-            x = frames[:, i]
-            to_ref = w.to_ref[i]
+            x, to_ref = w.slots[i][None], w.to_ref[i]
             if o == 0 or (not flows and torch.equal(to_ref, _IDENTITY)):
+                frames[:, i] = x
                 valid[:, i] = 1
             elif flows:
                 fl = runner.fetch(f[k + neighbours.index(o)])[None]
                 frames[:, i] = flow_warp(x, fl[:, :2].to(x.dtype))
                 valid[:, i] = fl[:, 2:3].clamp(0, 1)
             else:
-                warp_similarity(w.slots[i][None], to_ref[None].to(dev), return_mask=True,
-                                out=x, mask_out=valid[:, i])
+                warp_similarity(x, to_ref[None].to(dev), return_mask=True, out=frames[:, i], mask_out=valid[:, i])
         out = runner.output((1, c, h, wd))
         out = merge_fn(frames, w.ev.to(dev), valid, ref, cfg, out=out)
         return runner.emit(out[0], f[ref].format, w.props)
