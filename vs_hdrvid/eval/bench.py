@@ -4,9 +4,9 @@ Stages are timed cumulatively (source, +linearize, +align, +merge, +tonemap), ea
 same frames through a fresh graph, and the per-node cost is the difference between consecutive
 stages. Figures are for the steady state of a long clip: the whole chain runs once untimed per
 pattern, and each timed graph follows a few untimed frames of its own chain (frame pools, caches
-and the allocator warm). Run it on an otherwise idle
-machine; figures depend on ``core.num_threads`` and on the allocator tuning the CLI applies
-(:func:`vs_hdrvid.tune_malloc`), which the results record.
+and the allocator warm). Run it on an otherwise idle machine; figures depend on
+``core.num_threads`` and on the allocator tuning the CLI applies (:func:`vs_hdrvid.tune_malloc`),
+which the results record.
 """
 from __future__ import annotations
 
