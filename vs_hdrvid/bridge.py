@@ -142,10 +142,6 @@ class _HostPool:
         """:meth:`take` as a CPU tensor."""
         return torch.from_numpy(self.take(tuple(shape), torch.empty((), dtype=dtype).numpy().dtype))
 
-    def clear(self) -> None:
-        with self._lock:
-            self._arrays.clear()
-
 
 host_pool = _HostPool()
 

@@ -105,7 +105,7 @@ def test_banded_merge_equals_whole_frame(monkeypatch, cfg):
     ev = torch.tensor([-1.5, 1.5, -1.5])
     whole = merge_exposures(frames, ev, valid, 1, cfg)
     assert torch.equal(merge_exposures(frames, ev, valid, 1, cfg, out=torch.empty_like(whole)), whole)
-    monkeypatch.setattr(merge_module, "_BAND_PIXELS", 8 * 40)
+    monkeypatch.setattr(merge_module, "BAND_PIXELS", 8 * 40)
     banded = merge_exposures(frames, ev, valid, 1, cfg)
     assert torch.equal(banded, whole)
     out = torch.full_like(whole, float("nan"))

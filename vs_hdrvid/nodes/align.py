@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import vapoursynth as vs
 
 from ..bridge import NodeRunner, shift_clip
+from ..ops.bands import BAND_PIXELS
 from ..ops.similarity import estimate_similarity
 from ..ops.warp import compose_affine, invert_affine, warp_similarity
 from ._common import (EV_PROP, SIM_CONF_PROP, SIM_PROP, check_linear, error, exposure_pattern,
@@ -61,7 +62,7 @@ def pooled_luminance(h: torch.Tensor, factor: int = 1) -> tuple[torch.Tensor, to
     b, _, rows, cols = h.shape
     hk = rows // factor
     out = [torch.empty(b, 1, hk, cols // factor, dtype=h.dtype, device=h.device) for _ in range(3)]
-    step = max(1, (1 << 18) // max(cols * factor, 1)) if h.device.type == "cpu" else hk  # coarse rows per band
+    step = max(1, BAND_PIXELS // max(cols * factor, 1)) if h.device.type == "cpu" else hk  # coarse rows per band
     for k0 in range(0, hk, step):
         k1 = min(hk, k0 + step)
         y = luma(h[..., k0 * factor:k1 * factor, :])

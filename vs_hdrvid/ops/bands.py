@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["row_bands"]
+__all__ = ["BAND_PIXELS", "row_bands"]
+
+BAND_PIXELS = 1 << 18  # about 1 MB per float32 plane: a band's passes stay in cache
 
 
-def row_bands(height: int, width: int, device: torch.device, pixels: int = 1 << 18) -> list[slice]:
+def row_bands(height: int, width: int, device: torch.device, pixels: int = BAND_PIXELS) -> list[slice]:
     """Row ranges of about ``pixels`` pixels each for pointwise work done band by band on CPU.
 
     A chain of in-place passes over a 1080p frame streams every plane through memory once per

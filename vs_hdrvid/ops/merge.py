@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["MergeConfig", "hat_weight", "merge_exposures", "Merge"]
+from .bands import BAND_PIXELS
 
-_BAND_PIXELS = 1 << 18  # pixels per band of the CPU merge: its temporaries stay in cache
+__all__ = ["MergeConfig", "hat_weight", "merge_exposures", "Merge"]
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def merge_exposures(frames: Tensor, ev: Tensor, valid: Tensor | None = None, ref
     if frames.ndim != 5 or frames.shape[2] != 3:
         raise ValueError(f"frames must be (B, T, 3, H, W), got {tuple(frames.shape)}")
     h, w = frames.shape[-2:]
-    rows = max(8, _BAND_PIXELS // max(w, 1))
+    rows = max(8, BAND_PIXELS // max(w, 1))  # plus the halo rows the filters reach
     if h <= rows + 8 or torch.compiler.is_compiling() or frames.device.type != "cpu":
         merged = _merge_block(frames, ev, valid, ref, config)
         return merged if out is None else out.copy_(merged)
