@@ -68,9 +68,31 @@ def test_hlg_reference_values_and_round_trip(device):
     assert abs(hlg_oetf(b).diff().item()) < 1e-6
 
 
+def _hlg_code_bt2100(display_nits: float, peak: float) -> float:
+    """10-bit narrow-range HLG code of a grey of ``display_nits`` on a ``peak`` display, straight
+    from BT.2100-2 (Table 5: gamma 1.2 + 0.42 log10(Lw / 1000), inverse OOTF, OETF), in float64."""
+    gamma = 1.2 + 0.42 * math.log10(peak / 1000)
+    e = (display_nits / peak) ** (1 / gamma)  # grey: Ys = E, F_D = Lw * E ** gamma
+    signal = math.sqrt(3 * e) if e <= 1 / 12 else 0.17883277 * math.log(12 * e - 0.28466892) + 0.55991073
+    return 64 + 876 * signal
+
+
+@pytest.mark.parametrize("peak,gamma", [(400.0, 1.0329), (1000.0, 1.2), (2000.0, 1.3264)])
+def test_hlg_system_gamma_follows_bt2100_issue15(peak, gamma):
+    """BT.2100's 1.2 + 0.42 log10(Lw / 1000) for 400..2000 cd/m2, not the extended 1.111 ** log2 model,
+    which is 14.5 (400 nits) and 6.8 (2000 nits) 10-bit codes off for a dim grey."""
+    assert hlg_system_gamma(peak) == pytest.approx(gamma, abs=5e-5)
+    for nits in (0.5, 5.0, 50.0, 0.6 * peak):
+        grey = torch.full((1, 3, 1, 1), nits, dtype=torch.float64)
+        code = 64 + 876 * float(hlg_oetf(hlg_display_to_scene(grey, peak))[0, 0, 0, 0])
+        assert code == pytest.approx(_hlg_code_bt2100(nits, peak), abs=0.05), nits
+    # outside 400..2000 the extended model of BT.2390 continues the curve
+    assert hlg_system_gamma(4000) == pytest.approx(1.2 * 1.111 ** 2)
+    assert hlg_system_gamma(100) == pytest.approx(1.2 * 1.111 ** math.log2(0.1))
+
+
 def test_hlg_ootf():
     assert hlg_system_gamma(1000) == pytest.approx(1.2)
-    assert hlg_system_gamma(2000) == pytest.approx(1.2 * 1.111)
     e = torch.rand(2, 3, 4, 5, dtype=torch.float64) * 0.9 + 0.05
     for peak in (400.0, 1000.0, 4000.0):
         d = hlg_ootf(e, peak)

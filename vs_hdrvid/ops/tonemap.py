@@ -193,9 +193,21 @@ def hlg_inverse_oetf(signal: Tensor) -> Tensor:
 
 
 def hlg_system_gamma(peak_nits: float = 1000.0) -> float:
-    """HLG OOTF system gamma ``1.2 * 1.111 ** log2(Lw / 1000)`` (BT.2100 Table 5 note, BT.2390)."""
-    if peak_nits <= 0:
+    """HLG OOTF system gamma for a display of nominal peak ``Lw`` cd/m2.
+
+    ``1.2 + 0.42 log10(Lw / 1000)`` for 400 <= Lw <= 2000 (BT.2100-2, Table 5, note 5c); outside
+    that range the extended model ``1.2 * 1.111 ** log2(Lw / 1000)`` of Report BT.2390 (section
+    6.2), which BT.2100 refers to there. Within the range the two differ by up to 0.02 (400 nits)
+    and 0.007 (2000 nits), several 10-bit codes of the HLG signal.
+
+    Example:
+        >>> round(hlg_system_gamma(400), 4), round(hlg_system_gamma(2000), 4)
+        (1.0329, 1.3264)
+    """
+    if not peak_nits > 0:
         raise ValueError(f"peak_nits must be positive, got {peak_nits}")
+    if 400.0 <= peak_nits <= 2000.0:
+        return 1.2 + 0.42 * math.log10(peak_nits / 1000.0)
     return 1.2 * 1.111 ** math.log2(peak_nits / 1000.0)
 
 
