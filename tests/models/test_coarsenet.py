@@ -39,7 +39,7 @@ def _static_window(hdr: torch.Tensor, evs: list[float]) -> torch.Tensor:
 @pytest.mark.parametrize("n", [2, 3])
 def test_coarsenet_shapes_and_range(n):
     torch.manual_seed(0)
-    net = CoarseNet(CoarseNetConfig.for_exposures(n) if n == 2 else _small(n)).eval()
+    net = CoarseNet(CoarseNetConfig.for_exposures(n, "paper") if n == 2 else _small(n)).eval()
     t = 2 * n - 1
     with torch.no_grad():
         out = net(torch.rand(2, t, 3, 20, 12), torch.tensor(EVS[n]))
@@ -63,7 +63,7 @@ def test_coarsenet_parameter_counts():
     print(f"CoarseNet (2 exposures): flow {nf}, weight {nw}, total {nf + nw} parameters")
     assert abs(nf - PUBLIC_FLOW_PARAMS) <= 0.15 * PUBLIC_FLOW_PARAMS
     assert abs(nw - PUBLIC_WEIGHT_PARAMS) <= 0.15 * PUBLIC_WEIGHT_PARAMS
-    net3 = CoarseNet(CoarseNetConfig.for_exposures(3))
+    net3 = CoarseNet(CoarseNetConfig.for_exposures(3, "paper"))
     print(f"CoarseNet (3 exposures): flow {_nparams(net3.flownet)}, weight {_nparams(net3.weightnet)}")
 
 
@@ -142,8 +142,9 @@ def test_coarsenet_backward_reaches_all_parameters():
 
 
 def test_coarsenet_config():
-    cfg = CoarseNetConfig.for_exposures(3)
-    assert CoarseNetConfig.from_dict(cfg.to_dict()) == cfg
+    for blend in ("paper", "merge"):
+        cfg = CoarseNetConfig.for_exposures(3, blend)
+        assert CoarseNetConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown keys"):
         CoarseNetConfig.from_dict({"num_exposure": 2})
     with pytest.raises(ValueError, match="unknown keys"):

@@ -33,15 +33,16 @@ NARROW = {"flow": {"channels": (16, 8, 8)}, "weight": {"encoder": (8, 16, 16), "
           "refine": {"features": 16, "deformable_groups": 4, "front_blocks": 1, "back_blocks": 1}}
 
 
-def network_configs(period: int, narrow: bool = False) -> dict[str, object]:
+def network_configs(period: int, narrow: bool = False, blend: str = "merge") -> dict[str, object]:
     """``{"coarse": CoarseNetConfig, "refine": RefineNetConfig}`` for ``period`` exposures.
 
-    ``narrow`` gives a few-channel version of each (same layers and windows) for fast tests.
+    ``narrow`` gives a few-channel version of each (same layers and windows) for fast tests;
+    ``blend`` CoarseNet's design (:class:`~vs_hdrvid.models.coarsenet.CoarseNetConfig`).
     """
     from ..models.coarsenet import CoarseNetConfig
     from ..models.refinenet import RefineNetConfig
 
-    coarse, refine = CoarseNetConfig.for_exposures(period), RefineNetConfig.for_exposures(period)
+    coarse, refine = CoarseNetConfig.for_exposures(period, blend), RefineNetConfig.for_exposures(period)
     if narrow:
         d = coarse.to_dict()
         d["flow"].update(NARROW["flow"])
@@ -52,7 +53,7 @@ def network_configs(period: int, narrow: bool = False) -> dict[str, object]:
 
 
 def write_random_weights(folder: str | os.PathLike, periods: tuple[int, ...] = (2, 3), narrow: bool = False,
-                         zero_flow: bool = False, seed: int = 0) -> Path:
+                         zero_flow: bool = False, seed: int = 0, blend: str = "merge") -> Path:
     """Save randomly initialised coarse/refine networks and their manifest entries into ``folder``.
 
     Args:
@@ -62,6 +63,8 @@ def write_random_weights(folder: str | os.PathLike, periods: tuple[int, ...] = (
         zero_flow: zero the output layer of every flow-pyramid level, so the flow network predicts
             no residual motion (lets tests check the flow plumbing without trained weights).
         seed: torch seed.
+        blend: CoarseNet's design; with ``"merge"`` the zero-initialised corrections stay zero, so
+            CoarseNet is the weight-free merge of its DIS-aligned window.
 
     Returns:
         the folder, for ``weights=`` of the nodes.
@@ -69,11 +72,11 @@ def write_random_weights(folder: str | os.PathLike, periods: tuple[int, ...] = (
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for n in periods:
-        for kind, cfg in network_configs(n, narrow).items():
+        for kind, cfg in network_configs(n, narrow, blend).items():
             torch.manual_seed(seed + n)
             spec = weights_mod.REGISTRY[f"{kind}-{n}exp"]
             model = spec.build(cfg.to_dict())
-            if zero_flow and kind == "coarse":
+            if zero_flow and kind == "coarse" and model.flownet is not None:
                 for level in model.flownet.basic:
                     torch.nn.init.zeros_(level[-1].weight)
                     torch.nn.init.zeros_(level[-1].bias)

@@ -30,8 +30,11 @@ from vs_hdrvid.models.blocks import (
     well_exposed_mask,
 )
 from vs_hdrvid.models.spynet import SpyNet, SpyNetConfig
-
+from vs_hdrvid.ops.merge import blend_exposures, merge_weights
+from vs_hdrvid.ops.tonemap import inverse_mulaw, mulaw
 from vs_hdrvid.ops.warp import flow_warp
+
+BLENDS = ("paper", "merge")
 
 
 @dataclass(frozen=True)
@@ -44,12 +47,19 @@ class WeightNetConfig(ConfigMixin):
         encoder: channels of the three stride-2 stages (each stage conv s2 + conv).
         decoder: channels of the three transposed-conv stages back to full resolution.
         batch_norm: BatchNorm after each hidden conv (the public two-exposure setting).
+        in_channels, out_channels: 0 for the paper's ``6M`` in and ``3M`` out; set by
+            :class:`CoarseNetConfig` for ``blend="merge"``.
+        residual_head: no sigmoid and a zero-initialised output convolution: the network then
+            predicts a correction that starts at exactly zero (``blend="merge"``).
     """
 
     num_images: int = 5
     encoder: tuple[int, ...] = (64, 128, 256)
     decoder: tuple[int, ...] = (128, 128, 128)
     batch_norm: bool = True
+    in_channels: int = 0
+    out_channels: int = 0
+    residual_head: bool = False
 
     def __post_init__(self) -> None:
         if self.num_images < 1 or len(self.encoder) != len(self.decoder) or not self.encoder:
@@ -73,7 +83,7 @@ class WeightNet(nn.Module):
         super().__init__()
         self.config = cfg = config or WeightNetConfig()
         bn, layers = cfg.batch_norm, []
-        prev = 6 * cfg.num_images
+        prev = cfg.in_channels or 6 * cfg.num_images
         for ch in cfg.encoder:
             layers += [conv_act(prev, ch, stride=2, bn=bn), conv_act(ch, ch, bn=bn)]
             prev = ch
@@ -84,15 +94,21 @@ class WeightNet(nn.Module):
             if i < len(cfg.decoder) - 1:
                 layers.append(conv_act(ch, ch, bn=bn))
             prev = ch
-        layers.append(nn.Conv2d(prev, 3 * cfg.num_images, 3, 1, 1))
+        head = nn.Conv2d(prev, cfg.out_channels or 3 * cfg.num_images, 3, 1, 1)
+        if cfg.residual_head:
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+        layers.append(head)
         self.body = nn.Sequential(*layers)
         self.multiple = 2 ** len(cfg.encoder)
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
         xp, crop = pad_to_multiple(x, self.multiple)
-        weights = crop(torch.sigmoid(self.body(xp)))  # (B, 3M, H, W)
-        return weights.reshape(b, self.config.num_images, 3, h, w)
+        out = crop(self.body(xp))  # (B, out, H, W)
+        if self.config.residual_head:
+            return out
+        return torch.sigmoid(out).reshape(b, self.config.num_images, 3, h, w)
 
 
 def blend_hdr(weights: Tensor, hdrs: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
@@ -116,6 +132,16 @@ class CoarseNetConfig(ConfigMixin):
             channel is >= keep_low (if a brighter frame exists) and <= keep_high (if a darker
             one exists); binary mask.
         gamma: gamma of the LDR inputs (section 3.1 replaces the CRF by gamma 2.2).
+        blend: ``"paper"``: the flow network estimates the flows and the weight network the
+            blending weights from scratch (section 3.2). ``"merge"`` (this project's deviation,
+            the shipped design): the network corrects the classical answer. It is given the
+            classical flows (``init_flows``, DIS, with their confidence), the flow network (with
+            ``flow.refine_init``) corrects them, and the weight network predicts, with a
+            zero-initialised head, a per-channel log-weight residual over the weights of the
+            weight-free merge (:func:`~vs_hdrvid.ops.merge.merge_weights`) of the flow-aligned
+            window and a mu-law residual over the blend. Untrained, it is that merge exactly.
+        flow_refine: ``blend="merge"`` only: run the flow network on the classical flows (False:
+            use them as they are; the network then has no flow network).
     """
 
     num_exposures: int = 2
@@ -124,24 +150,40 @@ class CoarseNetConfig(ConfigMixin):
     keep_low: float = 0.4
     keep_high: float = 0.9
     gamma: float = GAMMA
+    blend: str = "paper"
+    flow_refine: bool = True
 
     @classmethod
-    def for_exposures(cls, n: int) -> CoarseNetConfig:
-        """Default config for ``n`` alternating exposures (batch norm only for two, as published)."""
-        return cls(
-            num_exposures=n,
-            flow=SpyNetConfig(num_triples=n - 1),
-            weight=WeightNetConfig(num_images=4 * n - 3, batch_norm=n == 2),
-        )
+    def for_exposures(cls, n: int, blend: str = "merge", flow_refine: bool = True) -> CoarseNetConfig:
+        """Default config for ``n`` alternating exposures (batch norm only for two, as published).
+
+        ``blend="paper"`` is the network of the paper; ``"merge"`` the shipped correction of the
+        weight-free merge (see the attributes).
+        """
+        if blend == "paper":
+            return cls(num_exposures=n, flow=SpyNetConfig(num_triples=n - 1),
+                       weight=WeightNetConfig(num_images=4 * n - 3, batch_norm=n == 2))
+        t = 2 * n - 1
+        return cls(num_exposures=n, flow=SpyNetConfig(num_triples=n - 1, refine_init=True),
+                   weight=WeightNetConfig(num_images=t, batch_norm=n == 2, in_channels=7 * t + 3,
+                                          out_channels=3 * t + 3, residual_head=True),
+                   blend="merge", flow_refine=flow_refine)
 
     def __post_init__(self) -> None:
         n = self.num_exposures
         if n not in (2, 3):
             raise ValueError(f"CoarseNetConfig: num_exposures must be 2 or 3, got {n}")
-        if self.flow.num_triples != n - 1 or self.weight.num_images != 4 * n - 3:
+        if self.blend not in BLENDS:
+            raise ValueError(f"CoarseNetConfig: blend must be one of {BLENDS}, got {self.blend!r}")
+        t = 2 * n - 1
+        want = (4 * n - 3, 0, 0, False, False) if self.blend == "paper" else (t, 7 * t + 3, 3 * t + 3, True, True)
+        w = self.weight
+        if self.flow.num_triples != n - 1 or (w.num_images, w.in_channels, w.out_channels, w.residual_head,
+                                              self.flow.refine_init) != want:
             raise ValueError(
-                f"CoarseNetConfig: {n} exposures need flow.num_triples={n - 1} and "
-                f"weight.num_images={4 * n - 3}; use CoarseNetConfig.for_exposures({n})"
+                f"CoarseNetConfig: {n} exposures with blend={self.blend!r} need flow.num_triples={n - 1}, "
+                f"(weight.num_images, in_channels, out_channels, residual_head, flow.refine_init)={want}; "
+                f"use CoarseNetConfig.for_exposures({n}, {self.blend!r})"
             )
 
 
@@ -176,29 +218,67 @@ class CoarseNet(nn.Module):
         super().__init__()
         self.config = cfg = config or CoarseNetConfig()
         n = cfg.num_exposures
-        self.flownet = SpyNet(cfg.flow)
+        self.flownet = SpyNet(cfg.flow) if cfg.blend == "paper" or cfg.flow_refine else None
         self.weightnet = WeightNet(cfg.weight)
         self.window = 2 * n - 1
         self.center = n - 1
         self.pairs = [(j, j + n) for j in range(n - 1)]  # same exposure: (0, 2) or (0, 3), (1, 4)
         flow_order = [i for pair in self.pairs for i in pair]  # SpyNet's output order
         self.neighbours = sorted(flow_order)
-        self.flow_perm = [flow_order.index(i) for i in self.neighbours]
+        self.flow_perm = [flow_order.index(i) for i in self.neighbours]  # pair order -> time order
+        self.pair_perm = [self.neighbours.index(i) for i in flow_order]  # time order -> pair order
 
-    def forward(self, ldrs: Tensor, evs: Tensor) -> CoarseOutput:
+    @property
+    def needs_init_flows(self) -> bool:
+        """Whether :meth:`forward` needs the classical flows (``blend="merge"``)."""
+        return self.config.blend == "merge"
+
+    def _check(self, ldrs: Tensor, evs: Tensor, init_flows: Tensor | None) -> Tensor:
         b, t, c, h, w = ldrs.shape
         if t != self.window or c != 3:
             raise ValueError(f"CoarseNet: expected (B, {self.window}, 3, H, W), got {tuple(ldrs.shape)}")
-        evs = torch.as_tensor(evs, dtype=ldrs.dtype, device=ldrs.device).expand(b, t)
+        if self.needs_init_flows and (init_flows is None or init_flows.shape != (b, t - 1, 2, h, w)):
+            got = None if init_flows is None else tuple(init_flows.shape)
+            raise ValueError(f"CoarseNet(blend='merge'): init_flows must be ({b}, {t - 1}, 2, {h}, {w}), got {got}")
+        return torch.as_tensor(evs, dtype=ldrs.dtype, device=ldrs.device).expand(b, t)
+
+    def flows(self, ldrs: Tensor, evs: Tensor, init_flows: Tensor | None = None) -> Tensor:
+        """Flows from the reference to each neighbour, in time order (BasicSR's ``get_flow``).
+
+        Per exposure pair the triple ``[N_a, C re-exposed to N_a, N_b]`` goes to the flow network;
+        with ``blend="merge"`` it corrects ``init_flows`` (returned as they are without a flow
+        network).
+
+        Shape: ``ldrs (B, T, 3, H, W)``, ``evs (B, T)``, ``init_flows (B, T-1, 2, H, W)`` ->
+        ``(B, T-1, 2, H, W)``.
+        """
+        evs = self._check(ldrs, evs, init_flows)
+        if self.flownet is None:
+            return init_flows
         gamma, ci = self.config.gamma, self.center
         ref = ldrs[:, ci]  # (B, 3, H, W)
-
-        triples = [
+        triples = torch.stack([
             torch.stack((ldrs[:, a], reexpose(ref, evs[:, ci], evs[:, a], gamma), ldrs[:, bb]), dim=1)
             for a, bb in self.pairs
-        ]
-        flows = self.flownet(torch.stack(triples, dim=1))  # (B, K, 2, H, W), pair order
-        flows = flows[:, self.flow_perm]  # time order
+        ], dim=1)  # (B, G, 3, 3, H, W)
+        init = None if init_flows is None or not self.config.flow.refine_init else init_flows[:, self.pair_perm]
+        return self.flownet(triples, init)[:, self.flow_perm]  # pair order -> time order
+
+    def forward(self, ldrs: Tensor, evs: Tensor, init_flows: Tensor | None = None,
+                init_conf: Tensor | None = None, hdrs: Tensor | None = None) -> CoarseOutput:
+        """Coarse HDR of the reference.
+
+        ``blend="merge"`` needs ``init_flows`` and takes ``init_conf`` ``(B, T-1, 2|1, H, W)``
+        (time order): the classical flows and their confidence. ``hdrs (B, T, 3, H, W)``: the
+        window's linear radiance when the caller has it (a node), instead of ``ldr_to_hdr(ldrs)``.
+        """
+        evs = self._check(ldrs, evs, init_flows)
+        flows = self.flows(ldrs, evs, init_flows)  # (B, K, 2, H, W), time order
+        if self.config.blend == "merge":
+            return self._merge_forward(ldrs, evs, flows, init_conf, hdrs)
+        b, t, c, h, w = ldrs.shape
+        gamma, ci = self.config.gamma, self.center
+        ref = ldrs[:, ci]
         k = len(self.neighbours)
         nbrs = ldrs[:, self.neighbours]  # (B, K, 3, H, W)
         warped = flow_warp(nbrs.reshape(b * k, c, h, w), flows.reshape(b * k, 2, h, w)).reshape(b, k, c, h, w)
@@ -214,3 +294,44 @@ class CoarseNet(nn.Module):
         mask = well_exposed_mask(ref, evs[:, ci], evs, self.config.keep_low, self.config.keep_high, soft=False)
         hdr = mask * cand_hdr[:, 0] + (1 - mask) * hdr
         return CoarseOutput(hdr=hdr, flows=flows, warped=warped, weights=weights, mask=mask)
+
+    def _merge_forward(self, ldrs: Tensor, evs: Tensor, flows: Tensor, init_conf: Tensor | None,
+                       hdrs: Tensor | None) -> CoarseOutput:
+        """``blend="merge"``: the weight-free merge of the flow-aligned window, corrected."""
+        b, t, c, h, w = ldrs.shape
+        gamma, ci, k = self.config.gamma, self.center, t - 1
+        if hdrs is None:
+            hdrs = ldr_to_hdr(ldrs.reshape(b * t, c, h, w), evs.reshape(-1), gamma).reshape(b, t, c, h, w)
+        nbrs = hdrs[:, self.neighbours].reshape(b * k, c, h, w)
+        warped = flow_warp(nbrs, flows.reshape(b * k, 2, h, w)).reshape(b, k, c, h, w)
+        frames = torch.cat((warped[:, :ci], hdrs[:, ci:ci + 1], warped[:, ci:]), dim=1)  # (B, T, 3, H, W)
+        conf = ldrs.new_ones(b, k, 1, h, w) if init_conf is None else init_conf.to(ldrs.dtype)
+        valid = torch.cat((conf[:, :ci], ldrs.new_ones(b, 1, 1, h, w), conf[:, ci:]), dim=1)
+        with torch.no_grad():  # the classical weights are the base, not a path for gradients
+            base_w, all_clipped = merge_weights(frames.detach(), evs, valid, ci)  # (B, T, 1, H, W)
+        scale = hdr_scale(evs)[:, None]  # (B, 1, 1, 1, 1) = 1 / H_sat
+        base = blend_exposures(frames, base_w, evs, all_clipped)  # (B, 3, H, W)
+        lin = (frames * scale).clamp(0, 1)  # (B, T, 3, H, W) normalised radiance
+        frame_ldr = (frames * torch.exp2(evs)[..., None, None, None]).clamp(0, 1).pow(1 / gamma)
+        share = base_w / base_w.sum(1, keepdim=True)
+        net_in = torch.cat((frame_ldr, lin, share), dim=2).reshape(b, 7 * t, h, w)
+        net_in = torch.cat((net_in, mulaw((base * scale[:, 0]).clamp(0, 1))), dim=1)  # (B, 7T+3, H, W)
+        out = self.weightnet(net_in)  # (B, 3T+3, H, W), zero at initialisation
+        log_w = out[:, :3 * t].reshape(b, t, 3, h, w).clamp(-8.0, 8.0)
+        weights = base_w * torch.exp(log_w)  # (B, T, 3, H, W)
+        hdr = blend_exposures(frames, weights, evs, all_clipped)
+        hdr = mulaw_residual(hdr, out[:, 3 * t:], scale[:, 0])
+        norm = weights / weights.sum(1, keepdim=True)
+        return CoarseOutput(hdr=hdr, flows=flows, warped=warped, weights=norm, mask=torch.zeros_like(ldrs[:, 0, :1]))
+
+
+def mulaw_residual(hdr: Tensor, residual: Tensor, scale: Tensor) -> Tensor:
+    """``hdr`` moved by ``residual`` in the mu-law domain of ``clip(hdr * scale, 0, 1)``.
+
+    Written as ``hdr + (T^-1(T(x) + r) - T^-1(T(x))) / scale`` so that a zero residual returns
+    ``hdr`` bit for bit (``T^-1(T(x))`` alone is not exactly ``x`` in floating point).
+
+    Shape: ``hdr, residual (B, 3, H, W)``, ``scale (B, 1, 1, 1)`` -> ``(B, 3, H, W)``.
+    """
+    t = mulaw((hdr * scale).clamp(0, 1))
+    return hdr + (inverse_mulaw((t + residual).clamp(0, 1)) - inverse_mulaw(t)) / scale

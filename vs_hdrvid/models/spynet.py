@@ -34,7 +34,11 @@ class SpyNetConfig(ConfigMixin):
         levels: pyramid levels; inputs are padded to a multiple of ``2**(levels-1)``.
         channels: hidden channels of each level's convolution stack.
         kernel_size: kernel of those convolutions.
-        max_flow: final flows are clamped to +-max_flow pixels (0 disables).
+        max_flow: final flows are clamped to +-max_flow pixels (0 disables); with ``refine_init``
+            the correction is clamped instead.
+        refine_init: correct a given initial flow (the classical DIS flow) instead of estimating
+            from zero; each level's last convolution starts at zero, so an untrained network
+            returns the initial flow exactly. A deviation from the paper (see :class:`SpyNet`).
     """
 
     num_triples: int = 1
@@ -42,6 +46,7 @@ class SpyNetConfig(ConfigMixin):
     channels: tuple[int, ...] = (100, 50, 25)
     kernel_size: int = 5
     max_flow: float = 200.0
+    refine_init: bool = False
 
     def __post_init__(self) -> None:
         if self.num_triples < 1 or self.levels < 1 or self.kernel_size % 2 == 0:
@@ -51,12 +56,20 @@ class SpyNetConfig(ConfigMixin):
 class SpyNet(nn.Module):
     """Coarse-to-fine flow from the reference of each triple to its two neighbours.
 
+    With ``config.refine_init`` (this project's deviation, so that a CPU training budget starts
+    from the classical answer rather than from nothing) the network corrects ``init``: the
+    initial flow is average-pooled into the pyramid (vectors halved per level), each level warps
+    the neighbours by ``init + correction`` and adds its output to the correction, and the result
+    is ``init + correction`` at full resolution. The zero-initialised last convolutions make the
+    untrained network the identity on ``init``.
+
     Args:
         config: :class:`SpyNetConfig`.
 
     Shape:
         - triples: ``(B, G, 3, 3, H, W)``: G triples ``[N_a, C, N_b]`` of RGB LDR frames in
           [0, 1], where C is the reference re-exposed to the exposure of N_a and N_b.
+        - init: ``(B, 2*G, 2, H, W)`` initial flows in the output order (``refine_init`` only).
         - output: ``(B, 2*G, 2, H, W)``: flows ``[C->N_a, C->N_b]`` for each triple in turn.
     """
 
@@ -72,12 +85,20 @@ class SpyNet(nn.Module):
                 layers += [nn.Conv2d(prev, ch, k, 1, k // 2), nn.ReLU(inplace=True)]
                 prev = ch
             layers.append(nn.Conv2d(prev, c_out, k, 1, k // 2))
+            if cfg.refine_init:
+                nn.init.zeros_(layers[-1].weight)
+                nn.init.zeros_(layers[-1].bias)
             self.basic.append(nn.Sequential(*layers))
 
-    def forward(self, triples: Tensor) -> Tensor:
+    def forward(self, triples: Tensor, init: Tensor | None = None) -> Tensor:
         b, g, three, c, h, w = triples.shape
         if g != self.config.num_triples or three != 3:
             raise ValueError(f"SpyNet: expected (B, {self.config.num_triples}, 3, C, H, W), got {tuple(triples.shape)}")
+        if self.config.refine_init:
+            if init is None or init.shape != (b, 2 * g, 2, h, w):
+                got = None if init is None else tuple(init.shape)
+                raise ValueError(f"SpyNet(refine_init): init must be ({b}, {2 * g}, 2, {h}, {w}), got {got}")
+            return self._refine(triples, init)
         x, crop = pad_to_multiple(triples.reshape(b, g * 3 * c, h, w), 2 ** (self.config.levels - 1))
         pyramid = [x]  # finest last
         for _ in range(self.config.levels - 1):
@@ -99,6 +120,30 @@ class SpyNet(nn.Module):
         if self.config.max_flow > 0:
             flow = flow.clamp(-self.config.max_flow, self.config.max_flow)
         return flow.reshape(b, 2 * g, 2, h, w)
+
+    def _refine(self, triples: Tensor, init: Tensor) -> Tensor:
+        """``init + correction`` (see the class docstring)."""
+        b, g, _, c, h, w = triples.shape
+        m = 2 ** (self.config.levels - 1)
+        x, crop = pad_to_multiple(triples.reshape(b, g * 3 * c, h, w), m)
+        f0, _ = pad_to_multiple(init.reshape(b, g * 4, h, w), m, mode="replicate")
+        pyramid, inits = [x], [f0]  # finest last
+        for _ in range(self.config.levels - 1):
+            pyramid.insert(0, F.avg_pool2d(pyramid[0], 2))
+            inits.insert(0, F.avg_pool2d(inits[0], 2) * 0.5)
+        res = x.new_zeros(b, g * 4, *pyramid[0].shape[-2:])  # (B, 4G, h0, w0)
+        for module, img, start in zip(self.basic, pyramid, inits):
+            hl, wl = img.shape[-2:]
+            res = resize_flow(res.reshape(b * g * 2, 2, *res.shape[-2:]), (hl, wl)).reshape(b, g * 4, hl, wl)
+            frames = img.reshape(b, g, 3, c, hl, wl)
+            nbrs = flow_warp(frames[:, :, (0, 2)].reshape(b * g * 2, c, hl, wl),
+                             (start + res).reshape(b * g * 2, 2, hl, wl)).reshape(b, g, 2, c, hl, wl)
+            frames = torch.stack((nbrs[:, :, 0], frames[:, :, 1], nbrs[:, :, 1]), dim=2)
+            res = res + module(frames.reshape(b, g * 3 * c, hl, wl))
+        res = crop(res)
+        if self.config.max_flow > 0:
+            res = res.clamp(-self.config.max_flow, self.config.max_flow)
+        return init + res.reshape(b, 2 * g, 2, h, w)
 
 
 @dataclass(frozen=True)

@@ -6,20 +6,14 @@ import torch
 import vapoursynth as vs
 
 from ..bridge import NodeRunner, blank_like
-from ..ops.classical_flow import dense_flow, flow_confidence
+from ..ops.classical_flow import exposure_flow
 from ..ops.warp import flow_warp, similarity_to_flow, warp_similarity
 from ._common import check_linear, error, exposure_pattern
 from ._window import ExposureWindow
 
-__all__ = ["classical_flow", "flow_luminance"]
+__all__ = ["classical_flow"]
 
 NODE = "classical_flow"
-
-
-def flow_luminance(h: torch.Tensor, level: float) -> np.ndarray:
-    """Linear luminance clipped at ``level`` and normalised to [0, 1], as ``(H, W)`` numpy."""
-    y = 0.2126 * h[0] + 0.7152 * h[1] + 0.0722 * h[2]
-    return (y / level).clamp(0, 1).float().cpu().numpy()
 
 
 def classical_flow(clip: vs.VideoNode, offset: int, method: str = "dis", preset: str = "medium"
@@ -57,17 +51,14 @@ def classical_flow(clip: vs.VideoNode, offset: int, method: str = "dis", preset:
         m = w.to_ref[slot][None]
         mov, inside = warp_similarity(w.frames[slot][None], m, return_mask=True)
         mov = mov[0]
-        level = float(torch.exp2(-w.ev.max())) * 0.92 ** 2.2
-        a, b = flow_luminance(w.frames[ref], level), flow_luminance(mov, level)
-        fw = dense_flow(a, b, method=method, preset=preset)
-        bw = dense_flow(b, a, method=method, preset=preset)
+        fw, conf = exposure_flow(w.frames[ref], mov, float(w.ev.max()), method, preset)
         # no confidence where the neighbour's pixel lies outside its frame (border padding)
         landed = flow_warp(inside, torch.from_numpy(fw)[None])[0, 0].numpy()
-        conf = flow_confidence(fw, bw) * (landed > 0.999)
+        conf = conf * (landed > 0.999)
         # residual flow lands in the warped neighbour; map it back through the similarity
         res = torch.from_numpy(fw)[None]
         total = res + flow_warp(similarity_to_flow(m, *res.shape[-2:]), res)
-        out = torch.cat([total[0], torch.from_numpy(np.asarray(conf, np.float32)).reshape(1, *a.shape)])
+        out = torch.cat([total[0], torch.from_numpy(np.asarray(conf, np.float32))[None]])
         return runner.emit(out, f[ref].format, w.props, publish=False)
 
     return runner.map_frames(blank_like(clip), window.clips, process)

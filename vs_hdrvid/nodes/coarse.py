@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Sequence
 
+import torch
 import vapoursynth as vs
 
 from ..bridge import NodeRunner, blank_like
 from ..models.blocks import pad_to_multiple
 from ._common import check_linear, error, pick_device
+from ._flows import check_flow_clips
 from ._nets import _RGBS, align_to_ref, load_network, network_period, radiance_to_ldr
 from ._window import ExposureWindow
 
@@ -18,14 +21,21 @@ NODE = "coarse"
 
 
 def coarse(lin: vs.VideoNode, weights: str | os.PathLike | None = None, device: str = "auto",
-           fp32: bool = False, num_streams: int = 1) -> vs.VideoNode:
+           fp32: bool = False, num_streams: int = 1, flow: Sequence[vs.VideoNode] | None = None
+           ) -> vs.VideoNode:
     """Coarse HDR of every frame by CoarseNet (Chen et al. 2021, sections 3.1-3.2).
 
     Each frame's window (``t-1..t+1`` for a 2-exposure pattern, ``t-2..t+2`` for 3; at the clip's
     ends missing neighbours are replaced by the nearest frame of the same exposure) is turned back
-    into gamma-2.2 LDR (:func:`radiance_to_ldr`), the neighbours are warped onto the reference by
-    the composed similarity props of :func:`align` (global alignment, section 3.1; skipped
-    without them), and the network aligns the rest by flow and blends the candidates.
+    into gamma-2.2 LDR (:func:`radiance_to_ldr`).
+
+    The shipped weights (``blend="merge"``, see :class:`~vs_hdrvid.models.coarsenet.CoarseNetConfig`)
+    start from the classical answer: the window is aligned by the DIS flows of
+    :func:`classical_flow` (which include the :func:`align` similarity), its flow network corrects
+    them, and the network corrects the weights of the weight-free :func:`merge` of the aligned
+    window and its result. Untrained, it equals ``merge(lin, flow=classical_flow clips)`` of the
+    same window. Weights of the paper's design (``blend="paper"``) warp the neighbours by the
+    similarity props and estimate the flows and weights themselves.
 
     Args:
         lin: output of :func:`linearize`, ideally through :func:`align`; 2 or 3 exposures, frames
@@ -36,6 +46,9 @@ def coarse(lin: vs.VideoNode, weights: str | os.PathLike | None = None, device: 
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         fp32: compute in float32 on CUDA too (default fp16 there; CPU is always fp32).
         num_streams: frames processed concurrently (one CUDA stream each).
+        flow: ``blend="merge"`` weights only: the flow clips to start from, one per neighbour
+            offset ``-(n-1)..-1, 1..n-1`` (RGBS u, v, confidence from frame n to that neighbour);
+            None: ``classical_flow(lin, offset)`` (DIS, preset medium), as in training.
 
     Returns:
         RGBS linear HDR (``H = f^-1(L) / 2**EV``, the scale of the input) with the reference
@@ -53,17 +66,31 @@ def coarse(lin: vs.VideoNode, weights: str | os.PathLike | None = None, device: 
         raise error(NODE, f"the weights hold a {net.config.num_exposures}-exposure CoarseNet but the clip "
                           f"has a {period}-exposure pattern")
     offsets = list(range(-(period - 1), period))
+    neighbours = [o for o in offsets if o]
+    if net.needs_init_flows:
+        from .classical_flow import classical_flow
+
+        flows = check_flow_clips(flow, lin, neighbours, NODE) or [classical_flow(lin, o) for o in neighbours]
+    elif flow is not None:
+        raise error(NODE, "flow= is for weights of the blend='merge' design; these weights estimate their own flow")
+    else:
+        flows = []
     window = ExposureWindow(lin, offsets, period, NODE)
     runner = NodeRunner(NODE, dev, dtype, num_streams=num_streams, cache_frames=2 * len(offsets) + 2)
     multiple = math.lcm(2 ** (net.config.flow.levels - 1), net.weightnet.multiple)
-    ref, gamma = offsets.index(0), net.config.gamma
+    ref, gamma, k = offsets.index(0), net.config.gamma, len(window.clips)
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        w = window.gather(n, f, runner)
+        w = window.gather(n, f[:k], runner)
         ev = w.ev.to(dev, dtype)
-        ldr = align_to_ref(radiance_to_ldr(w.frames, ev, gamma), w.to_ref, ref)  # (T, 3, H, W)
+        ldr = radiance_to_ldr(w.frames, ev, gamma)  # (T, 3, H, W)
+        if flows:  # the flows include the similarity: the networks pad for themselves
+            init = torch.stack([runner.fetch(fr) for fr in f[k:]]).to(dtype)[None]  # (1, K, 3, H, W)
+            hdr = net(ldr[None], ev[None], init[:, :, :2], init[:, :, 2:3].clamp(0, 1), w.frames[None]).hdr[0]
+            return runner.emit(hdr, _RGBS, w.props)
+        ldr = align_to_ref(ldr, w.to_ref, ref)
         x, crop = pad_to_multiple(ldr[None], multiple)  # (1, T, 3, H', W')
         hdr = crop(net(x, ev[None]).hdr)[0]  # (3, H, W)
         return runner.emit(hdr, _RGBS, w.props)
 
-    return runner.map_frames(blank_like(lin), window.clips, process)
+    return runner.map_frames(blank_like(lin), window.clips + flows, process)

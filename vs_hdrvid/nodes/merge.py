@@ -9,30 +9,14 @@ import vapoursynth as vs
 from ..bridge import NodeRunner, blank_like
 from ..ops.merge import MergeConfig, merge_exposures
 from ..ops.warp import flow_warp, warp_similarity
-from ._common import check_clip, check_linear, error, exposure_pattern, pick_device
+from ._common import check_linear, error, exposure_pattern, pick_device
+from ._flows import check_flow_clips
 from ._window import ExposureWindow
 
 __all__ = ["merge"]
 
 NODE = "merge"
 _IDENTITY = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-
-
-def _check_flows(flow: Sequence[vs.VideoNode] | None, clip: vs.VideoNode, offsets: list[int]
-                 ) -> list[vs.VideoNode]:
-    if flow is None:
-        return []
-    flows = [flow] if isinstance(flow, vs.VideoNode) else list(flow)
-    if len(flows) != len(offsets):
-        raise error(NODE, f"flow needs one clip per neighbour offset {offsets}, got {len(flows)}")
-    for f in flows:
-        f = check_clip(f, NODE)
-        if f.format.id != vs.RGBS or (f.width, f.height) != (clip.width, clip.height):
-            raise error(NODE, "flow clips must be RGBS (u, v, confidence) of the clip's size; "
-                              "make them with hv.classical_flow or hv.flow")
-        if f.num_frames != clip.num_frames:
-            raise error(NODE, f"a flow clip has {f.num_frames} frames, the clip {clip.num_frames}")
-    return flows
 
 
 def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | None = None,
@@ -72,7 +56,7 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
         raise error(NODE, "the clip has a single exposure; merge needs an alternating pattern")
     offsets = list(range(-radius, radius + 1))
     neighbours = [o for o in offsets if o != 0]
-    flows = _check_flows(flow, clip, neighbours)
+    flows = check_flow_clips(flow, clip, neighbours, NODE)
     window = ExposureWindow(clip, offsets, period, NODE)
     dev, dtype = pick_device(device, fp32, NODE)
     if compile and dev.type == "cpu":

@@ -86,6 +86,8 @@ def flow(lin: vs.VideoNode, offset: int = 1, weights: str | os.PathLike | None =
                           "use hv.classical_flow for other offsets")
     dev, dtype = pick_device(device, fp32, NODE)
     net = load_network("coarse", weights, period, dev, dtype, NODE)
+    if net.needs_init_flows:
+        return _corrected_classical_flow(lin, offset, net, dev, dtype, num_streams)
     slots = list(range(-reach, reach + 1))  # CoarseNet's window
     union = sorted(set(slots) | {offset + o for o in slots})  # forward window, and the one around n+offset
     window = ExposureWindow(lin, union, period, NODE)
@@ -115,3 +117,30 @@ def flow(lin: vs.VideoNode, offset: int = 1, weights: str | os.PathLike | None =
         return runner.emit(torch.cat((total_fw, conf), 1)[0], _RGBS, w.props)
 
     return runner.map_frames(blank_like(lin), window.clips, process)
+
+
+def _corrected_classical_flow(lin: vs.VideoNode, offset: int, net: torch.nn.Module, dev: torch.device,
+                              dtype: torch.dtype, num_streams: int) -> vs.VideoNode:
+    """``flow`` for CoarseNet weights of the ``blend="merge"`` design: the DIS flow of
+    :func:`classical_flow` as the network's flow network corrects it (the DIS flow itself when
+    the network has none). The confidence is that of the DIS flow's forward-backward check."""
+    from .classical_flow import classical_flow
+
+    if net.flownet is None:
+        return classical_flow(lin, offset)
+    reach = net.config.num_exposures - 1
+    slots = list(range(-reach, reach + 1))
+    nbrs = [o for o in slots if o]
+    init_clips = [classical_flow(lin, o) for o in nbrs]
+    window = ExposureWindow(lin, slots, net.config.num_exposures, NODE)
+    runner = NodeRunner(NODE, dev, dtype, num_streams=num_streams, cache_frames=2 * len(slots) + 2)
+    k, out = len(window.clips), nbrs.index(offset)
+
+    def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        w = window.gather(n, f[:k], runner)
+        ev = w.ev.to(dev, dtype)
+        init = torch.stack([runner.fetch(fr) for fr in f[k:]]).to(dtype)[None]  # (1, K, 3, H, W)
+        flows = net.flows(radiance_to_ldr(w.frames, ev, net.config.gamma)[None], ev[None], init[:, :, :2])
+        return runner.emit(torch.cat((flows[0, out].float(), init[0, out, 2:3].float().clamp(0, 1))), _RGBS, w.props)
+
+    return runner.map_frames(blank_like(lin), window.clips + init_clips, process)

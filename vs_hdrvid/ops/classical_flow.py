@@ -20,7 +20,8 @@ import torch
 
 from vs_hdrvid.ops.warp import forward_backward_confidence
 
-__all__ = ["FLOW_METHODS", "FLOW_PRESETS", "encode_luminance", "dense_flow", "flow_confidence"]
+__all__ = ["FLOW_METHODS", "FLOW_PRESETS", "encode_luminance", "dense_flow", "flow_confidence",
+           "flow_luminance", "exposure_flow"]
 
 FLOW_METHODS: tuple[str, ...] = ("dis", "farneback")
 FLOW_PRESETS: tuple[str, ...] = ("ultrafast", "fast", "medium")
@@ -139,3 +140,30 @@ def flow_confidence(fw: np.ndarray, bw: np.ndarray, alpha1: float = 0.01,
     conf = forward_backward_confidence(torch.from_numpy(fw)[None], torch.from_numpy(bw)[None],
                                        alpha=alpha1, beta=alpha2)  # (1, 1, H, W)
     return conf[0, 0].numpy().astype(np.float32)
+
+
+def flow_luminance(h: torch.Tensor, level: float) -> np.ndarray:
+    """Linear luminance of ``h (3, H, W)`` clipped at ``level`` and normalised to [0, 1], ``(H, W)`` numpy."""
+    y = 0.2126 * h[0] + 0.7152 * h[1] + 0.0722 * h[2]
+    return (y / level).clamp(0, 1).float().cpu().numpy()
+
+
+def exposure_flow(ref: torch.Tensor, mov: torch.Tensor, ev_max: float, method: str = "dis",
+                  preset: str = "medium") -> tuple[np.ndarray, np.ndarray]:
+    """Flow from ``ref`` to ``mov`` between frames of different exposures, with its confidence.
+
+    Kang et al. 2003's normalisation: both frames (linear radiance on the ``H = f^-1(L) / 2**EV``
+    scale) are clipped at the radiance where the longest exposure of the window, ``ev_max``,
+    saturates (``0.92**2.2 / 2**ev_max``), so that they look alike, then matched by
+    :func:`dense_flow` both ways; the confidence is the forward-backward check of
+    :func:`flow_confidence`. The ``classical_flow`` node and the training data of the networks
+    that start from this flow both call it, so the two see the same flow.
+
+    Shape:
+        ``ref, mov (3, H, W)`` -> flow ``(2, H, W)``, confidence ``(H, W)`` (float32 numpy).
+    """
+    level = 2.0 ** -float(ev_max) * 0.92 ** 2.2
+    a, b = flow_luminance(ref, level), flow_luminance(mov, level)
+    fw = dense_flow(a, b, method=method, preset=preset)
+    bw = dense_flow(b, a, method=method, preset=preset)
+    return fw, flow_confidence(fw, bw)

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .bands import BAND_PIXELS
 
-__all__ = ["MergeConfig", "hat_weight", "merge_exposures", "Merge"]
+__all__ = ["MergeConfig", "hat_weight", "merge_exposures", "merge_weights", "blend_exposures", "Merge"]
 
 
 @dataclass(frozen=True)
@@ -159,8 +159,10 @@ def merge_exposures(frames: Tensor, ev: Tensor, valid: Tensor | None = None, ref
     return out
 
 
-def _merge_block(frames: Tensor, ev: Tensor, valid: Tensor | None, ref: int, config: MergeConfig) -> Tensor:
-    """:func:`merge_exposures` on a whole frame or a band of rows (exact away from the band's cut edges)."""
+def _weights(frames: Tensor, ev: Tensor, valid: Tensor | None, ref: int, config: MergeConfig
+             ) -> tuple[Tensor, Tensor, Tensor, float]:
+    """The merge's weights ``w (b, t, 1, h, w)`` (fallback included), their sum, the least clipping
+    level ``(b, 1, h, w)`` over the frames and the linear clipping level it is compared with."""
     b, t = frames.shape[:2]
     dtype = frames.dtype
     ev = torch.as_tensor(ev, dtype=dtype, device=frames.device).expand(b, t)
@@ -225,23 +227,66 @@ def _merge_block(frames: Tensor, ev: Tensor, valid: Tensor | None, ref: int, con
         total.add_(w[:, i])
     w[:, ref].add_(torch.le(total, 0, out=bound).mul_(expo[:, ref]))
     total.add_(bound)  # the fallback weight joins the (zero) total
+    least = lin_max[:, 0].clone()
+    for i in range(1, t):
+        torch.minimum(least, lin_max[:, i], out=least)
+    return w, total, least, high_lin
+
+
+def _merge_block(frames: Tensor, ev: Tensor, valid: Tensor | None, ref: int, config: MergeConfig) -> Tensor:
+    """:func:`merge_exposures` on a whole frame or a band of rows (exact away from the band's cut edges)."""
+    b, t = frames.shape[:2]
+    w, total, least, high_lin = _weights(frames, ev, valid, ref, config)
+    ev = torch.as_tensor(ev, dtype=frames.dtype, device=frames.device).expand(b, t)
+    if torch.compiler.is_compiling():
+        return blend_exposures(frames, w, ev, (least >= high_lin).to(frames.dtype))
     merged = frames[:, 0] * w[:, 0]
     for i in range(1, t):
         merged.addcmul_(frames[:, i], w[:, i])
     merged.div_(total)
-    # where every frame is clipped, the shortest exposure's clipped value is the best bound
-    least = lin_max[:, 0].clone()
-    for i in range(1, t):
-        torch.minimum(least, lin_max[:, i], out=least)
-    if torch.compiler.is_compiling():
-        shortest = torch.argmin(ev, dim=1)
-        h_short = frames[torch.arange(b, device=frames.device), shortest]
-        return torch.where(least >= high_lin, torch.maximum(h_short, merged), merged)
     if float(least.max()) >= high_lin:  # merged += all_clipped * max(h_short - merged, 0), in place
+        bound = torch.empty_like(least)
         for j, i in enumerate(torch.argmin(ev, dim=1).tolist()):
             lift = torch.sub(frames[j, i], merged[j]).clamp_(min=0)
             merged[j].add_(lift.mul_(torch.ge(least[j], high_lin, out=bound[j])))
     return merged
+
+
+def merge_weights(frames: Tensor, ev: Tensor, valid: Tensor | None = None, ref: int = 0,
+                  config: MergeConfig = MergeConfig()) -> tuple[Tensor, Tensor]:
+    """The weights :func:`merge_exposures` gives each frame, and where every frame is clipped.
+
+    For the networks that learn a correction of the merge (CoarseNet's ``blend="merge"``):
+    ``blend_exposures(frames, weights, ev, all_clipped)`` is the merge itself, bit for bit.
+
+    Returns:
+        ``weights (B, T, 1, H, W)`` (non-negative, at least one positive per pixel: where every
+        frame was rejected the reference takes over) and ``all_clipped (B, 1, H, W)`` (0/1).
+    """
+    if frames.ndim != 5 or frames.shape[2] != 3:
+        raise ValueError(f"frames must be (B, T, 3, H, W), got {tuple(frames.shape)}")
+    w, _, least, high_lin = _weights(frames, ev, valid, ref, config)
+    return w, (least >= high_lin).to(frames.dtype)
+
+
+def blend_exposures(frames: Tensor, weights: Tensor, ev: Tensor, all_clipped: Tensor) -> Tensor:
+    """Normalised weighted mean of the frames; where every frame is clipped, at least the shortest
+    exposure's value (the merge's last step). Differentiable, out of place.
+
+    Shape:
+        ``frames (B, T, 3, H, W)``, ``weights (B, T, 1 | 3, H, W)``, ``ev (B, T)``,
+        ``all_clipped (B, 1, H, W)`` -> ``(B, 3, H, W)``.
+    """
+    b, t = frames.shape[:2]
+    merged = frames[:, 0] * weights[:, 0]
+    total = weights[:, 0]
+    for i in range(1, t):
+        merged = torch.addcmul(merged, frames[:, i], weights[:, i])
+        total = total + weights[:, i]
+    merged = merged / total
+    shortest = torch.argmin(torch.as_tensor(ev, device=frames.device).expand(b, t), dim=1)
+    h_short = frames[torch.arange(b, device=frames.device), shortest]
+    return merged + (h_short - merged).clamp(min=0) * all_clipped
 
 
 class Merge(torch.nn.Module):

@@ -24,7 +24,8 @@ __all__ = ["add_cli", "run_cli", "config_from_args", "log_to_stderr"]
 _OPTIONS = ("exposures", "root", "preset", "val_preset", "steps", "max_minutes", "batch", "patch", "lr",
             "device", "resume", "out_name", "seed", "workers", "init_from", "threads", "val_every",
             "ckpt_every", "log_every", "val_patch", "val_windows", "perc_weight", "flow_lr_scale",
-            "lr_halve_every", "weights_dir", "runs_dir", "ship", "val_at_start", "model", "flow_weight")
+            "lr_halve_every", "weights_dir", "runs_dir", "ship", "val_at_start", "model", "flow_weight",
+            "blend", "flow_refine", "warmup", "head_lr_scale")
 
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
@@ -75,6 +76,13 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                    help="dealthdr: the CPU width (small) or the paper's depth with Turtle's width")
     p.add_argument("--flow-weight", type=float, default=d.flow_weight,
                    help="dealthdr: weight of the SpyNet's EPE against ground-truth flow")
+    p.add_argument("--blend", choices=("merge", "paper"), default=d.blend,
+                   help="CoarseNet's design: a correction of the DIS-aligned merge (merge) or the paper's")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="linear lr warm-up steps (0: none)")
+    p.add_argument("--head-lr-scale", type=float, default=d.head_lr_scale,
+                   help="lr of a blend=merge CoarseNet's zero-initialised output layer relative to --lr")
+    p.add_argument("--no-flow-refine", dest="flow_refine", action="store_false",
+                   help="CoarseNet (blend=merge) without a flow network: the DIS flows as they are")
     p.set_defaults(func=run_cli)
     return p
 

@@ -53,6 +53,10 @@ class TrainConfig:
         lr: base learning rate (``None``: the stage default); Adam with default betas.
         flow_lr_scale: the flow network's learning rate relative to ``lr`` in end-to-end stages.
         lr_halve_every: halve the learning rate every this many steps (0: ``steps // 2``).
+        warmup: linear learning-rate warm-up over the first steps of a run (0: none), so the
+            first Adam steps of a zero-initialised correction do not throw it far off.
+        head_lr_scale: learning rate of the zero-initialised output layer of a ``blend="merge"``
+            CoarseNet relative to ``lr`` (its output is added to the classical answer directly).
         perc_weight: weight of the perceptual substitute (:func:`~vs_hdrvid.train.losses.structure_loss`).
         val_patch, val_windows: side of the fixed validation crops and crops per scene (keep
             them when continuing a run: shipping compares validation results of the same crops).
@@ -76,6 +80,11 @@ class TrainConfig:
         model: ``dealthdr`` only: ``small`` (the CPU width, :meth:`DeAltHDRConfig.small`) or
             ``paper`` (the paper's depth with Turtle's width).
         flow_weight: ``dealthdr`` only: weight of the SpyNet's EPE against the ground-truth flows.
+        blend: CoarseNet's design (``coarse``/``spynet``/``refine``): ``merge`` (the shipped
+            correction of the weight-free merge with DIS flows) or ``paper``
+            (:class:`~vs_hdrvid.models.coarsenet.CoarseNetConfig`).
+        flow_refine: CoarseNet's flow network corrects the DIS flows (``blend="merge"``; False:
+            no flow network, the DIS flows as they are).
     """
 
     stage: str
@@ -90,6 +99,8 @@ class TrainConfig:
     lr: float | None = None
     flow_lr_scale: float = 0.25
     lr_halve_every: int = 0
+    warmup: int = 100
+    head_lr_scale: float = 0.1
     perc_weight: float = 0.5
     val_patch: int = 128
     val_windows: int = 3
@@ -112,6 +123,8 @@ class TrainConfig:
     synth_if_missing: bool = True
     model: str = "small"
     flow_weight: float = 0.01
+    blend: str = "merge"
+    flow_refine: bool = True
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -126,6 +139,8 @@ class TrainConfig:
             raise ValueError("train dealthdr: DeAltHDR is trained for 2-exposure patterns (EV -2/+1)")
         if self.model not in ("small", "paper"):
             raise ValueError(f"train: model must be small or paper, got {self.model!r}")
+        if self.blend not in ("merge", "paper"):
+            raise ValueError(f"train: blend must be merge or paper, got {self.blend!r}")
         if self.ship not in ("auto", "always", "never"):
             raise ValueError(f"train: ship must be auto, always or never, got {self.ship!r}")
         if self.lr is None:
@@ -148,7 +163,8 @@ class TrainConfig:
         if self.cosine:
             frac = min(step, self.steps) / self.steps
             return MIN_LR + (float(self.lr) - MIN_LR) * 0.5 * (1 + math.cos(math.pi * frac))
-        return float(self.lr) * 0.5 ** (step // self.halve_every)
+        warm = min(1.0, (step + 1) / self.warmup) if self.warmup else 1.0
+        return warm * float(self.lr) * 0.5 ** (step // self.halve_every)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:

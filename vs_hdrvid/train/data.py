@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from vs_hdrvid.ops.classical_flow import exposure_flow
 from vs_hdrvid.ops.exr import read_exr
 from vs_hdrvid.ops.warp import flow_warp
 from vs_hdrvid.synth.augment import Augment, perturb_tone, sample_augment
@@ -54,6 +55,8 @@ __all__ = ["SceneArrays", "WindowDataset", "window_length", "list_scene_dirs", "
 GAMMA = 2.2
 KINDS = ("flow", "coarse", "refine", "dealthdr")
 _WITH_FLOWS = ("flow", "dealthdr")
+CLASSICAL_FLOW = ("dis", "medium")  # what the `coarse` node's classical_flow clips use
+_CLASSICAL_CACHE = "classical_flow_dis_medium_v1.npz"
 
 
 def window_length(kind: str, exposures: int) -> int:
@@ -137,6 +140,43 @@ class SceneArrays:
     def num_frames(self) -> int:
         return len(self.evs)
 
+    def classical_flows(self, reach: int) -> tuple[np.ndarray, np.ndarray]:
+        """The classical (DIS) flows ``t -> t+d`` for ``0 < |d| <= reach`` and their confidence,
+        as the ``coarse`` node gets them from ``classical_flow`` clips
+        (:func:`vs_hdrvid.ops.classical_flow.exposure_flow` on the linearised frames).
+
+        Computed once and cached in the scene folder; a pair whose neighbour lies outside the
+        scene is zero flow with zero confidence.
+
+        Returns:
+            ``(T, 2*reach, 2, H, W)`` float32 flows and ``(T, 2*reach, 1, H, W)`` float16
+            confidences, offsets in the order ``-reach..-1, 1..reach``.
+        """
+        path = self.path / _CLASSICAL_CACHE
+        key = f"reach{reach}"
+        cached: dict[str, np.ndarray] = {}
+        if path.is_file():
+            with np.load(path) as z:
+                cached = dict(z)
+        if f"{key}_flows" not in cached:
+            offsets = [d for d in range(-reach, reach + 1) if d]
+            n, (h, w) = self.num_frames, self.ldr.shape[-2:]
+            flows = np.zeros((n, len(offsets), 2, h, w), np.float32)
+            conf = np.zeros((n, len(offsets), 1, h, w), np.float16)
+            lin = torch.from_numpy(self.ldr.astype(np.float32) / self.scale).pow(GAMMA)
+            lin = lin * torch.from_numpy(np.exp2(-self.evs)).view(-1, 1, 1, 1)  # H = L**2.2 / 2**EV
+            for t in range(n):
+                for k, d in enumerate(offsets):
+                    if 0 <= t + d < n:
+                        fw, c = exposure_flow(lin[t], lin[t + d], float(max(self.evs[t], self.evs[t + d])),
+                                              *CLASSICAL_FLOW)
+                        flows[t, k], conf[t, k, 0] = fw, c
+            cached.update({f"{key}_flows": flows, f"{key}_conf": conf})
+            tmp = path.with_name(path.name + ".part.npz")
+            np.savez(tmp, **cached)
+            tmp.replace(path)
+        return cached[f"{key}_flows"], cached[f"{key}_conf"]
+
     @property
     def exposure_count(self) -> int:
         return int(self.meta["exposure_count"])
@@ -195,6 +235,10 @@ class WindowDataset(Dataset):
         noise_sigma: sigma of that noise in the linear domain.
         degradations: keep only scenes of these recipes (``clean``, ``day``, ``night``); None
             keeps all, except for ``dealthdr`` windows whose default is ``("day", "night")``.
+        classical_flow: also give the classical flows of each coarse window of the sample
+            (:meth:`SceneArrays.classical_flows`) as ``init_flows (R, K, 2, P, P)`` and
+            ``init_conf (R, K, 1, P, P)``, R = 1 (3 for ``refine``: the windows of ``t-1, t, t+1``),
+            K = ``2 * (exposures - 1)`` in time order.
 
     A training sample ``i`` (any non-negative integer) is a dict of tensors: ``ldrs (T, 3, P, P)``
     in [0, 1], ``evs (T,)``, ``gt (G, 3, P, P)`` (G = 1, or 3 for refine), ``h_sat ()`` and for
@@ -204,8 +248,9 @@ class WindowDataset(Dataset):
     def __init__(self, root: str | Path, preset: str, kind: str, exposures: int, patch: int = 128,
                  train: bool = True, seed: int = 0, ref_window: int | None = None, val_windows: int = 4,
                  tone: bool = True, noise: bool = True, noise_sigma: float = 1e-3,
-                 degradations: tuple[str, ...] | None = None) -> None:
+                 degradations: tuple[str, ...] | None = None, classical_flow: bool = False) -> None:
         self.kind, self.exposures, self.patch, self.train, self.seed = kind, exposures, patch, train, seed
+        self.classical_flow = classical_flow
         self.tone, self.noise, self.noise_sigma = tone, noise, noise_sigma
         self.length = window_length(kind, exposures)
         self.radius = self.length // 2
@@ -243,7 +288,10 @@ class WindowDataset(Dataset):
     def scene(self, s: int) -> SceneArrays:
         """Scene ``s``, decoded once and cached."""
         if s not in self._cache:
-            self._cache[s] = SceneArrays(self.dirs[s], flows=self.kind in _WITH_FLOWS)
+            scene = SceneArrays(self.dirs[s], flows=self.kind in _WITH_FLOWS)
+            if self.classical_flow:
+                scene.classical_flows(self.exposures - 1)  # computed (or read) once, up front
+            self._cache[s] = scene
         return self._cache[s]
 
     def preload(self) -> None:
@@ -279,6 +327,12 @@ class WindowDataset(Dataset):
             offsets = [d for d in range(-r, r + 1) if d]
             flows, valid = sc.flows_from(item.t, offsets)
             out["flows"], out["flow_valid"] = flows[..., crop[0], crop[1]], valid[..., crop[0], crop[1]]
+        if self.classical_flow:
+            g_refs = 1 if self.kind == "refine" else 0
+            cf, cc = sc.classical_flows(self.exposures - 1)
+            refs = slice(item.t - g_refs, item.t + g_refs + 1)
+            out["init_flows"] = cf[refs][..., crop[0], crop[1]]  # (R, K, 2, P, P)
+            out["init_conf"] = cc[refs][..., crop[0], crop[1]].astype(np.float32)
         if rng is not None:
             if self.noise and sc.clean:
                 ldrs = self._add_noise(ldrs, evs, rng)
@@ -288,6 +342,8 @@ class WindowDataset(Dataset):
             ldrs, gt = aug.image(ldrs), aug.image(gt)
             if "flows" in out:
                 out["flows"], out["flow_valid"] = aug.flow(out["flows"]), aug.mask(out["flow_valid"][:, 0])[:, None]
+            if "init_flows" in out:
+                out["init_flows"], out["init_conf"] = aug.flow(out["init_flows"]), aug.mask(out["init_conf"])
         h_sat = 2.0 ** -min(sc.pattern)
         res = {"ldrs": ldrs, "evs": evs, "gt": gt, **out}
         sample = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in res.items()}

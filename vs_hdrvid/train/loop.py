@@ -78,9 +78,10 @@ DEALTHDR_DEVIATIONS = [
 ]
 
 
-def _dataset(cfg: TrainConfig, kind: str, preset: str, train: bool) -> WindowDataset:
+def _dataset(cfg: TrainConfig, kind: str, preset: str, train: bool, classical_flow: bool = False) -> WindowDataset:
     def make() -> WindowDataset:
         return WindowDataset(cfg.root, preset, kind, cfg.exposures, patch=cfg.patch if train else cfg.val_patch,
+                             classical_flow=classical_flow,
                              train=train, seed=cfg.seed, ref_window=None if train else window_length("refine", cfg.exposures),
                              val_windows=cfg.val_windows, tone=cfg.tone and kind != "dealthdr", noise=cfg.noise)
     try:
@@ -215,8 +216,8 @@ def train(cfg: TrainConfig) -> dict:
         opt.load_state_dict(ckpt["optimizer"])
         _set_rng_state(ckpt["rng"])
 
-    train_ds = _dataset(cfg, stage.kind, cfg.preset, train=True)
-    val_ds = _dataset(cfg, stage.kind, cfg.val_preset, train=False)
+    train_ds = _dataset(cfg, stage.kind, cfg.preset, train=True, classical_flow=stage.classical_flow)
+    val_ds = _dataset(cfg, stage.kind, cfg.val_preset, train=False, classical_flow=stage.classical_flow)
     if cfg.workers == 0:
         train_ds.preload()
     loader = DataLoader(train_ds, batch_size=cfg.batch, sampler=range(step * cfg.batch, cfg.steps * cfg.batch),
@@ -304,7 +305,7 @@ def _ship(stage: Stage, cfg: TrainConfig, train_ds: WindowDataset, step: int, wa
     manifest = W.read_manifest(folder)
     val = history["val"][-1]
     protocol = {"preset": cfg.val_preset, "patch": cfg.val_patch, "windows_per_scene": cfg.val_windows,
-                "crops": len(_dataset(cfg, stage.kind, cfg.val_preset, train=False)),
+                "crops": len(_dataset(cfg, stage.kind, cfg.val_preset, train=False, classical_flow=stage.classical_flow)),
                 "window_refs": f"references valid for the {window_length('refine', cfg.exposures)}-frame refine window"}
     files = {key: W.REGISTRY[f"{key}-{cfg.exposures}exp"].file for key in stage.ship_files}
     judged = files[stage.ship_files[-1]]  # finetune: both files or neither, judged by the final output

@@ -31,45 +31,45 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from vs_hdrvid import weights as W
-from vs_hdrvid.models.blocks import ldr_to_hdr, reexpose
+from vs_hdrvid.models.blocks import ldr_to_hdr
 from vs_hdrvid.models.coarsenet import CoarseNet, CoarseNetConfig
 from vs_hdrvid.models.dealthdr import DeAltHDR, DeAltHDRConfig
 from vs_hdrvid.models.refinenet import RefineNet, RefineNetConfig
+from vs_hdrvid.ops.merge import merge_exposures
 from vs_hdrvid.ops.metrics import psnr_mu
+from vs_hdrvid.ops.warp import flow_warp
 from vs_hdrvid.train.config import TrainConfig
 from vs_hdrvid.train.losses import epe, mu_l1, refine_l1, structure_loss
 
-__all__ = ["Stage", "make_stage", "coarse_flows", "run_coarse_window"]
+__all__ = ["Stage", "make_stage", "run_coarse_window"]
 
 log = logging.getLogger("vs_hdrvid.train")
 
 
-def coarse_flows(net: CoarseNet, ldrs: Tensor, evs: Tensor) -> Tensor:
-    """The flows CoarseNet predicts from its window, without the weight network.
-
-    Mirrors the first part of :meth:`CoarseNet.forward`: each same-exposure pair with the
-    reference re-exposed to it goes through the flow network; flows come back in time order.
-
-    Shape: ``ldrs (B, T, 3, H, W)``, ``evs (B, T)`` -> ``(B, T-1, 2, H, W)``.
-    """
-    ci, gamma = net.center, net.config.gamma
-    ref = ldrs[:, ci]
-    triples = [torch.stack((ldrs[:, a], reexpose(ref, evs[:, ci], evs[:, a], gamma), ldrs[:, b]), dim=1)
-               for a, b in net.pairs]
-    return net.flownet(torch.stack(triples, dim=1))[:, net.flow_perm]
-
-
-def run_coarse_window(net: CoarseNet, ldrs: Tensor, evs: Tensor) -> Tensor:
+def run_coarse_window(net: CoarseNet, ldrs: Tensor, evs: Tensor, init_flows: Tensor | None = None,
+                      init_conf: Tensor | None = None) -> Tensor:
     """Coarse HDRs of the three centre frames of a ``2n+1`` window (RefineNet's input).
 
-    Shape: ``ldrs (B, 2n+1, 3, H, W)``, ``evs (B, 2n+1)`` -> ``(B, 3, 3, H, W)``.
+    Shape: ``ldrs (B, 2n+1, 3, H, W)``, ``evs (B, 2n+1)``, ``init_flows (B, 3, K, 2, H, W)`` and
+    ``init_conf (B, 3, K, 1, H, W)`` (the classical flows of each coarse window, ``blend="merge"``)
+    -> ``(B, 3, 3, H, W)``.
     """
     b, t = ldrs.shape[:2]
     w = net.window
     sub = torch.cat([ldrs[:, j:j + w] for j in range(t - w + 1)])  # (3B, 2n-1, 3, H, W), window-major
     sub_ev = torch.cat([evs[:, j:j + w] for j in range(t - w + 1)])
-    hdr = net(sub, sub_ev).hdr  # (3B, 3, H, W)
+    flows = conf = None
+    if init_flows is not None:
+        flows, conf = (x.transpose(0, 1).reshape(-1, *x.shape[2:]) for x in (init_flows, init_conf))
+    hdr = net(sub, sub_ev, flows, conf).hdr  # (3B, 3, H, W)
     return hdr.reshape(t - w + 1, b, *hdr.shape[1:]).transpose(0, 1)
+
+
+def coarse_inputs(net: CoarseNet, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """``(ldrs, evs, init_flows, init_conf)`` of a ``coarse``/``flow`` batch for ``net``."""
+    if not net.needs_init_flows:
+        return batch["ldrs"], batch["evs"], None, None
+    return batch["ldrs"], batch["evs"], batch["init_flows"][:, 0], batch["init_conf"][:, 0]
 
 
 def _weights_dir(cfg: TrainConfig) -> Path:
@@ -133,6 +133,12 @@ class Stage:
         self.init_notes: list[str] = []
         self.previous: dict[str, dict] = {}  # shipped entries continued from
 
+    @property
+    def classical_flow(self) -> bool:
+        """Whether the batches must carry the classical flows (a ``blend="merge"`` CoarseNet)."""
+        net = self.nets.get("coarse")
+        return isinstance(net, CoarseNet) and net.needs_init_flows
+
     # -- set-up
     def init(self) -> None:
         """Build (and initialise) the networks; called only when not resuming."""
@@ -149,9 +155,14 @@ class Stage:
         groups = []
         for name in self.trained:
             net = self.nets[name]
-            if isinstance(net, CoarseNet) and self.flow_scale != 1.0:
-                groups.append({"params": list(net.flownet.parameters()), "lr_scale": self.flow_scale, "name": "flownet"})
-                groups.append({"params": list(net.weightnet.parameters()), "lr_scale": 1.0, "name": "weightnet"})
+            if isinstance(net, CoarseNet):
+                if net.flownet is not None:
+                    groups.append({"params": list(net.flownet.parameters()), "lr_scale": self.flow_scale, "name": "flownet"})
+                head = net.weightnet.body[-1]
+                scale = self.cfg.head_lr_scale if net.config.weight.residual_head else 1.0
+                groups.append({"params": [p for m in net.weightnet.body[:-1] for p in m.parameters()],
+                               "lr_scale": 1.0, "name": "weightnet"})
+                groups.append({"params": list(head.parameters()), "lr_scale": scale, "name": "weightnet_head"})
             else:
                 groups.append({"params": list(net.parameters()), "lr_scale": 1.0, "name": name})
         return groups
@@ -170,6 +181,29 @@ class Stage:
     def validate(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Per-crop values ``(B,)`` by metric name (the first is the stage's metric)."""
         raise NotImplementedError
+
+
+def _coarse_config(cfg: TrainConfig) -> CoarseNetConfig:
+    return CoarseNetConfig.for_exposures(cfg.exposures, cfg.blend, cfg.flow_refine)
+
+
+def _shipped_coarse(stage: Stage, require: bool) -> CoarseNet | None:
+    """The shipped CoarseNet of the run's pattern when it has the run's design, else None (or,
+    with ``require``, an error naming the command that makes it)."""
+    cfg, n = stage.cfg, stage.cfg.exposures
+    name = f"coarse-{n}exp"
+    shipped = load_shipped(name, cfg, stage.device)
+    if shipped is not None and shipped[0].config == _coarse_config(cfg):
+        stage.previous["coarse"] = shipped[1]
+        stage.init_notes.append(f"CoarseNet {W.REGISTRY[name].file} (shipped, sha256 {shipped[1]['sha256'][:16]})")
+        return shipped[0]
+    if shipped is not None:
+        log.warning("train: the shipped %s is not blend=%s flow_refine=%s; not continuing it",
+                    W.REGISTRY[name].file, cfg.blend, cfg.flow_refine)
+    if require:
+        raise FileNotFoundError(f"train {cfg.stage}: needs a shipped blend={cfg.blend} CoarseNet in {_weights_dir(cfg)}; "
+                                f"run `vs-hdrvid train coarse --exposures {n}` first")
+    return None
 
 
 def _ref_only(batch: dict[str, Tensor], center: int) -> Tensor:
@@ -219,37 +253,41 @@ class CoarseStage(Stage):
 
     def init(self) -> None:
         cfg, n = self.cfg, self.cfg.exposures
-        if cfg.init_from == "none":
-            self.nets["coarse"] = CoarseNet(CoarseNetConfig.for_exposures(n))
-            return
         if cfg.init_from:
-            self.nets["coarse"] = CoarseNet(CoarseNetConfig.for_exposures(n))
-            self.init_notes.append(load_into(self.nets["coarse"], Path(cfg.init_from), "coarse"))
+            self.nets["coarse"] = CoarseNet(_coarse_config(cfg))
+            if cfg.init_from != "none":
+                self.init_notes.append(load_into(self.nets["coarse"], Path(cfg.init_from), "coarse"))
             return
-        shipped = load_shipped(f"coarse-{n}exp", cfg, self.device)
+        shipped = _shipped_coarse(self, require=False)
         if shipped is not None:
-            self.nets["coarse"], self.previous["coarse"] = shipped
-            self.init_notes.append(f"{_weights_dir(cfg) / W.REGISTRY[f'coarse-{n}exp'].file} (shipped)")
+            self.nets["coarse"] = shipped
             return
-        self.nets["coarse"] = CoarseNet(CoarseNetConfig.for_exposures(n))
+        self.nets["coarse"] = CoarseNet(_coarse_config(cfg))
         pre = Path(cfg.runs_dir) / f"spynet-{n}exp" / "ckpt.pt"
-        if pre.is_file():
-            self.init_notes.append(load_into(self.nets["coarse"], pre, "coarse"))
-        else:
-            log.warning("train: no shipped CoarseNet and no %s; starting from random weights", pre)
+        if pre.is_file() and self.nets["coarse"].flownet is not None:
+            state = torch.load(pre, map_location="cpu", weights_only=False)
+            if state.get("net_configs", {}).get("coarse") == json.loads(json.dumps(_coarse_config(cfg).to_dict())):
+                self.init_notes.append(load_into(self.nets["coarse"], pre, "coarse"))
+        if not self.init_notes:
+            log.info("train: no shipped CoarseNet of this design; starting from %s",
+                     "the classical merge (zero-initialised corrections)" if cfg.blend == "merge" else "random weights")
 
     def loss(self, batch):
-        out = self.nets["coarse"](batch["ldrs"], batch["evs"])
+        net = self.nets["coarse"]
+        out = net(*coarse_inputs(net, batch))
         loss = mu_l1(out.hdr, batch["gt"][:, 0], batch["h_sat"])
         return loss, {"mu_l1": loss.item()}
 
     @torch.no_grad()
     def validate(self, batch):
         net = self.nets["coarse"]
-        hdr = net(batch["ldrs"], batch["evs"]).hdr
+        hdr = net(*coarse_inputs(net, batch)).hdr
         gt, hs = batch["gt"][:, 0], batch["h_sat"]
-        return {"val_psnr_mu": psnr_mu(hdr, gt, hs),
-                "val_psnr_mu_reference_only": psnr_mu(_ref_only(batch, net.center), gt, hs)}
+        res = {"val_psnr_mu": psnr_mu(hdr, gt, hs),
+               "val_psnr_mu_reference_only": psnr_mu(_ref_only(batch, net.center), gt, hs)}
+        if net.needs_init_flows:  # the classical starting point: the merge with the same flows
+            res["val_psnr_mu_merge"] = psnr_mu(classical_merge(net, batch), gt, hs)
+        return res
 
 
 class RefineStage(Stage):
@@ -259,13 +297,7 @@ class RefineStage(Stage):
 
     def init(self) -> None:
         cfg, n = self.cfg, self.cfg.exposures
-        shipped = load_shipped(f"coarse-{n}exp", cfg, self.device)
-        if shipped is None:
-            raise FileNotFoundError(f"train {cfg.stage}: needs a shipped CoarseNet in {_weights_dir(cfg)}; "
-                                    f"run `vs-hdrvid train coarse --exposures {n}` first")
-        self.nets["coarse"], self.previous["coarse"] = shipped
-        self.init_notes.append(f"CoarseNet {W.REGISTRY[f'coarse-{n}exp'].file} (shipped, sha256 "
-                               f"{self.previous['coarse']['sha256'][:16]})")
+        self.nets["coarse"] = _shipped_coarse(self, require=True)
         if cfg.init_from and cfg.init_from != "none":
             self.nets["refine"] = RefineNet(RefineNetConfig.for_exposures(n))
             self.init_notes.append(load_into(self.nets["refine"], Path(cfg.init_from), "refine"))
@@ -282,7 +314,8 @@ class RefineStage(Stage):
         ldrs, evs = batch["ldrs"], batch["evs"]
         grad = "coarse" in self.trained
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-            coarse = run_coarse_window(self.nets["coarse"], ldrs, evs)  # (B, 3, 3, H, W)
+            coarse = run_coarse_window(self.nets["coarse"], ldrs, evs, batch.get("init_flows"),
+                                       batch.get("init_conf"))  # (B, 3, 3, H, W)
         return coarse, self.nets["refine"](coarse, ldrs[:, n - 1:n + 2], evs[:, n - 1:n + 2])
 
     def loss(self, batch):
@@ -315,6 +348,19 @@ class FinetuneStage(RefineStage):
             raise FileNotFoundError(f"train finetune: needs shipped coarse and refine weights; run "
                                     f"`vs-hdrvid train refine --exposures {n}` first")
         super().init()
+
+
+def classical_merge(net: CoarseNet, batch: dict[str, Tensor]) -> Tensor:
+    """What a ``blend="merge"`` CoarseNet starts from: the weight-free merge of its window aligned
+    by the batch's classical flows (the network with its corrections switched off)."""
+    ldrs, evs, init, conf = coarse_inputs(net, batch)
+    b, t = ldrs.shape[:2]
+    hdrs = ldr_to_hdr(ldrs.flatten(0, 1), evs.flatten(), net.config.gamma).unflatten(0, (b, t))
+    k, ci = t - 1, net.center
+    warped = flow_warp(hdrs[:, net.neighbours].flatten(0, 1), init.flatten(0, 1)).unflatten(0, (b, k))
+    frames = torch.cat((warped[:, :ci], hdrs[:, ci:ci + 1], warped[:, ci:]), dim=1)
+    valid = torch.cat((conf[:, :ci], torch.ones_like(conf[:, :1]), conf[:, ci:]), dim=1)
+    return merge_exposures(frames, evs, valid, ci)
 
 
 def sample_sensitivity(gen: torch.Generator | None = None) -> float:
