@@ -8,6 +8,7 @@ import pytest
 import vapoursynth as vs
 
 import vs_hdrvid as hv
+from vs_hdrvid.cli import _one_line
 from vs_hdrvid.ops.exr import read_exr as read_exr_file
 from vs_hdrvid.ops.exr import write_exr as write_exr_file
 
@@ -118,9 +119,38 @@ def test_read_images_exposures_txt(tmp_path):
     seq = make_sequence(tmp_path, [-2.0, 0.0, 2.0], 5, with_exposures_txt=True)
     clip = hv.read_images(seq.pattern)
     assert [clip.get_frame(n).props["HdrExposureEV"] for n in range(5)] == seq.evs
-    (Path(seq.pattern).parent.parent / "exposures.txt").write_text("-2 0\n")
-    with pytest.raises(vs.Error, match="exposures"):
-        hv.read_images(seq.pattern)
+
+
+@pytest.mark.parametrize("text", ["-1.5,1.5", "-1.5 1.5\n", "-1.5\n1.5\n", "-1.5, 1.5, -1.5, 1.5, -1.5, 1.5",
+                                  "# EV per frame\n-1.5\n1.5\n-1.5\n1.5\n-1.5\n1.5\n-1.5\n"])
+def test_exposures_txt_forms_issue15(tmp_path, text):
+    """One EV per frame or a repeating pattern; commas, spaces or new lines."""
+    seq = make_sequence(tmp_path, [-1.5, 1.5], 6, size=(16, 24))
+    (Path(seq.pattern).parent.parent / "exposures.txt").write_text(text)
+    clip = hv.read_images(seq.pattern)
+    assert [clip.get_frame(n).props["HdrExposureEV"] for n in range(6)] == [-1.5, 1.5] * 3
+    lin = hv.linearize(clip, device="cpu")
+    assert list(lin.get_frame(5).props["HdrExposurePattern"]) == [-1.5, 1.5]
+
+
+@pytest.mark.parametrize("text,needle", [("-2 0 2 0\n", "4 EV"), ("-1.5,bright\n", "'bright'"),
+                                         ("nan 1\n", "finite"), ("", "0 EV"),
+                                         ("-1.5 1.5 1.5 -1.5 1.5 -1.5\n", "do not repeat"),
+                                         ("-1.5 1.5 -1.5 -1.5 1.5 -1.5\n", "differ")])
+def test_unusable_exposures_txt_issue15(tmp_path, text, needle):
+    """Reported by linearize when it needs the EVs (naming the file and the accepted forms); explicit
+    exposures take precedence."""
+    seq = make_sequence(tmp_path, [-1.5, 1.5], 6, size=(16, 24))
+    txt = Path(seq.pattern).parent.parent / "exposures.txt"
+    txt.write_text(text)
+    clip = hv.read_images(seq.pattern)
+    with pytest.raises(vs.Error, match=needle) as info:
+        hv.linearize(clip, device="cpu")
+    assert str(txt) in str(info.value) and "\n" not in str(info.value)
+    if needle not in ("do not repeat", "differ"):
+        assert "repeating pattern" in str(info.value)
+    lin = hv.linearize(clip, exposures=[-1.5, 1.5], device="cpu")
+    assert lin.get_frame(1).props["HdrExposureEV"] == 1.5
 
 
 def test_read_images_errors(tmp_path):
@@ -169,3 +199,73 @@ def test_source_script_pattern_and_errors(tmp_path):
     junk.write_bytes(b"\x00" * 64)
     with pytest.raises(vs.Error, match="hdrvid.source"):
         hv.source(junk)
+
+
+# --------------------------------------------------------------------------- fuzz (issue 15)
+def _png_bytes(img: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", img)
+    assert ok
+    return data.tobytes()
+
+
+def _corrupt(kind: str, path: Path, rng: np.random.Generator, size: tuple[int, int]) -> None:
+    """Damage one frame of a sequence the way copies and exports go wrong."""
+    data = path.read_bytes()
+    h, w = size
+    if kind == "truncated":
+        path.write_bytes(data[:int(rng.integers(0, len(data)))])
+    elif kind == "random":
+        path.write_bytes(rng.integers(0, 256, int(rng.integers(1, 3000)), dtype=np.uint8).tobytes())
+    elif kind == "flipped":  # one damaged byte past the signature
+        pos = int(rng.integers(8, len(data)))
+        path.write_bytes(data[:pos] + bytes([data[pos] ^ int(rng.integers(1, 256))]) + data[pos + 1:])
+    elif kind == "resized":
+        shape = [(h + 8, w, 3), (h, w - 4, 3), (w, h, 3)][int(rng.integers(0, 3))]
+        img = rng.random(shape).astype(np.float32)
+        if path.suffix == ".exr":
+            write_exr_file(path, img)
+        else:
+            path.write_bytes(_png_bytes((img * 255).astype(np.uint8)))
+    elif kind == "wrong-depth":  # a 16-bit frame in an 8-bit sequence
+        path.write_bytes(_png_bytes((rng.random((h, w, 3)) * 65535).astype(np.uint16)))
+    else:
+        raise AssertionError(kind)
+
+
+FUZZ = [(ext, kind) for ext in ("png", "exr") for kind in ("truncated", "random", "flipped", "resized",
+                                                           "wrong-depth")
+        if not (ext == "exr" and kind in ("flipped", "wrong-depth"))]  # pixel damage is OpenEXR's to find
+
+
+def _sequence(folder: Path, ext: str, frames: int = 5, size=(16, 24)) -> str:
+    rng = np.random.default_rng(7)
+    folder.mkdir(parents=True)
+    for n in range(frames):
+        img = rng.random((*size, 3)).astype(np.float32)
+        if ext == "exr":
+            write_exr_file(folder / f"{n:05d}.exr", img)
+        else:
+            (folder / f"{n:05d}.png").write_bytes(_png_bytes((img * 255).astype(np.uint8)))
+    return str(folder / f"%05d.{ext}")
+
+
+@pytest.mark.parametrize("ext,kind", FUZZ)
+def test_readers_fuzz_issue15(tmp_path, capfd, ext, kind):
+    """Every damaged frame, first or later, gives one vs.Error line naming it; libraries stay quiet."""
+    rng = np.random.default_rng(abs(hash((ext, kind))) % 2**32)
+    for trial in range(12):
+        pattern = _sequence(tmp_path / f"t{trial}", ext)
+        bad = int(rng.integers(0, 5))
+        _corrupt(kind, Path(pattern % bad), rng, (16, 24))
+        try:
+            clip = hv.read_images(pattern)
+            for n in range(clip.num_frames):
+                clip.get_frame(n)
+        except vs.Error as e:
+            msg = _one_line(e)  # a frame-time error arrives wrapped in the callback's traceback
+            assert msg.startswith("hdrvid.read_images: ") and len(msg) < 400, str(e)
+            assert Path(pattern % bad).name in msg, msg
+        else:
+            raise AssertionError(f"{kind} frame {bad} was read without an error")
+        out, err = capfd.readouterr()
+        assert out == "" and err == "", (kind, bad, err)

@@ -6,6 +6,9 @@ import pytest
 import vapoursynth as vs
 
 import vs_hdrvid as hv
+from vs_hdrvid.nodes import io as io_mod
+from vs_hdrvid.nodes.linearize import check_exposures
+from vs_hdrvid.ops.exr import write_exr as write_exr_file
 
 from conftest import clip_from_arrays, make_sequence, planes
 
@@ -133,17 +136,83 @@ def test_constant_exposure_raises(tmp_path):
         hv.linearize(hv.read_images(seq.pattern), device="cpu")
 
 
-def test_contradicting_exposures_warn(tmp_path, caplog):
+def test_contradicting_exposures_are_reported(tmp_path):
     seq = make_sequence(tmp_path, [-1.5, 1.5], 8)
     src = hv.read_images(seq.pattern)
-    with caplog.at_level(logging.WARNING, logger="vs_hdrvid"):
-        hv.linearize(src, exposures=[-1.5, 1.5], device="cpu")
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-    with caplog.at_level(logging.WARNING, logger="vs_hdrvid"):
-        hv.linearize(src, exposures=[-2.0, 0.0, 2.0], device="cpu")
-        hv.linearize(src, exposures=[1.5, -1.5], device="cpu")  # the phase is wrong
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "vs_hdrvid"]
-    assert len(warnings) == 2 and all("contradict" in r.getMessage() for r in warnings)
+    assert check_exposures(src, [-1.5, 1.5]) is None
+    for wrong in ([-2.0, 0.0, 2.0], [1.5, -1.5]):  # another period; the phase is wrong
+        assert "contradict" in check_exposures(src, wrong)
+
+
+# ---------------------------------------------------------------------- graph building (issue 15)
+def counting(arrays, props=None):
+    """A clip of ``arrays`` that records which frames were rendered."""
+    seen = []
+    clip = clip_from_arrays(arrays, props)
+
+    def count(n, f):
+        seen.append(n)
+        return f
+
+    return core.std.ModifyFrame(clip, clip, count), seen
+
+
+def test_building_renders_no_frame_issue15():
+    """linearize with exposures, and every node on top of it, build without rendering a frame."""
+    rng = np.random.default_rng(3)
+    src, seen = counting([rng.random((48, 64, 3)).astype(np.float32) for _ in range(8)])
+    lin = hv.linearize(src, exposures=[-1.5, 1.5], device="cpu")
+    assert seen == []  # the contradiction check decoded 24 frames here
+    hdr = hv.refine(hv.coarse(lin, device="cpu"), lin, device="cpu")
+    hv.tonemap(hdr, "mulaw", device="cpu")
+    hv.tonemap(hv.merge(lin, device="cpu"), "pq", device="cpu")
+    hv.align(lin, device="cpu")
+    assert seen == []  # coarse/refine read frame 0 for the pattern; mulaw rendered both networks
+    assert hv.coarse(lin[1:], device="cpu").num_frames == 7  # a derived clip: read from its frame 0
+    assert seen
+
+
+def test_exposures_txt_pattern_builds_without_rendering_issue15(tmp_path, monkeypatch):
+    seq = make_sequence(tmp_path, [-2.0, 0.0, 2.0], 6, with_exposures_txt=True)
+    src = hv.read_images(seq.pattern)
+    decoded = []
+    read = io_mod._read_image
+    monkeypatch.setattr(io_mod, "_read_image", lambda p: decoded.append(p) or read(p))
+    lin = hv.linearize(src, device="cpu")
+    assert decoded == []
+    assert list(lin.get_frame(0).props["HdrExposurePattern"]) == [-2.0, 0.0, 2.0]
+
+
+# ------------------------------------------------------------------------ linear input (issue 15)
+def write_exr_sequence(folder, arrays):
+    for n, x in enumerate(arrays):
+        write_exr_file(folder / f"{n:05d}.exr", x, half=False)
+    return str(folder / "%05d.exr")
+
+
+def test_linear_exr_input_matches_png_path_issue15(tmp_path):
+    """The same exposures as 16-bit PNG (gamma 2.2) and as linear EXR give the same radiance."""
+    evs = [-1.5, 1.5]
+    seq = make_sequence(tmp_path, evs, 8, size=(48, 64), bit_depth=16)
+    exr = write_exr_sequence(tmp_path / "exr", [ldr.astype(np.float32) ** 2.2 for ldr in seq.ldr])
+    from_png = hv.linearize(hv.read_images(seq.pattern), exposures=evs, device="cpu")
+    from_exr = hv.linearize(hv.read_exr(exr), exposures=evs, device="cpu")
+    for n in range(8):
+        np.testing.assert_allclose(planes(from_exr.get_frame(n)), planes(from_png.get_frame(n)), rtol=2e-5,
+                                   atol=1e-9)
+    found = hv.detect_exposures(hv.read_exr(exr))
+    np.testing.assert_allclose(found.exposures, evs, atol=0.15)  # was -3.43/+3.43: gamma applied twice
+
+
+def test_linear_exr_radiance_above_one_is_kept_issue15(tmp_path):
+    evs = [-1.0, 2.0]
+    rng = np.random.default_rng(4)
+    scene = [np.exp(rng.normal(0, 1.5, (16, 24, 3))).astype(np.float32) for _ in range(4)]
+    recorded = [h * np.float32(2.0 ** evs[n % 2]) for n, h in enumerate(scene)]
+    assert max(float(r.max()) for r in recorded) > 10
+    lin = hv.linearize(hv.read_exr(write_exr_sequence(tmp_path, recorded)), exposures=evs, device="cpu")
+    for n in range(4):
+        np.testing.assert_allclose(planes(lin.get_frame(n)), scene[n], rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------------- arguments

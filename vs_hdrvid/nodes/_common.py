@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence
+import threading
+import weakref
+from typing import Any, Sequence
 
 import torch
 import vapoursynth as vs
@@ -23,6 +25,28 @@ SIM_CONF_PROP = "HdrSimilarityConfidence"
 MAX_EV_SPAN = 12.0
 
 
+_facts: weakref.WeakKeyDictionary[vs.VideoNode, dict[str, Any]] = weakref.WeakKeyDictionary()
+_facts_lock = threading.Lock()
+
+
+def remember(clip: vs.VideoNode, **facts: Any) -> vs.VideoNode:
+    """Record what a node knows about its output at build time (its exposure pattern, the EVs an
+    ``exposures.txt`` gave), so that nodes built on it read them without rendering a frame.
+
+    Keyed by the clip object: a clip derived from it (trimmed, or through another filter) is not
+    known, and nodes fall back to reading its frame 0.
+    """
+    with _facts_lock:
+        _facts.setdefault(clip, {}).update(facts)
+    return clip
+
+
+def recall(clip: vs.VideoNode) -> dict[str, Any]:
+    """What :func:`remember` recorded for ``clip`` (an empty dict for any other clip)."""
+    with _facts_lock:
+        return dict(_facts.get(clip, {}))
+
+
 def error(node: str, msg: str) -> vs.Error:
     """``vs.Error("hdrvid.<node>: msg")``, the one error type nodes raise."""
     return vs.Error(f"hdrvid.{node}: {msg}")
@@ -38,7 +62,7 @@ def check_clip(clip: object, node: str, *, min_frames: int = 1) -> vs.VideoNode:
     if clip.num_frames < min_frames:
         raise error(node, f"needs at least {min_frames} frames, the clip has {clip.num_frames}")
     if clip.gpu_resident:
-        clip = core.std.GPUDownload(clip)
+        clip = remember(core.std.GPUDownload(clip), **recall(clip))
     return clip
 
 
@@ -47,14 +71,20 @@ def check_linear(clip: object, node: str, *, min_frames: int = 1) -> vs.VideoNod
     clip = check_clip(clip, node, min_frames=min_frames)
     if clip.format.id not in (vs.RGBS, vs.RGBH):
         raise error(node, f"expects the linear RGBS output of hv.linearize, got {clip.format.name}")
-    props = clip.get_frame(0).props
+    if PATTERN_PROP in recall(clip):
+        return clip
+    props = clip.get_frame(0).props  # a clip linearize did not make: its frame 0 says
     if EV_PROP not in props or COUNT_PROP not in props:
         raise error(node, "frames carry no exposure props; run hv.linearize(clip, exposures=[...]) first")
     return clip
 
 
 def exposure_pattern(clip: vs.VideoNode) -> list[float]:
-    """The repeating EV pattern of a linearised clip, read from its first frame."""
+    """The repeating EV pattern of a linearised clip: recorded by :func:`linearize` at build time,
+    else read from the clip's first frame (which renders it)."""
+    known = recall(clip).get(PATTERN_PROP)
+    if known is not None:
+        return list(known)
     props = clip.get_frame(0).props
     if PATTERN_PROP in props:
         value = props[PATTERN_PROP]  # a one-element float array comes back as a plain float

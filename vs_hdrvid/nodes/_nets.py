@@ -18,7 +18,7 @@ import vapoursynth as vs
 from .. import weights as weights_mod
 from ..models.blocks import GAMMA
 from ..ops.warp import warp_similarity
-from ._common import COUNT_PROP, error
+from ._common import COUNT_PROP, PATTERN_PROP, error, recall
 
 __all__ = ["radiance_to_ldr", "align_to_ref", "load_network", "network_period", "MIN_SIZE"]
 
@@ -61,7 +61,8 @@ def align_to_ref(x: torch.Tensor, to_ref: torch.Tensor, ref: int) -> torch.Tenso
 
 def network_period(lin: vs.VideoNode, node: str) -> int:
     """Length of the clip's exposure pattern (2 or 3), after checking the frame size."""
-    count = int(lin.get_frame(0).props[COUNT_PROP])
+    known = recall(lin).get(PATTERN_PROP)  # set by linearize: no frame is rendered to build the graph
+    count = len(known) if known is not None else int(lin.get_frame(0).props[COUNT_PROP])
     if count not in (2, 3):
         raise error(node, f"needs an alternating pattern of 2 or 3 exposures, the clip has {count}; "
                           "give linearize(exposures=[...]) the pattern the footage was shot with")

@@ -1,6 +1,7 @@
 """Image-sequence sources and the EXR writer node."""
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -11,7 +12,8 @@ import vapoursynth as vs
 
 from ..ops.exr import read_exr as _read_exr_file
 from ..ops.exr import write_exr as _write_exr_file
-from ._common import EV_PROP, check_clip, error
+from ._common import EV_PROP, check_clip, error, log, remember
+from ._imagefiles import check_exr, check_png
 
 __all__ = ["source", "read_images", "read_exr", "write_exr", "sequence_files"]
 
@@ -39,44 +41,98 @@ def sequence_files(pattern: str | os.PathLike) -> list[Path]:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    """``(H, W, 3)`` RGB array: uint8, uint16 or float32 (EXR)."""
-    if path.suffix.lower() == ".exr":
-        return _read_exr_file(path)
+    """``(H, W, 3)`` RGB array: uint8, uint16 or float32 (EXR).
+
+    Raises:
+        OSError: one line naming the file: missing, truncated, damaged or of another type.
+    """
+    suffix = path.suffix.lower()
+    if suffix in (".exr", ".png"):
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise OSError(f"cannot read image {path}: {e.strerror or e}") from None
+        (check_exr if suffix == ".exr" else check_png)(data, path)  # before libpng/OpenEXR complain
+        if suffix == ".exr":
+            return _read_exr_file(path)
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # we report a bad file ourselves
     try:
-        img = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+        if suffix == ".png":
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        else:
+            img = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
     finally:
         cv2.utils.logging.setLogLevel(level)
     if img is None:
         raise OSError(f"cannot read image {path}")
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, -1)
+    if img.ndim == 2 or img.shape[-1] < 3:  # grey, grey + alpha
+        img = np.repeat(img.reshape(img.shape[0], img.shape[1], -1)[..., :1], 3, -1)
     img = img[..., :3][..., ::-1]  # BGR(A) -> RGB
     if img.dtype not in (np.uint8, np.uint16, np.float32):
         raise OSError(f"{path}: unsupported sample type {img.dtype}")
     return np.ascontiguousarray(img)
 
 
-def _find_exposures(pattern: str, count: int) -> list[float] | None:
-    """EVs from an ``exposures.txt`` beside the frames or in their parent folder, if present."""
+EXPOSURES_FORMS = ("one EV per frame, or a repeating pattern of 2 or 3 EVs from frame 0 (e.g. -1.5,1.5), "
+                   "separated by commas, spaces or new lines")
+
+
+def parse_exposures_file(path: Path, count: int) -> list[float]:
+    """The EV of each of ``count`` frames from an ``exposures.txt``.
+
+    Accepts one EV per frame (extra values are ignored) or a repeating pattern of 2 or 3 EVs,
+    separated by commas, spaces or new lines; ``#`` starts a comment.
+
+    Raises:
+        ValueError: the file cannot be read or holds neither form; the message names the file
+            and the accepted forms.
+    """
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+    words = [w for line in text.splitlines() for w in re.split(r"[,;\s]+", line.split("#", 1)[0]) if w]
+    try:
+        evs = [float(w) for w in words]
+    except ValueError:
+        bad = next(w for w in words if not _is_float(w))
+        raise ValueError(f"{path}: {bad[:20]!r} is not a number; write {EXPOSURES_FORMS}") from None
+    if not all(math.isfinite(e) for e in evs):
+        raise ValueError(f"{path}: EVs must be finite, got {[e for e in evs if not math.isfinite(e)][0]}; "
+                         f"write {EXPOSURES_FORMS}")
+    if len(evs) >= count:
+        return evs[:count]
+    if len(evs) in (2, 3):
+        return [evs[i % len(evs)] for i in range(count)]
+    raise ValueError(f"{path} holds {len(evs)} EV(s) for {count} frames; write {EXPOSURES_FORMS}")
+
+
+def _is_float(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
+def _exposures_file(pattern: str) -> Path | None:
+    """An ``exposures.txt`` beside the frames or in their parent folder, if present."""
     folder = Path(pattern).parent
-    for cand in (folder / "exposures.txt", folder.parent / "exposures.txt"):
-        if cand.is_file():
-            evs = [float(v) for v in cand.read_text().split()]
-            if len(evs) < count:
-                raise ValueError(f"{cand} lists {len(evs)} exposures for {count} frames")
-            return evs[:count]
-    return None
+    return next((c for c in (folder / "exposures.txt", folder.parent / "exposures.txt") if c.is_file()), None)
 
 
 def read_images(pattern: str | os.PathLike, fps: tuple[int, int] = (24, 1),
                 exposures_file: bool = True) -> vs.VideoNode:
     """A clip from an image sequence: 8/16-bit PNG or TIFF, or EXR (``dir/%05d.png``).
 
-    8-bit frames give RGB24, 16-bit RGB48, EXR RGBS linear. An ``exposures.txt`` (one EV per frame)
-    beside the frames or in their parent folder sets ``HdrExposureEV`` on every frame, which
-    :func:`linearize` then uses.
+    8-bit frames give RGB24, 16-bit RGB48 (``_Transfer`` 13, sRGB-like), EXR RGBS linear
+    (``_Transfer`` 8: :func:`linearize` takes it as radiance, not through a camera response). An
+    ``exposures.txt`` beside the frames or in their parent folder (one EV per frame, or a repeating
+    pattern such as ``-1.5,1.5``; commas, spaces or new lines) sets ``HdrExposureEV`` on every
+    frame, which :func:`linearize` then uses unless it is given ``exposures``. A file that holds
+    neither form is reported by :func:`linearize` when it needs the EVs, so explicit exposures
+    still work.
 
     Raises:
         vs.Error: no matching files, unreadable first frame, or mixed sizes (at frame time).
@@ -85,21 +141,35 @@ def read_images(pattern: str | os.PathLike, fps: tuple[int, int] = (24, 1),
     try:
         files = sequence_files(pattern)
         first = _read_image(files[0])
-        evs = _find_exposures(os.fspath(pattern), len(files)) if exposures_file else None
     except (OSError, ValueError) as e:
-        raise error(node, str(e)) from None
+        raise error(node, _oneline(str(e))) from None
+    facts: dict = {}
+    evs = None
+    ev_file = _exposures_file(os.fspath(pattern)) if exposures_file else None
+    if ev_file is not None:
+        facts["exposures_file"] = os.fspath(ev_file)
+        try:
+            evs = parse_exposures_file(ev_file, len(files))
+            facts["frame_evs"] = evs
+        except ValueError as e:
+            facts["exposures_error"] = str(e)
+            log.info("hdrvid.%s: %s", node, e)
     fmt = {np.dtype(np.uint8): vs.RGB24, np.dtype(np.uint16): vs.RGB48,
            np.dtype(np.float32): vs.RGBS}[first.dtype]
     h, w = first.shape[:2]
     blank = core.std.BlankClip(format=fmt, width=w, height=h, length=len(files),
                                fpsnum=fps[0], fpsden=fps[1])
     transfer = 8 if fmt == vs.RGBS else 13  # EXR is linear; PNG/TIFF are taken as sRGB-like
+    facts["transfer"] = transfer
 
     def load(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
-        img = _read_image(files[n])
+        try:
+            img = _read_image(files[n])
+        except OSError as e:
+            raise error(node, f"frame {n}: {_oneline(str(e))}") from None
         if img.shape != first.shape or img.dtype != first.dtype:
-            raise error(node, f"{files[n]} is {img.shape} {img.dtype}, the sequence started with "
-                              f"{first.shape} {first.dtype}")
+            raise error(node, f"frame {n}: {files[n]} is {_describe(img)}, the sequence started with "
+                              f"{_describe(first)} ({files[0].name})")
         out = f.copy()
         for p in range(3):
             np.copyto(np.asarray(out[p]), img[..., p])
@@ -109,7 +179,17 @@ def read_images(pattern: str | os.PathLike, fps: tuple[int, int] = (24, 1),
             out.props[EV_PROP] = evs[n]
         return out
 
-    return core.std.ModifyFrame(blank, blank, load)
+    return remember(core.std.ModifyFrame(blank, blank, load), **facts)
+
+
+def _describe(img: np.ndarray) -> str:
+    depth = {np.dtype(np.uint8): "8-bit", np.dtype(np.uint16): "16-bit", np.dtype(np.float32): "float"}
+    return f"{img.shape[1]}x{img.shape[0]} {depth.get(img.dtype, str(img.dtype))}"
+
+
+def _oneline(text: str) -> str:
+    """Library messages (OpenEXR's) may span lines; a user sees one."""
+    return " ".join(text.split())
 
 
 def read_exr(pattern: str | os.PathLike, fps: tuple[int, int] = (24, 1)) -> vs.VideoNode:

@@ -13,9 +13,9 @@ from ..bridge import NodeRunner, blank_like, row_bands
 from ..ops.crf import CRF, estimate_crf_debevec, gamma_to_linear
 from ..ops.exposure import ExposureDetection, detect_exposure_pattern
 from ._common import (COUNT_PROP, EV_PROP, INDEX_PROP, PATTERN_PROP, check_clip, error, log,
-                      pick_device, to_rgb_float, validate_exposures)
+                      pick_device, recall, remember, to_rgb_float, validate_exposures)
 
-__all__ = ["linearize", "estimate_crf", "detect_exposures"]
+__all__ = ["linearize", "estimate_crf", "detect_exposures", "check_exposures"]
 
 NODE = "linearize"
 
@@ -35,67 +35,119 @@ def _resolve_crf(crf: str | os.PathLike | CRF, gamma: float, node: str) -> tuple
     return table.to_linear, f"lookup table {crf}"
 
 
-def _sample_frames(rgb: vs.VideoNode, count: int, width: int = 320) -> list[np.ndarray]:
-    """The first ``count`` frames, downscaled, as ``(H, W, 3)`` arrays in [0, 1]."""
+def _sample_frames(rgb: vs.VideoNode, count: int, width: int = 320) -> list[tuple[np.ndarray, bool]]:
+    """The first ``count`` frames, downscaled, as ``(H, W, 3)`` arrays, each with whether it is
+    linear float (``_Transfer`` 8) rather than a camera's encoded signal."""
     height = max(2, round(rgb.height * width / rgb.width / 2) * 2)
     # nearest-neighbour subsampling keeps the histogram: averaging would mix clipped and unclipped pixels
     small = vs.core.resize.Point(rgb, width=width, height=height) if rgb.width > width else rgb
-    return [np.clip(np.stack([np.asarray(f[p]) for p in range(3)], -1), 0, 1)
-            for f in (small.get_frame(i) for i in range(min(count, rgb.num_frames)))]
+    out = []
+    for f in (small.get_frame(i) for i in range(min(count, rgb.num_frames))):
+        x = np.stack([np.asarray(f[p]) for p in range(3)], -1)
+        out.append((x, _is_linear(f, rgb)))
+    return out
+
+
+def _is_linear(frame: vs.VideoFrame, clip: vs.VideoNode) -> bool:
+    """A float frame tagged linear (``_Transfer`` 8, as EXR sequences are) holds radiance already."""
+    return clip.format.sample_type == vs.FLOAT and int(frame.props.get("_Transfer", 0)) == 8
 
 
 def detect_exposures(clip: vs.VideoNode, frames: int = 24, crf: str | CRF = "gamma",
                      gamma: float = 2.2) -> ExposureDetection:
     """Detect the alternating exposure pattern of ``clip`` from the brightness of its first frames.
 
+    Linear float frames (``_Transfer`` 8, e.g. an EXR sequence) are compared as they are; other
+    frames through the camera response ``crf``.
+
     Returns:
         an :class:`~vs_hdrvid.ops.exposure.ExposureDetection` (EVs from frame 0, confidence).
     """
     rgb = to_rgb_float(check_clip(clip, "detect_exposures"), "detect_exposures")
     to_linear, _ = _resolve_crf(crf, gamma, "detect_exposures")
-    ldr = _sample_frames(rgb, frames)
-    lin = [to_linear(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))).amax(0).numpy() + 1e-7
-           for x in ldr]
+    lin, ldr = [], []
+    for x, linear in _sample_frames(rgb, frames):
+        if linear:  # radiance as recorded; the 0..1 range a sensor clips at decides what is usable
+            lin.append(np.maximum(x, 0).max(-1) + 1e-7)
+            ldr.append(np.clip(x, 0, 1).max(-1) ** (1 / 2.2))
+        else:
+            x = np.clip(x, 0, 1)
+            lin.append(to_linear(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))).amax(0).numpy()
+                       + 1e-7)
+            ldr.append(x.max(-1))
     try:
-        return detect_exposure_pattern(lin, [x.max(-1) for x in ldr])
+        return detect_exposure_pattern(lin, ldr)
     except ValueError as e:
         raise error("linearize", f"cannot detect the exposure pattern: {e}; pass exposures=[...]") from None
 
 
+def check_exposures(clip: vs.VideoNode, exposures: Sequence[float], crf: str | CRF = "gamma",
+                    gamma: float = 2.2) -> str | None:
+    """Compare given ``exposures`` with what detection finds in the first frames of ``clip``.
+
+    Decodes up to 24 frames, so :func:`linearize` does not call it; ``vs-hdrvid reconstruct``
+    does, before it renders the whole clip anyway.
+
+    Returns:
+        a one-line warning when the steps between exposures (or their phase) contradict the
+        footage, else None (also when detection finds nothing to compare).
+    """
+    evs = validate_exposures(exposures, NODE)
+    rgb = to_rgb_float(check_clip(clip, NODE), NODE)
+    if len(evs) < 2 or rgb.num_frames < 6:
+        return None
+    try:
+        found = detect_exposures(rgb, crf=crf, gamma=gamma)
+    except vs.Error:
+        return None
+    steps = np.diff(evs + evs[:1])
+    found_steps = np.diff(found.exposures + found.exposures[:1])
+    if len(found.exposures) != len(evs) or np.max(np.abs(found_steps - steps)) > 0.75:
+        return f"exposures={evs} contradict the footage: detection found {found.describe()}"
+    return None
+
+
+def _pattern_of(evs: Sequence[float], where: str) -> list[float]:
+    """The period-1, 2 or 3 pattern that per-frame ``evs`` repeat."""
+    evs = [float(e) for e in evs]
+    for period in (1, 2, 3):
+        if all(evs[i] == evs[i % period] for i in range(len(evs))):
+            return evs[:period]
+    raise error(NODE, f"{where} {evs[:12]}{' ...' if len(evs) > 12 else ''} do not repeat with period 2 or 3")
+
+
 def _props_pattern(clip: vs.VideoNode) -> list[float] | None:
-    """The EV pattern carried by the source's own ``HdrExposureEV`` props, if any."""
+    """The EV pattern carried by the source's own ``HdrExposureEV`` props, if any (renders frames)."""
     props = clip.get_frame(0).props
     if EV_PROP not in props:
         return None
     evs = [float(clip.get_frame(i).props[EV_PROP]) for i in range(min(6, clip.num_frames))]
-    for period in (1, 2, 3):
-        if all(evs[i] == evs[i % period] for i in range(len(evs))):
-            return evs[:period]
-    raise error(NODE, f"the clip's {EV_PROP} props {evs} do not repeat with period 2 or 3")
+    return _pattern_of(evs, f"the clip's {EV_PROP} props")
 
 
-def _choose_exposures(rgb: vs.VideoNode, exposures: Sequence[float] | None, crf, gamma: float
-                      ) -> list[float]:
+def _choose_exposures(clip: vs.VideoNode, rgb: vs.VideoNode, exposures: Sequence[float] | None, crf,
+                      gamma: float) -> tuple[list[float], str]:
+    """The pattern and where it came from: the argument, an ``exposures.txt`` that
+    :func:`read_images` read, the frames' props, or detection (the only case that decodes more
+    than the first frames' props)."""
     if exposures is not None:
-        evs = validate_exposures(exposures, NODE)
-        if len(evs) > 1 and rgb.num_frames >= 6:
-            try:
-                found = detect_exposures(rgb, crf=crf, gamma=gamma)
-            except vs.Error:
-                return evs
-            steps = np.diff(evs + evs[:1])
-            found_steps = np.diff(found.exposures + found.exposures[:1])
-            if len(found.exposures) != len(evs) or np.max(np.abs(found_steps - steps)) > 0.75:
-                log.warning("hdrvid.linearize: exposures=%s contradict the footage: detection found %s",
-                            evs, found.describe())
-        return evs
+        return validate_exposures(exposures, NODE), "exposures="
+    facts = recall(clip)
+    if "exposures_error" in facts:
+        raise error(NODE, f"{facts['exposures_error']} (or pass exposures=[...])")
+    if "frame_evs" in facts:
+        where = facts["exposures_file"]
+        pattern = _pattern_of(facts["frame_evs"], f"the EVs of {where}")
+        try:
+            return validate_exposures(pattern, NODE), where
+        except vs.Error as e:
+            raise error(NODE, f"{where}: {str(e).removeprefix(f'hdrvid.{NODE}: ')}") from None
     from_props = _props_pattern(rgb)
     if from_props is not None:
-        log.info("hdrvid.linearize: exposures %s from the frames' %s props", from_props, EV_PROP)
-        return validate_exposures(from_props, NODE)
+        return validate_exposures(from_props, NODE), f"the frames' {EV_PROP} props"
     found = detect_exposures(rgb, crf=crf, gamma=gamma)
     log.warning("hdrvid.linearize: detected %s", found.describe())
-    return validate_exposures(found.exposures, NODE)
+    return validate_exposures(found.exposures, NODE), f"detection ({found.describe()})"
 
 
 def linearize(clip: vs.VideoNode, exposures: Sequence[float] | None = None,
@@ -105,12 +157,17 @@ def linearize(clip: vs.VideoNode, exposures: Sequence[float] | None = None,
 
     Args:
         clip: any constant-format RGB, YUV or GRAY clip; integers are normalised to [0, 1] and YUV
-            is converted with its ``_Matrix``/``_Range`` props.
+            is converted with its ``_Matrix``/``_Range`` props. Float frames tagged linear
+            (``_Transfer`` 8, as :func:`read_exr` gives) are radiance already: ``H = x / 2**EV``,
+            negative values set to 0 and nothing clipped at 1.
         exposures: EV (stops) of each frame of the repeating pattern starting at frame 0, e.g.
-            ``[-1.5, 1.5]`` or ``[-2, 0, 2]``. ``None`` takes them from the frames' own
-            ``HdrExposureEV`` props, else detects them from frame brightness (and logs the result).
+            ``[-1.5, 1.5]`` or ``[-2, 0, 2]``; given, no frame is decoded to build the node (see
+            :func:`check_exposures` to compare them with the footage). ``None`` takes them from an
+            ``exposures.txt`` that :func:`read_images` found or the frames' own ``HdrExposureEV``
+            props, else detects them from frame brightness (and logs the result).
         crf: ``"gamma"`` (a power curve of ``gamma``), a lookup-table file written by
-            :func:`estimate_crf` or :meth:`CRF.save`, or a :class:`~vs_hdrvid.ops.crf.CRF`.
+            :func:`estimate_crf` or :meth:`CRF.save`, or a :class:`~vs_hdrvid.ops.crf.CRF`;
+            not applied to linear float frames.
         gamma: exponent of the ``"gamma"`` response.
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         fp32: compute in float32 on CUDA too (default fp16 there).
@@ -121,25 +178,29 @@ def linearize(clip: vs.VideoNode, exposures: Sequence[float] | None = None,
 
     Raises:
         vs.Error: bad format, exposures that are not finite or span over 12 stops, an unreadable
-            CRF file, or a pattern that cannot be detected.
+            CRF file, an ``exposures.txt`` that cannot be used (when ``exposures`` is None), or a
+            pattern that cannot be detected.
     """
     clip = check_clip(clip, NODE)
     rgb = to_rgb_float(clip, NODE)
     to_linear, crf_desc = _resolve_crf(crf, gamma, NODE)
-    evs = _choose_exposures(rgb, exposures, crf, gamma)
+    evs, evs_from = _choose_exposures(clip, rgb, exposures, crf, gamma)
     dev, dtype = pick_device(device, fp32, NODE)
     period = len(evs)
     is_float_input = clip.format.sample_type == vs.FLOAT
     runner = NodeRunner(NODE, dev, dtype, num_streams=None)  # frame-parallel on CPU
     scales = [2.0 ** -e for e in evs]
     power = float(gamma) if isinstance(crf, str) and crf == "gamma" else None
-    log.info("hdrvid.linearize: %d-exposure pattern %s, CRF %s, on %s", period, evs, crf_desc, dev)
+    log.info("hdrvid.linearize: %d-exposure pattern %s from %s, CRF %s, on %s", period, evs, evs_from,
+             crf_desc, dev)
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         x = runner.fetch(f[0], own=True)  # a tensor of our own: computed on in place, then published
         if is_float_input and not all(math.isfinite(float(v)) for v in torch.aminmax(x)):  # NaN propagates
             raise error(NODE, f"frame {n} has NaN or infinite pixels; clean the source first")
-        if power is not None:  # clamp(x, 0, 1) ** gamma / 2**EV as exp2(gamma log2 x - EV): vectorised
+        if is_float_input and int(f[0].props.get("_Transfer", 0)) == 8:
+            h = x.clamp_(min=0).mul_(scales[n % period])  # radiance already: no response, no clipping at 1
+        elif power is not None:  # clamp(x, 0, 1) ** gamma / 2**EV as exp2(gamma log2 x - EV): vectorised
             # (within 2e-6 relative of the float64 power law, a tenth of a 16-bit step), band by band
             for rows in row_bands(x.shape[-2], x.shape[-1], x.device):
                 x[:, rows].clamp_(0, 1).log2_().mul_(power).sub_(evs[n % period]).exp2_()
@@ -151,7 +212,8 @@ def linearize(clip: vs.VideoNode, exposures: Sequence[float] | None = None,
                       PATTERN_PROP: evs, "_Transfer": 8, "_Matrix": 0, "_Range": 1})
         return runner.emit(h, vs.core.get_video_format(vs.RGBS), props)
 
-    return runner.map_frames(blank_like(rgb), [rgb], process)
+    out = runner.map_frames(blank_like(rgb), [rgb], process)
+    return remember(out, **{PATTERN_PROP: evs, "exposures_from": evs_from})
 
 
 def estimate_crf(clip: vs.VideoNode, exposures: Sequence[float], output: str | os.PathLike,

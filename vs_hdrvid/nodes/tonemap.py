@@ -11,7 +11,7 @@ from ..bridge import NodeRunner, blank_like, row_bands
 from ..ops.color import primaries_matrix
 from ..ops.tonemap import (PQ_PEAK_NITS, bt709_oetf, hlg_display_to_scene, hlg_oetf, log_average_luminance,
                            mulaw, pq_encode_normalized_, reinhard)
-from ._common import PATTERN_PROP, check_clip, error, pick_device
+from ._common import PATTERN_PROP, check_clip, error, pick_device, recall
 from ._window import _clamped
 
 __all__ = ["tonemap", "highlight_rolloff", "HDR10_PRIMARIES"]
@@ -102,6 +102,15 @@ def _hdr_frame(runner: NodeRunner, x: torch.Tensor, gain: float, peak: float, op
     return frame
 
 
+def _h_sat(props: vs.FrameProps, n: int) -> float:
+    """``1 / 2**min(EV)`` from a frame's ``HdrExposurePattern``, which every node after linearize keeps."""
+    pattern = props.get(PATTERN_PROP)
+    if pattern is None:
+        raise error(NODE, f"frame {n}: mulaw needs the exposure pattern props of hv.linearize on the clip")
+    pattern = [pattern] if isinstance(pattern, (int, float)) else pattern
+    return 2.0 ** -min(float(v) for v in pattern)
+
+
 def _stats_clip(clip: vs.VideoNode) -> vs.VideoNode:
     """A tiny copy of ``clip`` whose frames carry their log-average luminance as a prop."""
     w = min(64, clip.width)
@@ -160,13 +169,8 @@ def tonemap(clip: vs.VideoNode, op: str = "pq", peak_nits: float = 1000.0, white
         raise error(NODE, f"smooth must be an integer within 0..120, got {smooth!r}")
     dev, dtype = pick_device(device, fp32, NODE)
     runner = NodeRunner(NODE, dev, dtype, num_streams=None)  # frame-parallel on CPU
-    h_sat = None
-    if op == "mulaw":
-        pattern = clip.get_frame(0).props.get(PATTERN_PROP)
-        if pattern is None:
-            raise error(NODE, "mulaw needs the exposure pattern props of hv.linearize on the clip")
-        pattern = [pattern] if isinstance(pattern, (int, float)) else pattern
-        h_sat = 2.0 ** -min(float(v) for v in pattern)
+    known = recall(clip).get(PATTERN_PROP)  # a clip linearize made; others say on every frame
+    h_sat_known = 2.0 ** -min(known) if known else None
     stats = _stats_clip(clip) if key is None and op != "mulaw" else None
     stat_clips = [_clamped(stats, o) for o in range(-smooth, smooth + 1)] if stats is not None else []
     rgbs = vs.core.get_video_format(vs.RGBS)
@@ -184,7 +188,7 @@ def tonemap(clip: vs.VideoNode, op: str = "pq", peak_nits: float = 1000.0, white
         else:
             x = runner.fetch(f[0]).float().clamp(min=0)[None]
         if op == "mulaw":
-            out = mulaw((x / h_sat).clamp(0, 1), mu)
+            out = mulaw((x / (h_sat_known or _h_sat(f[0].props, n))).clamp(0, 1), mu)
             return runner.emit(out[0], rgbs, props, publish=False)
         if op in ("reinhard", "sdr"):
             out = reinhard(x, key=0.18, log_avg=scene_key(f)).clamp(0, 1)
