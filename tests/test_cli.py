@@ -1,19 +1,26 @@
 """`vs-hdrvid`: reconstruct happy paths, every bad input (one line, exit status, nothing left), demo."""
 import logging
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from vs_hdrvid.cli import main
+from vs_hdrvid.cli import fail, main
+from vs_hdrvid.encode import ffmpeg_exe
 from vs_hdrvid.ops.exr import read_exr, write_exr
+from vs_hdrvid.outputs import claim
 
 from conftest import make_sequence
 
 EXE = Path(sys.executable).parent / "vs-hdrvid"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(argv, capfd):
@@ -183,7 +190,7 @@ def test_bad_input(tmp_path, capfd, case):
     inp = make_input(tmp_path)
     out = tmp_path / "out"
     status, stdout, err = run(["reconstruct", inp, "-o", out / "%05d.exr", "--quiet", *extra], capfd)
-    assert not out.exists() or leftovers(out) == []
+    assert not out.exists()
     assert not list(tmp_path.rglob("*.part"))
     assert stdout == ""
     assert status in (status_want if isinstance(status_want, tuple) else (status_want,)), (status, err)
@@ -207,7 +214,7 @@ def test_failure_mid_run_removes_written_frames(tmp_path, capfd):
     for out in (tmp_path / "o1" / "%05d.exr", tmp_path / "o2" / "%05d.png", tmp_path / "o3" / "x.mkv"):
         status, _, err = run(["reconstruct", inp, "-o", out, "--quiet", "--method", "reference",
                               "--exposures", "-1.5,1.5"], capfd)
-        assert leftovers(out.parent) == []
+        assert not out.parent.exists()  # the folder the run created goes too (issue 15)
         assert status in (1, 2), err
         assert_one_error_line(err, "NaN")
 
@@ -225,3 +232,176 @@ def test_frames_outside_clip(tmp_path, seq, capfd):
                           "--exposures", "-1.5,1.5", "--quiet"], capfd)
     assert status == 2
     assert_one_error_line(err, "4:9")
+
+
+
+# ------------------------------------------------------------------------------------- issue 15
+def with_exposures_txt(seq, text: str) -> None:
+    (Path(seq.pattern).parent.parent / "exposures.txt").write_text(text)
+
+
+@pytest.mark.parametrize("text,given", [("-1.5,1.5\n", False), ("-1.5,1.5\n", True), ("-1.5 1.5 x\n", True)])
+def test_exposures_txt_pattern_and_precedence_issue15(tmp_path, seq, capfd, text, given):
+    """A pattern file is used; --exposures wins over the file, even one that cannot be used."""
+    with_exposures_txt(seq, text)
+    out = tmp_path / "o"
+    status, _, err = run(["reconstruct", seq.pattern, "-o", out / "%05d.exr", "--quiet",
+                          *(["--exposures", "-1.5,1.5"] if given else [])], capfd)
+    assert status == 0, err
+    assert len(leftovers(out)) == 6
+
+
+def test_unusable_exposures_txt_is_one_line_issue15(tmp_path, seq, capfd):
+    with_exposures_txt(seq, "-1.5 1.5 -1.5 1.5\n")  # 4 EVs for 6 frames: neither form
+    out = tmp_path / "o"
+    status, stdout, err = run(["reconstruct", seq.pattern, "-o", out / "%05d.exr", "--quiet"], capfd)
+    assert status == 2 and stdout == ""
+    assert_one_error_line(err, "exposures.txt holds 4 EV(s) for 6 frames")
+    assert "repeating pattern" in err
+    assert not out.exists()
+
+
+def test_pattern_from_exposures_txt_is_printed_issue15(tmp_path, seq, capfd):
+    with_exposures_txt(seq, "-1.5\n1.5\n" * 3)
+    status, _, err = run(["reconstruct", seq.pattern, "-o", tmp_path / "o" / "%05d.exr", "--quiet"], capfd)
+    assert status == 0, err
+    assert re.search(r"^vs-hdrvid: exposures -1\.5,\+1\.5 from .*exposures\.txt$", err, re.M), err
+
+
+def test_second_writer_is_refused_issue15(tmp_path, seq, capfd):
+    """While another run holds the output, a second one is refused and touches none of its files."""
+    out = tmp_path / "o"
+    with claim(out / "%05d.exr") as other:
+        for n in range(2):
+            with other.atomic(out / f"{n:05d}.exr") as tmp:
+                write_exr(tmp, np.full((4, 4, 3), 0.5, np.float32))
+        before = leftovers(out)
+        status, _, err = run(["reconstruct", seq.pattern, "-o", out / "%05d.exr", "--quiet",
+                              "--exposures", "-1.5,1.5"], capfd)
+        assert status == 2
+        assert_one_error_line(err, f"another run (pid {os.getpid()}) is writing")
+        assert leftovers(out) == before
+    assert leftovers(out) == ["00000.exr", "00001.exr"]  # the lock goes with its run
+    status, _, err = run(["reconstruct", seq.pattern, "-o", out / "%05d.exr", "--quiet",
+                          "--exposures", "-1.5,1.5"], capfd)
+    assert status == 0, err
+
+
+def test_failed_run_removes_only_its_own_files_issue15(tmp_path, capfd):
+    inp = nan_exr_sequence(tmp_path / "nan")  # frame 3 fails
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "00004.exr").write_bytes(b"an earlier run's frame")
+    (out / "notes.txt").write_text("mine")
+    status, _, err = run(["reconstruct", inp, "-o", out / "%05d.exr", "--quiet", "--method", "reference",
+                          "--exposures", "-1.5,1.5"], capfd)
+    assert status in (1, 2)
+    assert_one_error_line(err, "NaN")
+    assert leftovers(out) == ["00004.exr", "notes.txt"] and out.is_dir()
+
+
+@pytest.mark.parametrize("output,blocked", [("o/%05d.exr", "o/00002.exr"), ("o/x.mkv", "o/x.mkv")])
+def test_output_path_that_is_a_folder_leaves_nothing_issue15(tmp_path, seq, capfd, output, blocked):
+    (tmp_path / blocked).mkdir(parents=True)
+    status, _, err = run(["reconstruct", seq.pattern, "-o", tmp_path / output, "--quiet",
+                          "--exposures", "-1.5,1.5"], capfd)
+    assert status == 2
+    assert_one_error_line(err, "is a folder")
+    assert ".part" not in err
+    assert leftovers(tmp_path / "o") == [] and (tmp_path / blocked).is_dir()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc and /sys")
+@pytest.mark.parametrize("output", ["/proc/out.mkv", "/sys/%05d.png"])
+def test_system_folders_give_one_plain_line_issue15(seq, capfd, output):
+    status, _, err = run(["reconstruct", seq.pattern, "-o", output, "--quiet", "--exposures", "-1.5,1.5"], capfd)
+    assert status == 2
+    assert_one_error_line(err, f"cannot write {output}")
+    assert ".part" not in err and "Errno" not in err
+
+
+def test_hdr10_content_light_is_measured_issue15(tmp_path, seq, capfd):
+    """MaxCLL/MaxFALL are the brightest pixel and frame average over the encoded frames, not the
+    mastering peak and 0."""
+    from vs_hdrvid import nodes
+    from vs_hdrvid.reconstruct import Options, build
+
+    out = tmp_path / "v" / "x.mkv"
+    status, _, err = run(["reconstruct", seq.pattern, "-o", out, "--quiet", "--exposures", "-1.5,1.5",
+                          "--peak-nits", "4000"], capfd)
+    assert status == 0, err
+    tm = nodes.tonemap(build(nodes.source(seq.pattern), Options(exposures=[-1.5, 1.5])), "pq", peak_nits=4000)
+    frames = [f.props for f in tm.frames()]
+    want = (round(max(p["HdrFrameMaxNits"] for p in frames)), round(max(p["HdrFrameAverageNits"] for p in frames)))
+    assert 0 < want[1] < want[0] < 3900
+    info = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(out), "-vf", "showinfo", "-f", "null", "-"],
+                          capture_output=True, text=True, timeout=60)
+    found = set(re.findall(r"MaxCLL=(\d+), MaxFALL=(\d+)", info.stderr))
+    assert found == {(str(want[0]), str(want[1]))}, info.stderr[-2000:]
+    assert f"MaxCLL {want[0]}, MaxFALL {want[1]} cd/m2" in err
+
+
+SLOW_SOURCE = """import time
+import numpy as np
+import vapoursynth as vs
+core = vs.core
+seq = core.std.BlankClip(format=vs.RGB24, width=64, height=48, length=60)
+def slow(n, f):
+    time.sleep(0.15)
+    out = f.copy()
+    np.asarray(out[0])[:] = 70 if n % 2 == 0 else 180  # 3 stops apart: -1.5, +1.5
+    return out
+core.std.ModifyFrame(seq, seq, slow).set_output()
+"""
+
+
+def _start(tmp_path: Path, output: Path, launcher: list[str]) -> subprocess.Popen:
+    script = tmp_path / "slow.vpy"
+    script.write_text(SLOW_SOURCE)
+    return subprocess.Popen([*launcher, "reconstruct", str(script), "-o", str(output), "--quiet",
+                             "--method", "reference", "--exposures", "-1.5,1.5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+
+
+def _wait_for(cond, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < end, "the run did not get going"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("output", ["o/%05d.exr", "o/x.mkv"])
+def test_sigterm_cleans_up_like_ctrl_c_issue15(tmp_path, output):
+    out = tmp_path / output
+    proc = _start(tmp_path, out, [sys.executable, "-m", "vs_hdrvid.cli"])
+    folder = out.parent
+    if output.endswith(".exr"):  # finished frames under their final names
+        _wait_for(lambda: folder.is_dir() and len(list(folder.glob("0*.exr"))) >= 2, proc)
+    else:  # ffmpeg writing the .part
+        _wait_for(lambda: folder.is_dir() and list(folder.glob(".x.*.part")), proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == ["vs-hdrvid: terminated"], err
+    assert not folder.exists(), leftovers(folder)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_start_up_is_one_line_issue15(tmp_path):
+    """Loading torch and VapourSynth takes seconds; Ctrl-C there ends like Ctrl-C later."""
+    proc = _start(tmp_path, tmp_path / "o" / "%05d.exr", [sys.executable, str(ROOT / "vs_hdrvid_launch.py")])
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["vs-hdrvid: interrupted"], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_fail_is_the_one_error_form_issue15(capfd):
+    assert fail("no such thing:\n  x", 3) == 3
+    assert fail(ValueError("bad\nvalue")) == 1
+    _, err = capfd.readouterr()
+    assert err.splitlines() == ["vs-hdrvid: error: no such thing: x", "vs-hdrvid: error: bad"]

@@ -1,23 +1,43 @@
 """``vs-hdrvid``: reconstruct, demo, synth, eval, bench.
 
 Every failure the user can fix ends in one line ``vs-hdrvid: error: ...`` and exit status 2 (bad
-input) or 1 (a failure while running); stdout stays free for data.
+input) or 1 (a failure while running); Ctrl-C ends with status 130 and SIGTERM with 143, both after
+removing what the run wrote. stdout stays free for data.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import math
+import signal
 import sys
 from typing import Sequence
 
-__all__ = ["main"]
+__all__ = ["main", "fail", "UserError"]
 
 log = logging.getLogger("vs_hdrvid")
 
 
 class UserError(Exception):
     """A problem with the user's input: reported in one line, exit status 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the run cleans up what it wrote and exits non-zero."""
+
+
+def fail(msg: str | BaseException, code: int = 1) -> int:
+    """Report an error the one way every command does: ``vs-hdrvid: error: <msg>`` as one line on
+    stderr; returns ``code`` (1: a failure while running, 2: bad input) for the command to return.
+
+    Example::
+
+        if not path.is_file():
+            return fail(f"no such file: {path}", 2)
+    """
+    text = _one_line(msg) if isinstance(msg, BaseException) else " ".join(str(msg).split())
+    print(f"vs-hdrvid: error: {text or 'failed'}", file=sys.stderr)
+    return code
 
 
 def _exposures(text: str) -> list[float]:
@@ -76,6 +96,9 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     import vapoursynth as vs
 
     from .nodes import source
+    from .nodes._common import PATTERN_PROP, recall
+    from .nodes.linearize import check_exposures
+    from .outputs import OutputError
     from .reconstruct import Options, build, output_kind, write_output
 
     try:
@@ -84,14 +107,25 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
         hdr = build(clip, Options(exposures=args.exposures, method=args.method, flow=args.flow,
                                   crf=args.crf, device=args.device, frames=args.frames, radius=args.radius,
                                   weights=args.weights, s=args.s))
+        facts = recall(hdr)
+        if args.exposures is not None:
+            contradiction = check_exposures(clip, args.exposures, crf=args.crf)
+            if contradiction:
+                log.warning("hdrvid.linearize: %s", contradiction)
+        elif not str(facts.get("exposures_from", "detection")).startswith("detection"):  # detection logs itself
+            evs = ",".join(f"{e:+g}" for e in facts[PATTERN_PROP])
+            print(f"vs-hdrvid: exposures {evs} from {facts['exposures_from']}", file=sys.stderr)
     except (vs.Error, ValueError, OSError) as e:
         raise UserError(_one_line(e)) from None
+    report: dict = {}
     try:
         paths = write_output(hdr, args.output, progress=not args.quiet, peak_nits=args.peak_nits,
-                             first=args.frames[0] if args.frames else 0)
-    except PermissionError as e:
+                             first=args.frames[0] if args.frames else 0, report=report)
+    except OutputError as e:
         raise UserError(str(e)) from None
-    print(f"vs-hdrvid: wrote {len(paths)} file(s) to {args.output}", file=sys.stderr)
+    light = (f" (MaxCLL {report['max_cll']}, MaxFALL {report['max_fall']} cd/m2, measured)"
+             if report.get("measured") else "")
+    print(f"vs-hdrvid: wrote {len(paths)} file(s) to {args.output}{light}", file=sys.stderr)
     return 0
 
 
@@ -137,8 +171,29 @@ def _join_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: let the clean-up finish
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: no signal handling of our own
+        previous = None
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM, in start-up (imports) or while running
+        terminated = isinstance(e, Terminated)
+        print(f"vs-hdrvid: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -150,16 +205,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(runner(args) or 0)
     except UserError as e:
-        print(f"vs-hdrvid: error: {e}", file=sys.stderr)
-        return 2
+        return fail(str(e), 2)
     except KeyboardInterrupt:
-        print("vs-hdrvid: interrupted", file=sys.stderr)
-        return 130
+        raise
     except Exception as e:  # a failure while running: one line, not a traceback
         if args.verbose:
             raise
-        print(f"vs-hdrvid: error: {_one_line(e)}", file=sys.stderr)
-        return 1
+        return fail(e, 1)
 
 
 if __name__ == "__main__":

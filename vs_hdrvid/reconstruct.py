@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +12,10 @@ import numpy as np
 import vapoursynth as vs
 
 from . import nodes
+from .nodes._common import recall, remember
 from .encode import encode_hdr10, iterate_frames
-from .ops.exr import atomic_path
 from .ops.exr import write_exr as write_exr_file
+from .outputs import Claim, OutputError, atomic_path, claim
 
 __all__ = ["METHODS", "FLOWS", "Options", "build", "write_output", "write_png", "output_kind"]
 
@@ -58,6 +58,7 @@ def build(clip: vs.VideoNode, opts: Options) -> vs.VideoNode:
     frame 0 and the first frames of the range keep their neighbours.
     """
     lin = nodes.linearize(clip, exposures=opts.exposures, crf=opts.crf, device=opts.device)
+    facts = recall(lin)  # the pattern and where it came from, for what is built on it
     if opts.method == "reference":
         hdr = lin
     elif opts.method == "merge":
@@ -83,52 +84,53 @@ def build(clip: vs.VideoNode, opts: Options) -> vs.VideoNode:
         if not 0 <= a < b <= clip.num_frames:
             raise ValueError(f"--frames {a}:{b} is outside the clip's 0:{clip.num_frames}")
         hdr = hdr[a:b]
-    return hdr
+    return remember(hdr, **facts)
 
 
-def write_png(path: str, rgb: np.ndarray) -> None:
-    """Write an ``(H, W, 3)`` uint8/uint16 RGB image atomically."""
+def write_png(path: str, rgb: np.ndarray, target: Claim | None = None) -> None:
+    """Write an ``(H, W, 3)`` uint8/uint16 RGB image atomically (through ``target`` when given)."""
     ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
-        raise OSError(f"cannot encode {path}")
-    with atomic_path(path) as tmp:
+        raise OutputError(f"cannot encode {path} as PNG")
+    with (target.atomic(path) if target is not None else atomic_path(path)) as tmp:
         Path(tmp).write_bytes(data.tobytes())
 
 
+def _write_exr(path: str, rgb: np.ndarray, target: Claim) -> None:
+    with target.atomic(path) as tmp:
+        write_exr_file(tmp, rgb)
+
+
 def write_output(hdr: vs.VideoNode, output: str, progress: bool = True, peak_nits: float = 1000.0,
-                 first: int = 0) -> list[str]:
+                 first: int = 0, report: dict | None = None) -> list[str]:
     """Write linear HDR ``hdr`` to ``output`` (EXR or PNG pattern, or an HDR10 video).
 
     Image files are numbered from ``first`` (the source frame number of the clip's frame 0).
 
-    Every file is written under a temporary name and renamed when complete; if the run fails or is
-    interrupted, the frames this run already wrote are removed again, so no partial result is left.
+    The output is locked for the run (:func:`vs_hdrvid.outputs.claim`): a second run writing the
+    same output is refused. Every file is written under a temporary name and renamed when complete;
+    if the run fails or is interrupted, the files this run wrote (and the folders it created) are
+    removed again, so no partial result is left, and no other run's files are touched.
+
+    Args:
+        report: filled with ``max_cll`` and ``max_fall`` (cd/m2) measured over an HDR10 video's
+            frames.
 
     Returns:
         the paths written.
+
+    Raises:
+        OutputError: the output is being written by another run, or cannot be written (one line).
     """
     kind = output_kind(output)
-    folder = Path(output).parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise PermissionError(f"cannot create the output folder {folder}: {e.strerror}") from None
-    if not os.access(folder, os.W_OK):
-        raise PermissionError(f"cannot write into {folder}")
-    written: list[str] = []
-    try:
+    with claim(output) as target:
         if kind == "video":
             tm = nodes.tonemap(hdr, "pq", peak_nits=peak_nits)
-            written.append(os.fspath(encode_hdr10(tm, output, progress=progress)))
-            return written
+            encode_hdr10(tm, output, progress=progress, atomic=target.atomic, report=report)
+            return list(target.written)
         clip = hdr if kind == "exr" else nodes.tonemap(hdr, "sdr")
+        write = _write_exr if kind == "exr" else write_png
         for n, f in iterate_frames(clip, progress, desc=f"writing {Path(output).name}"):
             rgb = np.stack([np.asarray(f[p]) for p in range(3)], -1)
-            path = output % (first + n)
-            (write_exr_file if kind == "exr" else write_png)(path, rgb)
-            written.append(path)
-        return written
-    except BaseException:
-        for path in written:
-            Path(path).unlink(missing_ok=True)
-        raise
+            write(output % (first + n), rgb, target)
+        return list(target.written)
