@@ -15,10 +15,11 @@ from . import weights as weights_mod
 from .ops.exr import read_exr
 from .ops.metrics import psnr_mu
 from .reconstruct import Options, build, write_output, write_png
+from .resources import data_dir
 
 __all__ = ["add_cli", "run_cli", "run_demo", "SAMPLE", "shipped_methods"]
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample"
+SAMPLE = data_dir("sample")  # inside the package when installed from a wheel, else examples/sample
 
 
 def _planes(f: vs.VideoFrame) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Trained weights: an explicit registry, sha256-checked loading, and the provenance manifest.
 
-Each entry names a safetensors file in ``weights/`` and the network that reads it. The file's
+Each entry names a safetensors file in ``weights/`` (inside the package when installed from a wheel:
+:mod:`vs_hdrvid.resources`) and the network that reads it. The file's
 sha256, network config, training recipe and measured quality live in ``weights/MANIFEST.json``
 (written by ``vs-hdrvid train``); loading refuses a file whose hash does not match it.
 """
@@ -16,10 +17,13 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, save_file
 
+from .resources import data_dir
+
 __all__ = ["WEIGHTS_DIR", "MANIFEST", "WeightSpec", "REGISTRY", "WeightsError", "sha256_of",
            "read_manifest", "load", "save", "register_in_manifest"]
 
-WEIGHTS_DIR = Path(os.environ.get("HDRVID_WEIGHTS", Path(__file__).resolve().parents[1] / "weights"))
+# HDRVID_WEIGHTS, else the weights the wheel carries, else weights/ of the source checkout
+WEIGHTS_DIR = Path(os.environ.get("HDRVID_WEIGHTS") or data_dir("weights"))
 MANIFEST = "MANIFEST.json"
 
 
