@@ -172,6 +172,20 @@ def test_building_renders_no_frame_issue15():
     assert seen
 
 
+def test_yuv_input_builds_without_rendering_issue15():
+    """The YUV matrix and range come from each frame's props when it is rendered, not from frame 0
+    at build time; untagged frames get the size-based guess."""
+    rgb = [np.tile(np.array([0.8, 0.2, 0.1], np.float32), (16, 24, 1))] * 4
+    src, seen = counting(rgb)
+    yuv = core.resize.Bicubic(src, format=vs.YUV444P16, matrix_s="170m")
+    lin = hv.linearize(yuv, exposures=[0.0, 1.0], device="cpu")
+    untagged = hv.linearize(core.std.RemoveFrameProps(yuv, "_Matrix"), exposures=[0.0, 1.0], device="cpu")
+    assert seen == []
+    want = np.array([0.8, 0.2, 0.1]) ** 2.2
+    np.testing.assert_allclose(planes(lin.get_frame(0))[4, 4], want, rtol=3e-3)
+    np.testing.assert_allclose(planes(untagged.get_frame(0))[4, 4], want, rtol=3e-3)  # 170m guessed
+
+
 def test_exposures_txt_pattern_builds_without_rendering_issue15(tmp_path, monkeypatch):
     seq = make_sequence(tmp_path, [-2.0, 0.0, 2.0], 6, with_exposures_txt=True)
     src = hv.read_images(seq.pattern)

@@ -128,13 +128,26 @@ def to_rgb_float(clip: vs.VideoNode, node: str) -> vs.VideoNode:
     if fmt.color_family == vs.GRAY:
         return core.std.ShufflePlanes(core.resize.Point(clip, format=vs.GRAYS), [0, 0, 0], vs.RGB)
     if fmt.color_family == vs.YUV:
-        props = clip.get_frame(0).props
-        matrix = int(props.get("_Matrix", 2))
-        kwargs = {}
-        if matrix in (2, 3) or matrix == 0:  # unspecified: guess from the size, as players do
-            kwargs["matrix_in_s"] = "709" if clip.height > 576 else "170m"
-            log.info("hdrvid.%s: clip has no _Matrix, assuming %s", node, kwargs["matrix_in_s"])
-        if "_Range" not in props and "_ColorRange" not in props:
-            kwargs["range_in_s"] = "limited"
-        return core.resize.Bicubic(clip, format=vs.RGBS, **kwargs)
+        return _yuv_to_rgb(clip, node)
     raise error(node, f"unsupported colour family of {fmt.name}; give RGB, YUV or GRAY")
+
+
+def _yuv_to_rgb(clip: vs.VideoNode, node: str) -> vs.VideoNode:
+    """YUV -> RGBS with each frame's ``_Matrix``/``_Range``; where a frame leaves them unspecified,
+    the matrix is guessed from the size (as players do) and the range taken as limited. Chosen per
+    frame, so building the graph decodes nothing."""
+    guess = "709" if clip.height > 576 else "170m"
+    told: list[bool] = []
+    variants = {(m, r): core.resize.Bicubic(clip, format=vs.RGBS, **({"matrix_in_s": guess} if m else {}),
+                                            **({"range_in_s": "limited"} if r else {}))
+                for m in (False, True) for r in (False, True)}
+
+    def pick(n: int, f: vs.VideoFrame) -> vs.VideoNode:
+        guess_matrix = int(f.props.get("_Matrix", 2)) in (0, 2, 3)  # unspecified (or RGB on YUV)
+        guess_range = "_Range" not in f.props and "_ColorRange" not in f.props
+        if guess_matrix and not told:
+            told.append(True)
+            log.info("hdrvid.%s: clip has no _Matrix, assuming %s", node, guess)
+        return variants[guess_matrix, guess_range]
+
+    return core.std.FrameEval(variants[False, False], pick, prop_src=clip, clip_src=list(variants.values()))
