@@ -95,14 +95,27 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
 def _run_reconstruct(args: argparse.Namespace) -> int:
     import vapoursynth as vs
 
+    from .outputs import OutputError, claim
+    from .reconstruct import output_kind
+
+    try:
+        output_kind(args.output)
+        with claim(args.output) as target:  # locked from here: a second run is refused before any work
+            return _reconstruct(args, target)
+    except (vs.Error, ValueError, OutputError) as e:
+        raise UserError(_one_line(e)) from None
+
+
+def _reconstruct(args: argparse.Namespace, target) -> int:
+    import vapoursynth as vs
+
     from .nodes import source
     from .nodes._common import PATTERN_PROP, recall
     from .nodes.linearize import check_exposures
     from .outputs import OutputError
-    from .reconstruct import Options, build, output_kind, write_output
+    from .reconstruct import Options, build, write_output
 
     try:
-        output_kind(args.output)
         clip = source(args.input)
         hdr = build(clip, Options(exposures=args.exposures, method=args.method, flow=args.flow,
                                   crf=args.crf, device=args.device, frames=args.frames, radius=args.radius,
@@ -120,7 +133,7 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     report: dict = {}
     try:
         paths = write_output(hdr, args.output, progress=not args.quiet, peak_nits=args.peak_nits,
-                             first=args.frames[0] if args.frames else 0, report=report)
+                             first=args.frames[0] if args.frames else 0, report=report, target=target)
     except OutputError as e:
         raise UserError(str(e)) from None
     light = (f" (MaxCLL {report['max_cll']}, MaxFALL {report['max_fall']} cd/m2, measured)"

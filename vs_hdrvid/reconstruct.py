@@ -102,7 +102,7 @@ def _write_exr(path: str, rgb: np.ndarray, target: Claim) -> None:
 
 
 def write_output(hdr: vs.VideoNode, output: str, progress: bool = True, peak_nits: float = 1000.0,
-                 first: int = 0, report: dict | None = None) -> list[str]:
+                 first: int = 0, report: dict | None = None, target: Claim | None = None) -> list[str]:
     """Write linear HDR ``hdr`` to ``output`` (EXR or PNG pattern, or an HDR10 video).
 
     Image files are numbered from ``first`` (the source frame number of the clip's frame 0).
@@ -115,6 +115,8 @@ def write_output(hdr: vs.VideoNode, output: str, progress: bool = True, peak_nit
     Args:
         report: filled with ``max_cll`` and ``max_fall`` (cd/m2) measured over an HDR10 video's
             frames.
+        target: the run's claim on ``output`` when the caller took it already (to hold the lock
+            from before the graph is built); by default one is taken here.
 
     Returns:
         the paths written.
@@ -123,14 +125,16 @@ def write_output(hdr: vs.VideoNode, output: str, progress: bool = True, peak_nit
         OutputError: the output is being written by another run, or cannot be written (one line).
     """
     kind = output_kind(output)
-    with claim(output) as target:
-        if kind == "video":
-            tm = nodes.tonemap(hdr, "pq", peak_nits=peak_nits)
-            encode_hdr10(tm, output, progress=progress, atomic=target.atomic, report=report)
-            return list(target.written)
-        clip = hdr if kind == "exr" else nodes.tonemap(hdr, "sdr")
-        write = _write_exr if kind == "exr" else write_png
-        for n, f in iterate_frames(clip, progress, desc=f"writing {Path(output).name}"):
-            rgb = np.stack([np.asarray(f[p]) for p in range(3)], -1)
-            write(output % (first + n), rgb, target)
+    if target is None:
+        with claim(output) as own:
+            return write_output(hdr, output, progress, peak_nits, first, report, own)
+    if kind == "video":
+        tm = nodes.tonemap(hdr, "pq", peak_nits=peak_nits)
+        encode_hdr10(tm, output, progress=progress, atomic=target.atomic, report=report)
         return list(target.written)
+    clip = hdr if kind == "exr" else nodes.tonemap(hdr, "sdr")
+    write = _write_exr if kind == "exr" else write_png
+    for n, f in iterate_frames(clip, progress, desc=f"writing {Path(output).name}"):
+        rgb = np.stack([np.asarray(f[p]) for p in range(3)], -1)
+        write(output % (first + n), rgb, target)
+    return list(target.written)
