@@ -56,7 +56,8 @@ def test_wheel_carries_the_weights_and_the_sample_issue15(wheel):
             member = f"vs_hdrvid/_data/weights/{file}"
             assert member in names, f"{file} of weights/MANIFEST.json is not in the wheel"
             assert hashlib.sha256(z.read(member)).hexdigest() == entry["sha256"], file
-        shipped = {n.removeprefix("vs_hdrvid/_data/weights/") for n in names if n.startswith("vs_hdrvid/_data/weights/")}
+        prefix = "vs_hdrvid/_data/weights/"
+        shipped = {n.removeprefix(prefix) for n in names if n.startswith(prefix)}
         assert shipped == set(manifest) | {"MANIFEST.json"}  # nothing unregistered rides along
     sample = ROOT / "examples" / "sample"
     for path in sample.rglob("*"):

@@ -190,23 +190,34 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
+    """Entry point; returns the exit status.
+
+    While the command runs, Ctrl-C raises KeyboardInterrupt and SIGTERM :class:`Terminated`, so
+    that what the run wrote is removed before it exits (130, 143); before that, while the modules
+    load, the ``vs-hdrvid`` launcher ends the process at once.
+    """
+    previous: dict[int, object] = {}
     try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread: no signal handling of our own
-        previous = None
-    try:
-        return _main(argv)
+        return _main(argv, previous)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM, in start-up (imports) or while running
         terminated = isinstance(e, Terminated)
         print(f"vs-hdrvid: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         return 143 if terminated else 130
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
-def _main(argv: Sequence[str] | None) -> int:
+def _catch_signals(previous: dict[int, object]) -> None:
+    """Ctrl-C and SIGTERM as exceptions from here on; ``previous`` keeps the handlers to restore."""
+    try:
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread: no signal handling of our own
+        pass
+
+
+def _main(argv: Sequence[str] | None, previous: dict[int, object]) -> int:
     parser = _parser()
     args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -215,6 +226,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
     tune_malloc()  # our own process: keep freed frame buffers for reuse (see vs_hdrvid.malloc)
     runner = _run_reconstruct if args.command == "reconstruct" else args.run
+    _catch_signals(previous)
     try:
         return int(runner(args) or 0)
     except UserError as e:
