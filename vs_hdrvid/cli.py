@@ -155,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_reconstruct(sub)
     for module in ("demo", "eval.bench", "eval.bench_nets", "eval.bench_dealthdr",
-                   "synth.cli", "eval.cli", "train.cli", "train.adapt_cli"):
+                   "synth.cli", "eval.cli", "train.cli", "train.adapt_cli", "train.plan", "train.bench"):
         mod = __import__(f"vs_hdrvid.{module}", fromlist=["add_cli"])
         mod.add_cli(sub).set_defaults(run=mod.run_cli)
     return parser

@@ -21,8 +21,14 @@ PATTERNS = {2: [-1.5, 1.5], 3: [-2.0, 0.0, 2.0]}
 
 @pytest.fixture(scope="module")
 def wdir(tmp_path_factory):
-    """Narrow, randomly initialised coarse/refine weights for 2 and 3 exposures, flow output zeroed."""
+    """Narrow, untrained coarse/refine weights of the shipped design (CoarseNet blend="merge")."""
     return write_random_weights(tmp_path_factory.mktemp("weights"), narrow=True, zero_flow=True)
+
+
+@pytest.fixture(scope="module")
+def paper_wdir(tmp_path_factory):
+    """Narrow, randomly initialised weights of the paper's CoarseNet, flow output zeroed."""
+    return write_random_weights(tmp_path_factory.mktemp("weights"), narrow=True, zero_flow=True, blend="paper")
 
 
 def linear_clip(tmp_path, evs, frames=5, size=(64, 96), motion=(2.0, 1.0, 0.0, 1.0), align=True):
@@ -32,10 +38,10 @@ def linear_clip(tmp_path, evs, frames=5, size=(64, 96), motion=(2.0, 1.0, 0.0, 1
 
 
 @pytest.mark.parametrize("period", [2, 3])
-def test_coarse_output_format_props_and_kept_radiance(tmp_path, wdir, period):
+def test_coarse_output_format_props_and_kept_radiance(tmp_path, paper_wdir, period):
     evs = PATTERNS[period]
     seq, lin = linear_clip(tmp_path, evs, frames=5)
-    hdr = hv.coarse(lin, weights=wdir, device="cpu")
+    hdr = hv.coarse(lin, weights=paper_wdir, device="cpu")
     assert hdr.format.id == vs.RGBS and (hdr.width, hdr.height, hdr.num_frames) == (96, 64, 5)
     h_sat = 2.0 ** -min(evs)
     for n in range(5):  # both ends use the exposure-aware substitute neighbours
@@ -54,6 +60,28 @@ def test_coarse_output_format_props_and_kept_radiance(tmp_path, wdir, period):
             keep &= lum <= 0.89
         assert keep.mean() > 0.05
         np.testing.assert_allclose(out[keep], h[keep], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("period", [2, 3])
+def test_untrained_coarse_is_the_merge_with_dis_flows(tmp_path, wdir, period):
+    """The shipped design starts from the classical answer: untrained, hv.coarse is hv.merge with
+    the same classical_flow clips, frame for frame and bit for bit (issue 12's step-0 identity)."""
+    _, lin = linear_clip(tmp_path, PATTERNS[period], frames=6)
+    hdr = hv.coarse(lin, weights=wdir, device="cpu")
+    ref = hv.merge(lin, radius=1, flow=[hv.classical_flow(lin, -1), hv.classical_flow(lin, 1)], device="cpu")
+    for n in range(6):
+        np.testing.assert_array_equal(planes(hdr.get_frame(n)), planes(ref.get_frame(n)))
+
+
+def test_coarse_checks_flow_clips_at_build_time(tmp_path, wdir, paper_wdir):
+    _, lin = linear_clip(tmp_path, PATTERNS[2], frames=3)
+    with pytest.raises(vs.Error, match="one clip per neighbour offset"):
+        hv.coarse(lin, weights=wdir, device="cpu", flow=[hv.classical_flow(lin, 1)])
+    small = hv.classical_flow(lin, 1).resize.Point(48, 32)
+    with pytest.raises(vs.Error, match="RGBS .* of the clip's size"):
+        hv.coarse(lin, weights=wdir, device="cpu", flow=[small, small])
+    with pytest.raises(vs.Error, match="estimate their own flow"):
+        hv.coarse(lin, weights=paper_wdir, device="cpu", flow=[hv.classical_flow(lin, -1), hv.classical_flow(lin, 1)])
 
 
 def test_coarse_pads_odd_sizes_and_runs_without_align(tmp_path, wdir):

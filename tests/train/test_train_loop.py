@@ -50,8 +50,10 @@ def test_config_rejects_unknown_keys_and_bad_values():
 
 
 def test_lr_halves_on_schedule():
-    cfg = TrainConfig(stage="coarse", steps=100)
+    cfg = TrainConfig(stage="coarse", steps=100, warmup=0)
     assert [cfg.lr_at(s) for s in (0, 49, 50, 100)] == [1e-4, 1e-4, 5e-5, 2.5e-5]
+    warm = TrainConfig(stage="coarse", steps=100, warmup=10)
+    assert [warm.lr_at(s) for s in (0, 4, 9, 49, 50)] == pytest.approx([1e-5, 5e-5, 1e-4, 1e-4, 5e-5])
 
 
 def test_cli_options_reach_the_config():
@@ -66,13 +68,13 @@ def test_cli_options_reach_the_config():
 
 
 def test_coarse_run_checkpoints_resumes_and_ships(tmp_path, cfg):
-    first = train(cfg())
+    first = train(cfg(ship="always"))
     assert first["step"] == 3 and first["stopped"] == "steps"
     ckpt = torch.load(tmp_path / "runs" / "coarse-2exp" / "ckpt.pt", weights_only=False)
     assert ckpt["step"] == 3 and set(ckpt["nets"]) == {"coarse"} and "optimizer" in ckpt and "rng" in ckpt
     assert (tmp_path / "runs" / "coarse-2exp" / "curve.png").is_file()
 
-    resumed = train(cfg(steps=4, resume=True))
+    resumed = train(cfg(steps=4, resume=True, ship="always"))
     assert resumed["step"] == 4
     hist = torch.load(tmp_path / "runs" / "coarse-2exp" / "ckpt.pt", weights_only=False)["history"]["train"]
     assert [s for s, _ in hist] == [1, 2, 3, 4]
@@ -104,7 +106,7 @@ def test_coarse_run_checkpoints_resumes_and_ships(tmp_path, cfg):
 
 
 def test_refine_continues_from_shipped_coarse(tmp_path, cfg):
-    train(cfg(steps=1, ckpt_every=100))
+    train(cfg(steps=1, ckpt_every=100, ship="always"))
     out = train(cfg(stage="refine", steps=1, batch=1, ckpt_every=100))
     entry = json.loads((tmp_path / "weights" / "MANIFEST.json").read_text())["refine_2exp.safetensors"]
     coarse_sha = json.loads((tmp_path / "weights" / "MANIFEST.json").read_text())["coarse_2exp.safetensors"]["sha256"]

@@ -51,6 +51,10 @@ class WeightNetConfig(ConfigMixin):
             :class:`CoarseNetConfig` for ``blend="merge"``.
         residual_head: no sigmoid and a zero-initialised output convolution: the network then
             predicts a correction that starts at exactly zero (``blend="merge"``).
+        skip: channels of a full-resolution branch (one 3x3 convolution of the input) joined to the
+            decoder's output before the output convolution (0: none, the paper's network). A
+            correction of the merge's result needs per-pixel detail (noise) that the stride-2
+            encoder-decoder alone cannot place.
     """
 
     num_images: int = 5
@@ -60,6 +64,7 @@ class WeightNetConfig(ConfigMixin):
     in_channels: int = 0
     out_channels: int = 0
     residual_head: bool = False
+    skip: int = 0
 
     def __post_init__(self) -> None:
         if self.num_images < 1 or len(self.encoder) != len(self.decoder) or not self.encoder:
@@ -94,18 +99,31 @@ class WeightNet(nn.Module):
             if i < len(cfg.decoder) - 1:
                 layers.append(conv_act(ch, ch, bn=bn))
             prev = ch
-        head = nn.Conv2d(prev, cfg.out_channels or 3 * cfg.num_images, 3, 1, 1)
+        self.skip = conv_act(cfg.in_channels or 6 * cfg.num_images, cfg.skip, bn=False) if cfg.skip else None
+        head = nn.Conv2d(prev + cfg.skip, cfg.out_channels or 3 * cfg.num_images, 3, 1, 1)
         if cfg.residual_head:
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
-        layers.append(head)
-        self.body = nn.Sequential(*layers)
+        if self.skip is None:  # the paper's layout (and its checkpoints' keys): the head ends the body
+            layers.append(head)
+            self.body = nn.Sequential(*layers)
+        else:
+            self.body, self.head = nn.Sequential(*layers), head
         self.multiple = 2 ** len(cfg.encoder)
+
+    @property
+    def out_conv(self) -> nn.Conv2d:
+        """The output convolution (zero-initialised with ``residual_head``)."""
+        return self.body[-1] if self.skip is None else self.head
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
         xp, crop = pad_to_multiple(x, self.multiple)
-        out = crop(self.body(xp))  # (B, out, H, W)
+        if self.skip is None:
+            out = crop(self.body(xp))
+        else:
+            feats = torch.cat((self.body(xp), self.skip(xp)), dim=1)  # (B, C + skip, H', W')
+            out = crop(self.head(feats))  # (B, out, H, W)
         if self.config.residual_head:
             return out
         return torch.sigmoid(out).reshape(b, self.config.num_images, 3, h, w)
@@ -142,6 +160,10 @@ class CoarseNetConfig(ConfigMixin):
             window and a mu-law residual over the blend. Untrained, it is that merge exactly.
         flow_refine: ``blend="merge"`` only: run the flow network on the classical flows (False:
             use them as they are; the network then has no flow network).
+        merge_radius: ``blend="merge"`` only: the merge being corrected is that of the frames
+            within this distance of the reference (1: ``t-1..t+1``, which holds every exposure of a
+            2- or 3-exposure pattern and, with DIS flows, merges 3-exposure footage better than the
+            whole 5-frame window); the network sees the whole window.
     """
 
     num_exposures: int = 2
@@ -152,22 +174,24 @@ class CoarseNetConfig(ConfigMixin):
     gamma: float = GAMMA
     blend: str = "paper"
     flow_refine: bool = True
+    merge_radius: int = 1
 
     @classmethod
     def for_exposures(cls, n: int, blend: str = "merge", flow_refine: bool = True) -> CoarseNetConfig:
         """Default config for ``n`` alternating exposures (batch norm only for two, as published).
 
         ``blend="paper"`` is the network of the paper; ``"merge"`` the shipped correction of the
-        weight-free merge (see the attributes).
+        weight-free merge (see the attributes), without batch norm: with the small CPU batches its
+        train/eval statistics differ enough to move a correction that must start at exactly zero.
         """
         if blend == "paper":
             return cls(num_exposures=n, flow=SpyNetConfig(num_triples=n - 1),
                        weight=WeightNetConfig(num_images=4 * n - 3, batch_norm=n == 2))
-        t = 2 * n - 1
+        t, m = 2 * n - 1, 3  # window, frames merged (merge_radius 1)
         return cls(num_exposures=n, flow=SpyNetConfig(num_triples=n - 1, refine_init=True),
-                   weight=WeightNetConfig(num_images=t, batch_norm=n == 2, in_channels=7 * t + 3,
-                                          out_channels=3 * t + 3, residual_head=True),
-                   blend="merge", flow_refine=flow_refine)
+                   weight=WeightNetConfig(num_images=m, batch_norm=False, in_channels=6 * t + m + 3,
+                                          out_channels=3 * m + 3, residual_head=True, skip=32),
+                   blend="merge", flow_refine=flow_refine, merge_radius=1)
 
     def __post_init__(self) -> None:
         n = self.num_exposures
@@ -175,8 +199,10 @@ class CoarseNetConfig(ConfigMixin):
             raise ValueError(f"CoarseNetConfig: num_exposures must be 2 or 3, got {n}")
         if self.blend not in BLENDS:
             raise ValueError(f"CoarseNetConfig: blend must be one of {BLENDS}, got {self.blend!r}")
-        t = 2 * n - 1
-        want = (4 * n - 3, 0, 0, False, False) if self.blend == "paper" else (t, 7 * t + 3, 3 * t + 3, True, True)
+        t, m = 2 * n - 1, 2 * self.merge_radius + 1
+        if not 1 <= self.merge_radius <= n - 1:
+            raise ValueError(f"CoarseNetConfig: merge_radius must be in 1..{n - 1}, got {self.merge_radius}")
+        want = (4 * n - 3, 0, 0, False, False) if self.blend == "paper" else (m, 6 * t + m + 3, 3 * m + 3, True, True)
         w = self.weight
         if self.flow.num_triples != n - 1 or (w.num_images, w.in_channels, w.out_channels, w.residual_head,
                                               self.flow.refine_init) != want:
@@ -307,20 +333,22 @@ class CoarseNet(nn.Module):
         frames = torch.cat((warped[:, :ci], hdrs[:, ci:ci + 1], warped[:, ci:]), dim=1)  # (B, T, 3, H, W)
         conf = ldrs.new_ones(b, k, 1, h, w) if init_conf is None else init_conf.to(ldrs.dtype)
         valid = torch.cat((conf[:, :ci], ldrs.new_ones(b, 1, 1, h, w), conf[:, ci:]), dim=1)
+        r = self.config.merge_radius
+        sub, m = slice(ci - r, ci + r + 1), 2 * r + 1  # the frames merged
         with torch.no_grad():  # the classical weights are the base, not a path for gradients
-            base_w, all_clipped = merge_weights(frames.detach(), evs, valid, ci)  # (B, T, 1, H, W)
+            base_w, all_clipped = merge_weights(frames[:, sub].detach(), evs[:, sub], valid[:, sub], r)  # (B, M, 1, H, W)
         scale = hdr_scale(evs)[:, None]  # (B, 1, 1, 1, 1) = 1 / H_sat
-        base = blend_exposures(frames, base_w, evs, all_clipped)  # (B, 3, H, W)
+        base = blend_exposures(frames[:, sub], base_w, evs[:, sub], all_clipped)  # (B, 3, H, W)
         lin = (frames * scale).clamp(0, 1)  # (B, T, 3, H, W) normalised radiance
         frame_ldr = (frames * torch.exp2(evs)[..., None, None, None]).clamp(0, 1).pow(1 / gamma)
-        share = base_w / base_w.sum(1, keepdim=True)
-        net_in = torch.cat((frame_ldr, lin, share), dim=2).reshape(b, 7 * t, h, w)
-        net_in = torch.cat((net_in, mulaw((base * scale[:, 0]).clamp(0, 1))), dim=1)  # (B, 7T+3, H, W)
-        out = self.weightnet(net_in)  # (B, 3T+3, H, W), zero at initialisation
-        log_w = out[:, :3 * t].reshape(b, t, 3, h, w).clamp(-8.0, 8.0)
-        weights = base_w * torch.exp(log_w)  # (B, T, 3, H, W)
-        hdr = blend_exposures(frames, weights, evs, all_clipped)
-        hdr = mulaw_residual(hdr, out[:, 3 * t:], scale[:, 0])
+        share = (base_w / base_w.sum(1, keepdim=True)).reshape(b, m, h, w)
+        net_in = torch.cat((torch.cat((frame_ldr, lin), dim=2).reshape(b, 6 * t, h, w), share,
+                            mulaw((base * scale[:, 0]).clamp(0, 1))), dim=1)  # (B, 6T+M+3, H, W)
+        out = self.weightnet(net_in)  # (B, 3M+3, H, W), zero at initialisation
+        log_w = out[:, :3 * m].reshape(b, m, 3, h, w).clamp(-8.0, 8.0)
+        weights = base_w * torch.exp(log_w)  # (B, M, 3, H, W)
+        hdr = blend_exposures(frames[:, sub], weights, evs[:, sub], all_clipped)
+        hdr = mulaw_residual(hdr, out[:, 3 * m:], scale[:, 0])
         norm = weights / weights.sum(1, keepdim=True)
         return CoarseOutput(hdr=hdr, flows=flows, warped=warped, weights=norm, mask=torch.zeros_like(ldrs[:, 0, :1]))
 

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 
 from vs_hdrvid.train.config import STAGES, TrainConfig
 
-__all__ = ["add_cli", "run_cli", "config_from_args", "log_to_stderr"]
+__all__ = ["add_cli", "run_cli", "config_from_args", "log_to_stderr", "minutes_type"]
 
 _OPTIONS = ("exposures", "root", "preset", "val_preset", "steps", "max_minutes", "batch", "patch", "lr",
             "device", "resume", "out_name", "seed", "workers", "init_from", "threads", "val_every",
             "ckpt_every", "log_every", "val_patch", "val_windows", "perc_weight", "flow_lr_scale",
             "lr_halve_every", "weights_dir", "runs_dir", "ship", "val_at_start", "model", "flow_weight",
-            "blend", "flow_refine", "warmup", "head_lr_scale")
+            "blend", "flow_refine", "warmup", "head_lr_scale", "fp32", "compile")
 
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
@@ -44,7 +45,9 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--preset", default=d.preset, help="training preset (default: train)")
     p.add_argument("--val-preset", default=d.val_preset, help="validation preset (default: val)")
     p.add_argument("--steps", type=int, default=d.steps, help=f"total optimiser steps (default: {d.steps})")
-    p.add_argument("--max-minutes", type=float, default=0.0, help="stop cleanly after this wall time")
+    p.add_argument("--minutes", "--max-minutes", dest="max_minutes", type=minutes_type, default=0.0, metavar="M",
+                   help="time budget: stop cleanly after M minutes of wall time and ship only what "
+                        "validation says is better")
     p.add_argument("--batch", type=int, default=d.batch)
     p.add_argument("--patch", type=int, default=d.patch, help="square patch side, multiple of 16")
     p.add_argument("--lr", type=float, default=None,
@@ -81,17 +84,42 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=d.warmup, help="linear lr warm-up steps (0: none)")
     p.add_argument("--head-lr-scale", type=float, default=d.head_lr_scale,
                    help="lr of a blend=merge CoarseNet's zero-initialised output layer relative to --lr")
+    p.add_argument("--fp32", action="store_true", help="the plain fp32 eager step (no fast path)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the trained networks")
     p.add_argument("--no-flow-refine", dest="flow_refine", action="store_false",
                    help="CoarseNet (blend=merge) without a flow network: the DIS flows as they are")
     p.set_defaults(func=run_cli)
     return p
 
 
+def minutes_type(text: str) -> float:
+    """A positive, finite number of minutes (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text!r}")
+    return value
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (it may be replaced after set-up)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def log_to_stderr() -> None:
     """Timestamped progress of ``vs_hdrvid.train`` (training and adaptation) on stderr, once."""
     log = logging.getLogger("vs_hdrvid.train")
     if not log.handlers:
-        h = logging.StreamHandler(sys.stderr)
+        h = _StderrHandler()
         h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         log.addHandler(h)
         log.setLevel(logging.INFO)
@@ -106,12 +134,17 @@ def run_cli(args: argparse.Namespace) -> int:
     """Run ``train`` from parsed arguments; returns the exit status (one error line on failure)."""
     from vs_hdrvid.train.loop import train
 
+    from vs_hdrvid.cli import fail
+
     log_to_stderr()
     try:
-        summary = train(config_from_args(args))
+        cfg = config_from_args(args)
+    except ValueError as e:
+        return fail(e, 2)
+    try:
+        summary = train(cfg)
     except (OSError, RuntimeError, ValueError) as e:
-        print(f"vs-hdrvid train: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 1
+        return fail(e, 1)
     for f in summary["shipped"]:
         print(f"vs-hdrvid train: wrote {f}", file=sys.stderr)
     return 0

@@ -85,6 +85,8 @@ class TrainConfig:
             (:class:`~vs_hdrvid.models.coarsenet.CoarseNetConfig`).
         flow_refine: CoarseNet's flow network corrects the DIS flows (``blend="merge"``; False:
             no flow network, the DIS flows as they are).
+        fp32: train on the plain fp32 eager path instead of :class:`~vs_hdrvid.train.fastpath.FastPath`.
+        compile: ``torch.compile`` the trained networks (part of the fast path, opt-in).
     """
 
     stage: str
@@ -100,7 +102,7 @@ class TrainConfig:
     flow_lr_scale: float = 0.25
     lr_halve_every: int = 0
     warmup: int = 100
-    head_lr_scale: float = 0.1
+    head_lr_scale: float = 0.5
     perc_weight: float = 0.5
     val_patch: int = 128
     val_windows: int = 3
@@ -125,6 +127,8 @@ class TrainConfig:
     flow_weight: float = 0.01
     blend: str = "merge"
     flow_refine: bool = True
+    fp32: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -133,6 +137,8 @@ class TrainConfig:
             raise ValueError(f"train: exposures must be 2 or 3, got {self.exposures}")
         if self.patch % 16 or self.val_patch % 16 or self.patch < 16:
             raise ValueError(f"train: patch and val_patch must be multiples of 16, got {self.patch}, {self.val_patch}")
+        if not (self.max_minutes >= 0 and math.isfinite(self.max_minutes)):
+            raise ValueError(f"train: the time budget must be a positive number of minutes, got {self.max_minutes}")
         if self.steps < 1 or self.batch < 1:
             raise ValueError(f"train: steps and batch must be positive, got {self.steps}, {self.batch}")
         if self.stage == "dealthdr" and self.exposures != 2:

@@ -36,6 +36,8 @@ Convention: tensors are ``(T, 3, P, P)`` frames, ``(K, 2, P, P)`` flows, EVs ``(
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +52,8 @@ from vs_hdrvid.ops.exr import read_exr
 from vs_hdrvid.ops.warp import flow_warp
 from vs_hdrvid.synth.augment import Augment, perturb_tone, sample_augment
 
-__all__ = ["SceneArrays", "WindowDataset", "window_length", "list_scene_dirs", "read_ldr_u", "GAMMA"]
+__all__ = ["SceneArrays", "WindowDataset", "window_length", "list_scene_dirs", "read_ldr_u", "GAMMA",
+           "prepare_classical_flows"]
 
 GAMMA = 2.2
 KINDS = ("flow", "coarse", "refine", "dealthdr")
@@ -172,7 +175,7 @@ class SceneArrays:
                                               *CLASSICAL_FLOW)
                         flows[t, k], conf[t, k, 0] = fw, c
             cached.update({f"{key}_flows": flows, f"{key}_conf": conf})
-            tmp = path.with_name(path.name + ".part.npz")
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.part.npz")  # writers never share a name
             np.savez(tmp, **cached)
             tmp.replace(path)
         return cached[f"{key}_flows"], cached[f"{key}_conf"]
@@ -209,6 +212,41 @@ class SceneArrays:
             flows.append(f)
             valid.append(v[None])
         return np.stack(flows).astype(np.float32), np.stack(valid)
+
+
+def _has_classical_flows(path: Path, reach: int) -> bool:
+    cache = path / _CLASSICAL_CACHE
+    if not cache.is_file():
+        return False
+    try:
+        with np.load(cache) as z:
+            return f"reach{reach}_flows" in z.files
+    except (OSError, ValueError):
+        return False
+
+
+def _classical_flows_of(args: tuple[Path, int]) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    SceneArrays(args[0]).classical_flows(args[1])
+
+
+def prepare_classical_flows(dirs: list[Path], reach: int, workers: int = 1) -> int:
+    """Compute the missing classical-flow caches of scene folders, ``workers`` processes at once.
+
+    Returns:
+        how many scenes were computed.
+    """
+    todo = [Path(d) for d in dirs if not _has_classical_flows(Path(d), reach)]
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(min(workers, len(todo))) as pool:
+            list(pool.map(_classical_flows_of, [(d, reach) for d in todo]))
+    else:
+        for d in todo:
+            SceneArrays(d).classical_flows(reach)
+    return len(todo)
 
 
 @dataclass(frozen=True)

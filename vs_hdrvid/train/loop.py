@@ -32,10 +32,11 @@ from torch.utils.data import DataLoader
 from vs_hdrvid import weights as W
 from vs_hdrvid.bridge import resolve_device
 from vs_hdrvid.train.config import MIN_LR, TrainConfig
-from vs_hdrvid.train.data import WindowDataset, window_length
+from vs_hdrvid.train.data import WindowDataset, prepare_classical_flows, window_length
+from vs_hdrvid.train.fastpath import FastPath, cpu_features
 from vs_hdrvid.train.stages import Stage, make_stage
 
-__all__ = ["train", "DEVIATIONS", "LOSSES"]
+__all__ = ["train", "DEVIATIONS", "LOSSES", "make_optimizer", "train_step", "make_loader", "datasets"]
 
 log = logging.getLogger("vs_hdrvid.train")
 
@@ -64,6 +65,17 @@ REFINE_RESIDUAL_DEVIATION = (
     "(config.coarse_residual) instead of the paper's sigmoid regression, so training starts from CoarseNet's "
     "output: a CPU budget does not bring a from-scratch head back up to CoarseNet's quality.")
 
+COARSE_MERGE_DEVIATION = (
+    "CoarseNet corrects the classical answer instead of estimating from scratch (config.blend='merge'): "
+    "its window is aligned by the DIS flows of hv.classical_flow (flow_refine: corrected by a SpyNet whose "
+    "zero-initialised level outputs refine them), and the weight network predicts, with a zero-initialised "
+    "head, a per-channel log-weight residual over the weight-free merge's own weights (hat, exposure, ghost "
+    "rejection) and a mu-law residual over the blend. At step 0 it equals hv.merge with the same flows exactly; "
+    "a CPU budget of a few thousand steps cannot teach a network from scratch what DIS and the merge know. "
+    "No batch norm in that weight network (small-batch statistics move a correction that must start at zero), "
+    "no tone perturbation of the reference (it makes the classical base wrong in training only), and the "
+    "paper's mask keeping the reference's own radiance is the merge's weighting instead.")
+
 DEALTHDR_DEVIATIONS = [
     "Synthetic training data from vs-hdrvid synth's DeAltHDR recipes (blender-data CC0 panoramas, moving layers, "
     "sub-frame blur, Eq. A/B noise), not the paper's 176 DJI Pocket 3 scenes.",
@@ -83,7 +95,8 @@ def _dataset(cfg: TrainConfig, kind: str, preset: str, train: bool, classical_fl
         return WindowDataset(cfg.root, preset, kind, cfg.exposures, patch=cfg.patch if train else cfg.val_patch,
                              classical_flow=classical_flow,
                              train=train, seed=cfg.seed, ref_window=None if train else window_length("refine", cfg.exposures),
-                             val_windows=cfg.val_windows, tone=cfg.tone and kind != "dealthdr", noise=cfg.noise)
+                             val_windows=cfg.val_windows, tone=cfg.tone and kind != "dealthdr" and not classical_flow,
+                             noise=cfg.noise)
     try:
         return make()
     except FileNotFoundError:
@@ -93,6 +106,53 @@ def _dataset(cfg: TrainConfig, kind: str, preset: str, train: bool, classical_fl
     log.info("train: %s/%s is missing; synthesising it first", cfg.root, preset)
     generate(preset, root=cfg.root, workers=max(1, cfg.workers))
     return make()
+
+
+def datasets(cfg: TrainConfig, stage: Stage, val: bool = True) -> tuple[WindowDataset, ...]:
+    """The training and (with ``val``) validation datasets of a stage's run, their classical flows
+    computed with ``max(1, cfg.workers)`` processes where they are not cached yet."""
+    out = (_dataset(cfg, stage.kind, cfg.preset, train=True, classical_flow=stage.classical_flow),)
+    if val:
+        out += (_dataset(cfg, stage.kind, cfg.val_preset, train=False, classical_flow=stage.classical_flow),)
+    if stage.classical_flow:
+        t0 = time.monotonic()
+        done = sum(prepare_classical_flows(ds.dirs, cfg.exposures - 1, max(1, cfg.workers)) for ds in out)
+        if done:
+            log.info("train: classical flows of %d scenes computed in %.0f s", done, time.monotonic() - t0)
+    return out
+
+
+def make_optimizer(cfg: TrainConfig, stage: Stage, step: int) -> torch.optim.Optimizer:
+    """Adam (Chen et al.) or AdamW (DeAltHDR) over the stage's parameter groups."""
+    groups = stage.param_groups()
+    if cfg.cosine:
+        return torch.optim.AdamW(groups, lr=cfg.lr_at(step), betas=(0.9, 0.999))
+    return torch.optim.Adam(groups, lr=cfg.lr_at(step))
+
+
+def make_loader(cfg: TrainConfig, ds: WindowDataset, step: int, device: torch.device) -> DataLoader:
+    """Samples ``step * batch ..`` of the run's deterministic sequence (a resumed run continues it)."""
+    if cfg.workers == 0:
+        ds.preload()
+    return DataLoader(ds, batch_size=cfg.batch, sampler=range(step * cfg.batch, cfg.steps * cfg.batch),
+                      num_workers=cfg.workers, drop_last=True, pin_memory=device.type == "cuda",
+                      persistent_workers=False,
+                      # its own generator: creating the iterator must not draw from the global RNG
+                      # that the checkpoint restores (a resumed run continues the same sequence)
+                      generator=torch.Generator().manual_seed(cfg.seed + step))
+
+
+def train_step(stage: Stage, opt: torch.optim.Optimizer, batch: dict, lr: float, fast: FastPath
+               ) -> tuple[Tensor, dict[str, float]]:
+    """One optimiser step of ``stage`` on ``batch`` (already on the stage's device)."""
+    for g in opt.param_groups:
+        g["lr"] = lr * g["lr_scale"]
+    with fast.autocast(stage.device):
+        loss, parts = stage.loss(batch)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach(), parts
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -197,9 +257,13 @@ def train(cfg: TrainConfig) -> dict:
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"train: --resume but no checkpoint at {ckpt_path}")
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        was = {k: ckpt["config"][k] for k in ("stage", "exposures")}
-        if was != {"stage": cfg.stage, "exposures": cfg.exposures}:
-            raise ValueError(f"train: {ckpt_path} is a {was} run, not stage {cfg.stage!r} with {cfg.exposures} exposures")
+        keys = ("stage", "exposures", "blend", "flow_refine", "model", "batch", "patch")
+        was = {k: ckpt["config"].get(k, TrainConfig.__dataclass_fields__[k].default) for k in keys}
+        now = {k: getattr(cfg, k) for k in keys}
+        if was != now:
+            diff = ", ".join(f"{k} {was[k]!r} (now {now[k]!r})" for k in keys if was[k] != now[k])
+            raise ValueError(f"train: {ckpt_path} is another run: {diff}; resume with its settings or "
+                             f"start a new run with --out-name")
         stage.rebuild(ckpt["net_configs"])
         for k, net in stage.nets.items():
             net.load_state_dict(ckpt["nets"][k])
@@ -209,25 +273,18 @@ def train(cfg: TrainConfig) -> dict:
     else:
         stage.init()
     stage.to()
-    groups = stage.param_groups()
-    opt = (torch.optim.AdamW(groups, lr=cfg.lr_at(step), betas=(0.9, 0.999)) if cfg.cosine
-           else torch.optim.Adam(groups, lr=cfg.lr_at(step)))
+    fast = FastPath.baseline() if cfg.fp32 else FastPath.detect(device, cfg.compile)
+    fast.prepare(stage.nets, stage.trained)
+    opt = make_optimizer(cfg, stage, step)
     if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"])
         _set_rng_state(ckpt["rng"])
 
-    train_ds = _dataset(cfg, stage.kind, cfg.preset, train=True, classical_flow=stage.classical_flow)
-    val_ds = _dataset(cfg, stage.kind, cfg.val_preset, train=False, classical_flow=stage.classical_flow)
-    if cfg.workers == 0:
-        train_ds.preload()
-    loader = DataLoader(train_ds, batch_size=cfg.batch, sampler=range(step * cfg.batch, cfg.steps * cfg.batch),
-                        num_workers=cfg.workers, drop_last=True, pin_memory=device.type == "cuda",
-                        persistent_workers=False,
-                        # its own generator: creating the iterator must not draw from the global RNG
-                        # that the checkpoint restores (a resumed run continues the same sequence)
-                        generator=torch.Generator().manual_seed(cfg.seed + step))
-    log.info("train %s: %d-exposure, %d windows from %d scenes, %d val crops, device %s, step %d/%d%s",
-             cfg.out_name, cfg.exposures, len(train_ds.items), len(train_ds.dirs), len(val_ds), device, step,
+    train_ds, val_ds = datasets(cfg, stage)
+    loader = make_loader(cfg, train_ds, step, device)
+    log.info("train %s: %d-exposure, %d windows from %d scenes, %d val crops, device %s, fast path %s, step %d/%d%s",
+             cfg.out_name, cfg.exposures, len(train_ds.items), len(train_ds.dirs), len(val_ds), device,
+             ",".join(k for k, v in fast.describe().items() if v) or "none", step,
              cfg.steps, f", init {'; '.join(stage.init_notes)}" if stage.init_notes else "")
 
     stop = {"reason": None}
@@ -245,13 +302,7 @@ def train(cfg: TrainConfig) -> dict:
     try:
         for batch in loader:
             lr = cfg.lr_at(step)
-            for g in opt.param_groups:
-                g["lr"] = lr * g["lr_scale"]
-            batch = _to(batch, device)
-            loss, parts = stage.loss(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss, parts = train_step(stage, opt, _to(batch, device), lr, fast)
             step += 1
             history["train"].append((step, loss.item()))
             elapsed = time.monotonic() - t0
@@ -284,7 +335,7 @@ def train(cfg: TrainConfig) -> dict:
     summary = {"step": step, "stopped": stopped, "wall_time_s": round(wall, 1), "val": history["val"][-1],
                "run_dir": str(run_dir), "shipped": []}
     if stage.ship_files and cfg.ship != "never":
-        summary["shipped"] = _ship(stage, cfg, train_ds, step, wall, resumed_from, history, run_dir, device)
+        summary["shipped"] = _ship(stage, cfg, train_ds, step, wall, resumed_from, history, run_dir, device, fast)
     log.info("train %s: stopped at step %d (%s) after %.0f s; %s", cfg.out_name, step, stopped, wall,
              ", ".join(f"{k} {v:.3f}" for k, v in history["val"][-1].items() if k != "step"))
     return summary
@@ -300,7 +351,7 @@ def _val(stage, val_ds, cfg, step, history, logf) -> None:
 
 
 def _ship(stage: Stage, cfg: TrainConfig, train_ds: WindowDataset, step: int, wall: float,
-          resumed_from: str | None, history: dict, run_dir: Path, device: torch.device) -> list[str]:
+          resumed_from: str | None, history: dict, run_dir: Path, device: torch.device, fast: FastPath) -> list[str]:
     folder = Path(cfg.weights_dir) if cfg.weights_dir else W.WEIGHTS_DIR
     manifest = W.read_manifest(folder)
     val = history["val"][-1]
@@ -314,6 +365,11 @@ def _ship(stage: Stage, cfg: TrainConfig, train_ds: WindowDataset, step: int, wa
             and old["metrics"].get("val_psnr_mu", -math.inf) > val["val_psnr_mu"]:
         log.warning("train: not shipping %s: val PSNR-mu %.3f is below the shipped %.3f (use --ship always)",
                     ", ".join(files.values()), val["val_psnr_mu"], old["metrics"]["val_psnr_mu"])
+        return []
+    start = val.get("val_psnr_mu_merge")  # a correction of the classical merge must not be worse than it
+    if cfg.ship == "auto" and start is not None and val["val_psnr_mu"] < start:
+        log.warning("train: not shipping %s: val PSNR-mu %.3f is below the %.3f of the merge it corrects",
+                    ", ".join(files.values()), val["val_psnr_mu"], start)
         return []
     shipped, digests = [], {}
     for key, file in files.items():
@@ -330,11 +386,12 @@ def _ship(stage: Stage, cfg: TrainConfig, train_ds: WindowDataset, step: int, wa
             "perc_weight": cfg.perc_weight if cfg.stage in ("refine", "finetune", "dealthdr") else None,
             "flow_weight": cfg.flow_weight if cfg.stage == "dealthdr" else None,
             "augmentation": ", ".join(["flips, rot90, channel permutation"]
-                                      + ["per-channel tone perturbation of the reference"] * (cfg.tone and cfg.stage != "dealthdr")
+                                      + ["per-channel tone perturbation of the reference"] * (cfg.tone and cfg.stage != "dealthdr" and not stage.classical_flow)
                                       + ["linear noise sigma 1e-3 on low exposures of noise-free scenes"] * cfg.noise),
             "branches": ("30% flow only (s=0), 30% attention only (s=inf), 40% FGMA with s ~ U(0,1] or U(1,100)"
                          if cfg.stage == "dealthdr" else None),
             "device": _device_name(device),
+            "fast_path": fast.describe(),
             "coarse_sha256": (digests.get("coarse") or stage.previous.get("coarse", {}).get("sha256"))
                              if key == "refine" else None,
             "wall_time_s": round(wall, 1), "resumed_from": resumed_from, "init": stage.init_notes,
@@ -349,6 +406,7 @@ def _ship(stage: Stage, cfg: TrainConfig, train_ds: WindowDataset, step: int, wa
                  "parameters": sum(p.numel() for p in net.parameters()), "recipe": recipe, "metrics": metrics,
                  "deviations": (DEALTHDR_DEVIATIONS if cfg.stage == "dealthdr" else DEVIATIONS)
                  + [REFINE_RESIDUAL_DEVIATION] * (key == "refine" and bool(config.get("coarse_residual")))
+                 + [COARSE_MERGE_DEVIATION] * (key == "coarse" and config.get("blend") == "merge")
                  + _run_deviations(cfg, device)}
         W.register_in_manifest(file, entry, folder)
         (folder / "curves").mkdir(parents=True, exist_ok=True)

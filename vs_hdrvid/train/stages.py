@@ -158,11 +158,12 @@ class Stage:
             if isinstance(net, CoarseNet):
                 if net.flownet is not None:
                     groups.append({"params": list(net.flownet.parameters()), "lr_scale": self.flow_scale, "name": "flownet"})
-                head = net.weightnet.body[-1]
+                wn = net.weightnet
                 scale = self.cfg.head_lr_scale if net.config.weight.residual_head else 1.0
-                groups.append({"params": [p for m in net.weightnet.body[:-1] for p in m.parameters()],
+                head = {id(p) for p in wn.out_conv.parameters()}
+                groups.append({"params": [p for p in wn.parameters() if id(p) not in head],
                                "lr_scale": 1.0, "name": "weightnet"})
-                groups.append({"params": list(head.parameters()), "lr_scale": scale, "name": "weightnet_head"})
+                groups.append({"params": list(wn.out_conv.parameters()), "lr_scale": scale, "name": "weightnet_head"})
             else:
                 groups.append({"params": list(net.parameters()), "lr_scale": 1.0, "name": name})
         return groups
@@ -212,36 +213,47 @@ def _ref_only(batch: dict[str, Tensor], center: int) -> Tensor:
 
 
 class SpyNetStage(Stage):
+    """CoarseNet's flow network alone on ground-truth flow (EPE). With ``blend="merge"`` it learns
+    to correct the DIS flows (``refine_init``); validation reports the DIS flows' EPE beside it."""
+
     kind = "flow"
     metric = "val_epe"
 
     def init(self) -> None:
-        self.nets["coarse"] = CoarseNet(CoarseNetConfig.for_exposures(self.cfg.exposures))
-        if self.cfg.init_from and self.cfg.init_from != "none":
-            self.init_notes.append(load_into(self.nets["coarse"], Path(self.cfg.init_from), "coarse"))
+        cfg = self.cfg
+        if not cfg.flow_refine and cfg.blend == "merge":
+            raise ValueError("train spynet: --no-flow-refine leaves CoarseNet without a flow network to train")
+        net = None if cfg.init_from else _shipped_coarse(self, require=False)
+        self.nets["coarse"] = net if net is not None else CoarseNet(_coarse_config(cfg))
+        if cfg.init_from and cfg.init_from != "none":
+            self.init_notes.append(load_into(self.nets["coarse"], Path(cfg.init_from), "coarse"))
 
     def param_groups(self) -> list[dict]:
         return [{"params": list(self.nets["coarse"].flownet.parameters()), "lr_scale": 1.0, "name": "flownet"}]
 
     def to(self) -> None:
         super().to()
-        net = self.nets["coarse"]
-        net.weightnet.requires_grad_(False)
+        self.nets["coarse"].weightnet.requires_grad_(False)
 
     def loss(self, batch):
         net = self.nets["coarse"]
-        flows = coarse_flows(net, batch["ldrs"], batch["evs"])
-        loss = epe(flows, batch["flows"], batch["flow_valid"])
+        ldrs, evs, init, _ = coarse_inputs(net, batch)
+        loss = epe(net.flows(ldrs, evs, init), batch["flows"], batch["flow_valid"])
         return loss, {"epe": loss.item()}
 
     @torch.no_grad()
     def validate(self, batch):
-        flows = coarse_flows(self.nets["coarse"], batch["ldrs"], batch["evs"])
-        err = (flows - batch["flows"]).pow(2).sum(2, keepdim=True).sqrt()  # (B, K, 1, H, W)
-        v = batch["flow_valid"]
-        zero = batch["flows"].pow(2).sum(2, keepdim=True).sqrt()
-        per = lambda e: (e * v).flatten(1).sum(1) / v.flatten(1).sum(1).clamp(min=1)  # noqa: E731
-        return {"val_epe": per(err), "val_epe_zero_flow": per(zero)}
+        net = self.nets["coarse"]
+        ldrs, evs, init, _ = coarse_inputs(net, batch)
+        v, gt = batch["flow_valid"], batch["flows"]
+
+        def per(f: Tensor) -> Tensor:  # mean end-point error over the valid pixels of each crop
+            err = (f - gt).pow(2).sum(2, keepdim=True).sqrt()  # (B, K, 1, H, W)
+            return (err * v).flatten(1).sum(1) / v.flatten(1).sum(1).clamp(min=1)
+        res = {"val_epe": per(net.flows(ldrs, evs, init)), "val_epe_zero_flow": per(torch.zeros_like(gt))}
+        if init is not None:
+            res["val_epe_classical"] = per(init)
+        return res
 
 
 class CoarseStage(Stage):
@@ -360,7 +372,9 @@ def classical_merge(net: CoarseNet, batch: dict[str, Tensor]) -> Tensor:
     warped = flow_warp(hdrs[:, net.neighbours].flatten(0, 1), init.flatten(0, 1)).unflatten(0, (b, k))
     frames = torch.cat((warped[:, :ci], hdrs[:, ci:ci + 1], warped[:, ci:]), dim=1)
     valid = torch.cat((conf[:, :ci], torch.ones_like(conf[:, :1]), conf[:, ci:]), dim=1)
-    return merge_exposures(frames, evs, valid, ci)
+    r = net.config.merge_radius
+    sub = slice(ci - r, ci + r + 1)
+    return merge_exposures(frames[:, sub], evs[:, sub], valid[:, sub], r)
 
 
 def sample_sensitivity(gen: torch.Generator | None = None) -> float:

@@ -1,0 +1,95 @@
+"""The fast path of a training step: what this machine executes faster, decided from its features.
+
+Each option is on only where it measurably helps (``vs-hdrvid bench-train`` measures the fast path
+against the plain fp32 eager step, side by side in one process):
+
+* ``bf16``: autocast to bfloat16 where the CPU executes it natively (AMX or AVX512-BF16, read from
+  the CPU flags at run time) or on CUDA (fp16 there where bf16 is not supported). On a CPU without
+  them bfloat16 is emulated and slower, so it stays off.
+* ``channels_last``: the networks' weights (and so oneDNN's convolutions) in NHWC.
+* ``flush_denormal``: denormal floats flushed to zero (the zero-initialised corrections start with
+  tiny gradients and Adam moments, where denormal arithmetic costs microcode assists).
+* ``compile``: ``torch.compile`` of the networks; opt-in, since on the 2-core AVX2 machines of this
+  project it brought nothing measurable for CoarseNet and costs a minute of compilation.
+
+The networks' configs and checkpoints do not depend on it: a run may resume on another machine
+with another fast path.
+"""
+from __future__ import annotations
+
+import contextlib
+import platform
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["FastPath", "cpu_features"]
+
+
+def cpu_features() -> dict[str, object]:
+    """The CPU model and the instruction-set features that decide the fast path."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    return {"model": model, "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
+            "avx512f": "avx512f" in flags, "avx2": "avx2" in flags, "threads": torch.get_num_threads(),
+            "torch_isa": torch.backends.cpu.get_cpu_capability()}
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """Which speed-ups a training step uses (see the module docstring)."""
+
+    bf16: bool = False
+    channels_last: bool = False
+    flush_denormal: bool = False
+    compile: bool = False
+
+    @classmethod
+    def baseline(cls) -> FastPath:
+        """The plain fp32 eager step."""
+        return cls()
+
+    @classmethod
+    def detect(cls, device: torch.device, compile: bool = False) -> FastPath:
+        """The default fast path for ``device`` on this machine."""
+        if device.type == "cuda":
+            return cls(bf16=True, channels_last=True, compile=compile)
+        feats = cpu_features()
+        return cls(bf16=bool(feats["amx_bf16"] or feats["avx512_bf16"]), channels_last=True,
+                   flush_denormal=True, compile=compile)
+
+    def describe(self) -> dict[str, bool]:
+        return asdict(self)
+
+    def prepare(self, nets: dict[str, nn.Module], trained: tuple[str, ...]) -> None:
+        """Apply to the networks (in place) and to the process (denormals)."""
+        torch.set_flush_denormal(self.flush_denormal)
+        for net in nets.values():
+            net.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        if self.compile:
+            for name in trained:
+                nets[name].compile()
+
+    @contextlib.contextmanager
+    def autocast(self, device: torch.device) -> Iterator[None]:
+        """The forward pass's precision: bfloat16 autocast when ``bf16``, else nothing."""
+        if not self.bf16:
+            yield
+            return
+        dtype = torch.bfloat16
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            dtype = torch.float16
+        with torch.autocast(device.type, dtype=dtype):
+            yield
