@@ -123,7 +123,11 @@ def measure(kind: str, period: int, width: int, height: int, device: str = "cpu"
     evs = torch.tensor([pattern[(i - frames // 2) % period] for i in range(frames)], device=dev, dtype=dtype)
     gen = torch.Generator().manual_seed(0)
     ldrs = torch.rand(1, frames, 3, height, width, generator=gen).to(dev, dtype)
-    if kind == "coarse":
+    if kind == "coarse" and net.needs_init_flows:  # the DIS flows come from classical_flow clips
+        init = torch.zeros(1, frames - 1, 2, height, width, device=dev, dtype=dtype)
+        conf = torch.ones(1, frames - 1, 1, height, width, device=dev, dtype=dtype)
+        run = lambda: net(ldrs, evs, init, conf)  # noqa: E731
+    elif kind == "coarse":
         run = lambda: net(ldrs, evs)  # noqa: E731
     else:
         hdrs = ldrs.float().pow(2.2).mul(torch.exp2(-evs.float()).view(1, -1, 1, 1, 1)).to(dtype)

@@ -86,7 +86,7 @@ def bench_train(stage: str = "coarse", seconds: float = 60.0, exposures: int = 2
             items = [train_ds[i * cfg.batch + j] for j in range(cfg.batch)]
             yield _to(torch.utils.data.default_collate(items), device)
 
-    fast = FastPath.detect(device, compile=compile)
+    fast = FastPath.detect(device, compile=compile, stage=stage)
     phases = {}
     for name, path in (("baseline", FastPath.baseline()), ("fast", fast)):
         phases[name] = _phase(cfg, built.nets, type(built), device, batches(), path, seconds,

@@ -6,7 +6,9 @@ against the plain fp32 eager step, side by side in one process):
 * ``bf16``: autocast to bfloat16 where the CPU executes it natively (AMX or AVX512-BF16, read from
   the CPU flags at run time) or on CUDA (fp16 there where bf16 is not supported). On a CPU without
   them bfloat16 is emulated and slower, so it stays off.
-* ``channels_last``: the networks' weights (and so oneDNN's convolutions) in NHWC.
+* ``channels_last``: the networks' weights (and so oneDNN's convolutions) in NHWC, for the stages
+  where ``bench-train`` measured a gain on the project's 2-core AVX2 machine (CoarseNet 1.05x,
+  DeAltHDR 1.4x) and not for the flow pretraining (SpyNet's 5x5 convolutions: 0.92x).
 * ``flush_denormal``: denormal floats flushed to zero (the zero-initialised corrections start with
   tiny gradients and Adam moments, where denormal arithmetic costs microcode assists).
 * ``compile``: ``torch.compile`` of the networks; opt-in, since on the 2-core AVX2 machines of this
@@ -25,7 +27,9 @@ from typing import Iterator
 import torch
 from torch import nn
 
-__all__ = ["FastPath", "cpu_features"]
+__all__ = ["FastPath", "cpu_features", "NCHW_STAGES"]
+
+NCHW_STAGES = ("spynet",)  # stages whose networks train faster in NCHW (bench-train, see above)
 
 
 def cpu_features() -> dict[str, object]:
@@ -62,12 +66,13 @@ class FastPath:
         return cls()
 
     @classmethod
-    def detect(cls, device: torch.device, compile: bool = False) -> FastPath:
-        """The default fast path for ``device`` on this machine."""
+    def detect(cls, device: torch.device, compile: bool = False, stage: str = "coarse") -> FastPath:
+        """The default fast path of ``stage`` for ``device`` on this machine."""
+        nhwc = stage not in NCHW_STAGES
         if device.type == "cuda":
-            return cls(bf16=True, channels_last=True, compile=compile)
+            return cls(bf16=True, channels_last=nhwc, compile=compile)
         feats = cpu_features()
-        return cls(bf16=bool(feats["amx_bf16"] or feats["avx512_bf16"]), channels_last=True,
+        return cls(bf16=bool(feats["amx_bf16"] or feats["avx512_bf16"]), channels_last=nhwc,
                    flush_denormal=True, compile=compile)
 
     def describe(self) -> dict[str, bool]:

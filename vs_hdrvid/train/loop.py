@@ -42,7 +42,8 @@ log = logging.getLogger("vs_hdrvid.train")
 
 LOSSES = {
     "spynet": "EPE of the flow network's t->neighbour flows against ground truth (non-occluded for composed +-2 flows)",
-    "coarse": "mu-law L1 (Chen et al. eq. 1, mu=5000) on clip(H/H_sat, 0, 1)",
+    "coarse": "mu-law L1 (Chen et al. eq. 1, mu=5000) on clip(H/H_sat, 0, 1); for blend='merge' the mean over "
+              "crops of log(1e-4 + each crop's mu-law L1) (losses.log_mu_l1)",
     "refine": "eq. 6 L1 normalised by the badly exposed area (floored at 5% of the pixels) + perc_weight x (multi-scale gradient L1 + (1 - SSIM)) "
               "in the mu-law domain, substituting the VGG16 perceptual loss",
     "finetune": "as refine, CoarseNet and RefineNet trained together",
@@ -74,7 +75,8 @@ COARSE_MERGE_DEVIATION = (
     "a CPU budget of a few thousand steps cannot teach a network from scratch what DIS and the merge know. "
     "No batch norm in that weight network (small-batch statistics move a correction that must start at zero), "
     "no tone perturbation of the reference (it makes the classical base wrong in training only), and the "
-    "paper's mask keeping the reference's own radiance is the merge's weighting instead.")
+    "paper's mask keeping the reference's own radiance is the merge's weighting instead. Loss: the mean over "
+    "crops of the log of each crop's mu-law L1, so that clean crops (errors a tenth of noisy ones) count alike.")
 
 DEALTHDR_DEVIATIONS = [
     "Synthetic training data from vs-hdrvid synth's DeAltHDR recipes (blender-data CC0 panoramas, moving layers, "
@@ -273,7 +275,7 @@ def train(cfg: TrainConfig) -> dict:
     else:
         stage.init()
     stage.to()
-    fast = FastPath.baseline() if cfg.fp32 else FastPath.detect(device, cfg.compile)
+    fast = FastPath.baseline() if cfg.fp32 else FastPath.detect(device, cfg.compile, cfg.stage)
     fast.prepare(stage.nets, stage.trained)
     opt = make_optimizer(cfg, stage, step)
     if ckpt is not None:

@@ -46,6 +46,23 @@ def mu_l1(pred: Tensor, gt: Tensor, h_sat: float | Tensor) -> Tensor:
     return (tonemap(pred, h_sat) - tonemap(gt, h_sat)).abs().mean()
 
 
+def log_mu_l1(pred: Tensor, gt: Tensor, h_sat: float | Tensor, eps: float = 1e-4) -> Tensor:
+    """Mean over the batch of ``log(eps + mu-law L1 of each crop)``.
+
+    The mu-law L1 per crop weighted by its inverse: a crop of clean footage, whose errors are a
+    tenth of a noisy crop's, moves the network as much as the noisy one, as it counts in the
+    validation and test metric (the mean PSNR over crops, a log too). Used where a network
+    corrects the weight-free merge (CoarseNet ``blend="merge"``), which must not trade the clean
+    scenes for the noisy ones. A deviation from equation 1's plain L1.
+
+    Example:
+        >>> round(float(log_mu_l1(torch.zeros(2, 3, 2, 2), torch.ones(2, 3, 2, 2), 1.0, eps=0.0)), 6)
+        0.0
+    """
+    err = (tonemap(pred, h_sat) - tonemap(gt, h_sat)).abs().flatten(1).mean(1)  # (B,)
+    return torch.log(err + eps).mean()
+
+
 def refine_l1(pred: Tensor, gt: Tensor, mask: Tensor, h_sat: float | Tensor, min_area: float = 0.05) -> Tensor:
     """RefineNet L1 of equation 6: ``||T - T_gt||_1 / ||1 - M||_1``.
 

@@ -39,7 +39,7 @@ from vs_hdrvid.ops.merge import merge_exposures
 from vs_hdrvid.ops.metrics import psnr_mu
 from vs_hdrvid.ops.warp import flow_warp
 from vs_hdrvid.train.config import TrainConfig
-from vs_hdrvid.train.losses import epe, mu_l1, refine_l1, structure_loss
+from vs_hdrvid.train.losses import epe, log_mu_l1, mu_l1, refine_l1, structure_loss
 
 __all__ = ["Stage", "make_stage", "run_coarse_window"]
 
@@ -287,8 +287,11 @@ class CoarseStage(Stage):
     def loss(self, batch):
         net = self.nets["coarse"]
         out = net(*coarse_inputs(net, batch))
-        loss = mu_l1(out.hdr, batch["gt"][:, 0], batch["h_sat"])
-        return loss, {"mu_l1": loss.item()}
+        gt, hs = batch["gt"][:, 0], batch["h_sat"]
+        l1 = mu_l1(out.hdr, gt, hs)
+        if net.needs_init_flows:  # a correction of the merge: every crop counts alike (losses.log_mu_l1)
+            return log_mu_l1(out.hdr, gt, hs), {"mu_l1": l1.item()}
+        return l1, {"mu_l1": l1.item()}
 
     @torch.no_grad()
     def validate(self, batch):
