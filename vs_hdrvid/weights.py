@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from .resources import data_dir
 
-__all__ = ["WEIGHTS_DIR", "MANIFEST", "WeightSpec", "REGISTRY", "WeightsError", "sha256_of",
+__all__ = ["build_network", "WEIGHTS_DIR", "MANIFEST", "WeightSpec", "REGISTRY", "WeightsError", "sha256_of",
            "read_manifest", "load", "save", "register_in_manifest"]
 
 # HDRVID_WEIGHTS, else the weights the wheel carries, else weights/ of the source checkout
@@ -46,6 +46,12 @@ class WeightSpec:
     build: Callable[[dict], torch.nn.Module]
     network: str
     train_command: str
+
+
+def build_network(kind: str, config: dict) -> torch.nn.Module:
+    """The network ``kind`` (``coarse``, ``refine``, ``dealthdr`` or ``spynet``) from its stored
+    config: the one place networks are built from configs (loading, training, resuming)."""
+    return _builder(kind)(config)
 
 
 def _builder(kind: str) -> Callable[[dict], torch.nn.Module]:

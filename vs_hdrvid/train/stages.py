@@ -146,10 +146,7 @@ class Stage:
 
     def rebuild(self, configs: dict[str, dict]) -> None:
         """Networks from the configs a checkpoint stored (their weights are loaded after)."""
-        build = {"coarse": lambda c: CoarseNet(CoarseNetConfig.from_dict(c)),
-                 "refine": lambda c: RefineNet(RefineNetConfig.from_dict(c)),
-                 "dealthdr": lambda c: DeAltHDR(DeAltHDRConfig.from_dict(c))}
-        self.nets = {name: build[name](c) for name, c in configs.items()}
+        self.nets = {name: W.build_network(name, c) for name, c in configs.items()}
 
     def param_groups(self) -> list[dict]:
         groups = []
