@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from vs_hdrvid import cli
 from vs_hdrvid.train.plan import PLAN, plan_configs, run_plan
@@ -104,3 +105,26 @@ def test_device_script_end_to_end_on_the_cpu(tmp_path):
     assert "./MANIFEST.json" in names and "./coarse_2exp.safetensors" in names
     with tarfile.open(out / "logs.tgz") as tar:
         assert any(n.endswith("coarse-2exp/log.jsonl") for n in tar.getnames())
+
+
+def test_the_best_validated_state_is_what_ships():
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from vs_hdrvid.train.loop import _Best
+
+    net = nn.Linear(2, 2)
+    best = _Best(SimpleNamespace(nets={"coarse": net}, trained=("coarse",)))
+    good = {"step": 100, "val_psnr_mu": 41.9}
+    best.offer(good)
+    kept = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    last = {"step": 200, "val_psnr_mu": 41.7}
+    best.offer(last)
+    assert best.restore(last, 200) == (good, 100)
+    assert torch.equal(net.weight, kept)
+    better = {"step": 300, "val_psnr_mu": 42.0}
+    best.offer(better)
+    assert best.restore(better, 300) == (better, 300)

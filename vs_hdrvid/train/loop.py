@@ -299,6 +299,7 @@ def train(cfg: TrainConfig) -> dict:
     logf = open(run_dir / "log.jsonl", "a")
     t0, step0 = time.monotonic(), step
     last_val = history["val"][-1]["step"] if history["val"] else -1
+    best = _Best(stage)
     if cfg.val_at_start and step == 0 and last_val < 0:
         _val(stage, val_ds, cfg, step, history, logf)
     try:
@@ -316,7 +317,7 @@ def train(cfg: TrainConfig) -> dict:
                 log.info("train %s: step %d/%d loss %.5f %s lr %.2e (%.3f steps/s)", cfg.out_name, step, cfg.steps,
                          loss.item(), " ".join(f"{k} {v:.4f}" for k, v in parts.items()), lr, rec["steps_per_s"])
             if step % cfg.val_every == 0:
-                _val(stage, val_ds, cfg, step, history, logf)
+                best.offer(_val(stage, val_ds, cfg, step, history, logf))
                 last_val = step
             if step % cfg.ckpt_every == 0:
                 _save_ckpt(ckpt_path, stage, opt, step, history, wall0 + elapsed, cfg, stage.init_notes, stage.previous)
@@ -330,33 +331,61 @@ def train(cfg: TrainConfig) -> dict:
     wall = wall0 + time.monotonic() - t0
     stopped = stop["reason"] or ("steps" if step >= cfg.steps else "data")
     if last_val != step:
-        _val(stage, val_ds, cfg, step, history, logf)
+        best.offer(_val(stage, val_ds, cfg, step, history, logf))
     _save_ckpt(ckpt_path, stage, opt, step, history, wall, cfg, stage.init_notes, stage.previous)
+    ship_val, ship_step = best.restore(history["val"][-1], step)  # the run's checkpoint keeps its last state
     _plot(history, run_dir / "curve.png", f"{cfg.out_name} ({cfg.stage})", stage.metric)
     logf.close()
     summary = {"step": step, "stopped": stopped, "wall_time_s": round(wall, 1), "val": history["val"][-1],
                "run_dir": str(run_dir), "shipped": []}
     if stage.ship_files and cfg.ship != "never":
-        summary["shipped"] = _ship(stage, cfg, train_ds, step, wall, resumed_from, history, run_dir, device, fast)
+        summary["shipped"] = _ship(stage, cfg, train_ds, ship_step, wall, resumed_from, ship_val, run_dir, device, fast)
     log.info("train %s: stopped at step %d (%s) after %.0f s; %s", cfg.out_name, step, stopped, wall,
              ", ".join(f"{k} {v:.3f}" for k, v in history["val"][-1].items() if k != "step"))
     return summary
 
 
-def _val(stage, val_ds, cfg, step, history, logf) -> None:
+class _Best:
+    """The best validated state of this invocation's trained networks (validation PSNR-mu), which is
+    what ships: validation noise must not decide between a good run and a bad last step."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage, self.val, self.state = stage, None, None
+
+    def offer(self, res: dict) -> None:
+        score = res.get("val_psnr_mu")
+        if score is not None and (self.val is None or score > self.val["val_psnr_mu"]):
+            self.val = res
+            self.state = {k: {n: t.detach().clone() for n, t in self.stage.nets[k].state_dict().items()}
+                          for k in self.stage.trained}
+
+    def restore(self, last: dict, step: int) -> tuple[dict, int]:
+        """Load the best state into the networks if it beats the last one; returns its validation
+        record and step."""
+        if self.val is None or self.val is last or self.val["val_psnr_mu"] <= last.get("val_psnr_mu", -math.inf):
+            return last, step
+        for k, state in self.state.items():
+            self.stage.nets[k].load_state_dict(state)
+        log.info("train: shipping the best validated state, step %d (val PSNR-mu %.3f; last %.3f)",
+                 self.val["step"], self.val["val_psnr_mu"], last["val_psnr_mu"])
+        return self.val, int(self.val["step"])
+
+
+def _val(stage, val_ds, cfg, step, history, logf) -> dict:
     res = {"step": step, **validate(stage, val_ds, cfg.batch)}
     history["val"].append(res)
     logf.write(json.dumps({"val": res}) + "\n")
     logf.flush()
     log.info("train %s: validation at step %d: %s", cfg.out_name, step,
              ", ".join(f"{k} {v:.3f}" for k, v in res.items() if k != "step"))
+    return res
 
 
 def _ship(stage: Stage, cfg: TrainConfig, train_ds: WindowDataset, step: int, wall: float,
-          resumed_from: str | None, history: dict, run_dir: Path, device: torch.device, fast: FastPath) -> list[str]:
+          resumed_from: str | None, val: dict, run_dir: Path, device: torch.device, fast: FastPath) -> list[str]:
+    """Write the stage's networks (in their ``val`` state, at ``step``) and their manifest entries."""
     folder = Path(cfg.weights_dir) if cfg.weights_dir else W.WEIGHTS_DIR
     manifest = W.read_manifest(folder)
-    val = history["val"][-1]
     protocol = {"preset": cfg.val_preset, "patch": cfg.val_patch, "windows_per_scene": cfg.val_windows,
                 "crops": len(_dataset(cfg, stage.kind, cfg.val_preset, train=False, classical_flow=stage.classical_flow)),
                 "window_refs": f"references valid for the {window_length('refine', cfg.exposures)}-frame refine window"}
@@ -456,5 +485,9 @@ def _command(cfg: TrainConfig) -> str:
         parts.append(f"--max-minutes {cfg.max_minutes:g}")
     if cfg.stage == "dealthdr":
         parts += [f"--model {cfg.model}", f"--flow-weight {cfg.flow_weight:g}"]
+    else:
+        parts += [f"--blend {cfg.blend}"] + ["--no-flow-refine"] * (not cfg.flow_refine)
+    if cfg.lr_halve_every:
+        parts.append(f"--lr-halve-every {cfg.lr_halve_every}")
     return " ".join(parts)
 
