@@ -33,7 +33,7 @@ from vs_hdrvid import weights as W
 from vs_hdrvid.bridge import resolve_device
 from vs_hdrvid.train.config import MIN_LR, TrainConfig
 from vs_hdrvid.train.data import WindowDataset, prepare_classical_flows, window_length
-from vs_hdrvid.train.fastpath import FastPath, cpu_features
+from vs_hdrvid.train.fastpath import FastPath
 from vs_hdrvid.train.stages import Stage, make_stage
 
 __all__ = ["train", "DEVIATIONS", "LOSSES", "make_optimizer", "train_step", "make_loader", "datasets"]
@@ -366,7 +366,7 @@ class _Best:
             return last, step
         for k, state in self.state.items():
             self.stage.nets[k].load_state_dict(state)
-        log.info("train: shipping the best validated state, step %d (val PSNR-mu %.3f; last %.3f)",
+        log.info("train: judging and shipping the best validated state, step %d (val PSNR-mu %.3f; last %.3f)",
                  self.val["step"], self.val["val_psnr_mu"], last["val_psnr_mu"])
         return self.val, int(self.val["step"])
 
