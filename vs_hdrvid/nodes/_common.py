@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import torch
 import vapoursynth as vs
 
-from ..bridge import resolve_device
+from ..devices import resolve_device
 
 core = vs.core
 log = logging.getLogger("vs_hdrvid")

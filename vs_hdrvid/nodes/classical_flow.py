@@ -43,7 +43,7 @@ def classical_flow(clip: vs.VideoNode, offset: int, method: str = "dis", preset:
     window = ExposureWindow(clip, sorted({0, offset}), len(pattern), NODE)
     slot = window.offsets.index(offset)
     ref = window.offsets.index(0)
-    runner = NodeRunner(NODE, torch.device("cpu"), cache_frames=4)
+    runner = NodeRunner(NODE, torch.device("cpu"), num_streams=1, cache_frames=4)
     k = len(window.clips)
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:

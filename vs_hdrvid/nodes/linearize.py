@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
-from ..bridge import NodeRunner, blank_like, row_bands
+from ..bridge import NodeRunner, blank_like
+from ..ops.bands import row_bands
 from ..ops.crf import CRF, estimate_crf_debevec, gamma_to_linear
 from ..ops.exposure import ExposureDetection, detect_exposure_pattern
 from ._common import (COUNT_PROP, EV_PROP, INDEX_PROP, PATTERN_PROP, check_clip, error, log,

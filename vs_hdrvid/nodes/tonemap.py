@@ -7,12 +7,12 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
-from ..bridge import NodeRunner, blank_like, row_bands
+from ..bridge import NodeRunner, blank_like, clamped_shift
+from ..ops.bands import row_bands
 from ..ops.color import primaries_matrix
 from ..ops.tonemap import (PQ_PEAK_NITS, bt709_oetf, hlg_display_to_scene, hlg_oetf, log_average_luminance,
                            mulaw, pq_encode_normalized_, reinhard)
 from ._common import PATTERN_PROP, check_clip, error, pick_device, recall
-from ._window import _clamped
 
 __all__ = ["tonemap", "highlight_rolloff", "HDR10_PRIMARIES"]
 
@@ -172,7 +172,7 @@ def tonemap(clip: vs.VideoNode, op: str = "pq", peak_nits: float = 1000.0, white
     known = recall(clip).get(PATTERN_PROP)  # a clip linearize made; others say on every frame
     h_sat_known = 2.0 ** -min(known) if known else None
     stats = _stats_clip(clip) if key is None and op != "mulaw" else None
-    stat_clips = [_clamped(stats, o) for o in range(-smooth, smooth + 1)] if stats is not None else []
+    stat_clips = [clamped_shift(stats, o) for o in range(-smooth, smooth + 1)] if stats is not None else []
     rgbs = vs.core.get_video_format(vs.RGBS)
 
     def scene_key(f: list[vs.VideoFrame]) -> float:
