@@ -9,10 +9,11 @@ import torch
 import vapoursynth as vs
 
 from ..bridge import NodeRunner, blank_like
-from ..models.blocks import pad_to_multiple
+from ..models.blocks import pad_to_multiple, radiance_to_ldr
+from ..ops.warp import align_to_ref
 from ._common import check_linear, error, pick_device
 from ._flows import check_flow_clips
-from ._nets import _RGBS, align_to_ref, load_network, network_period, radiance_to_ldr
+from ._nets import RGBS, load_network, network_period
 from ._window import ExposureWindow
 
 __all__ = ["coarse"]
@@ -87,10 +88,10 @@ def coarse(lin: vs.VideoNode, weights: str | os.PathLike | None = None, device: 
         if flows:  # the flows include the similarity: the networks pad for themselves
             init = torch.stack([runner.fetch(fr) for fr in f[k:]]).to(dtype)[None]  # (1, K, 3, H, W)
             hdr = net(ldr[None], ev[None], init[:, :, :2], init[:, :, 2:3].clamp(0, 1), w.frames[None]).hdr[0]
-            return runner.emit(hdr, _RGBS, w.props)
+            return runner.emit(hdr, RGBS, w.props)
         ldr = align_to_ref(ldr, w.to_ref, ref)
         x, crop = pad_to_multiple(ldr[None], multiple)  # (1, T, 3, H', W')
         hdr = crop(net(x, ev[None]).hdr)[0]  # (3, H, W)
-        return runner.emit(hdr, _RGBS, w.props)
+        return runner.emit(hdr, RGBS, w.props)
 
     return runner.map_frames(blank_like(lin), window.clips + flows, process)

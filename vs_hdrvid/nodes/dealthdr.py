@@ -8,8 +8,10 @@ import torch
 import vapoursynth as vs
 
 from ..bridge import NodeRunner, blank_like, shift_clip
+from ..models.blocks import radiance_to_ldr
+from ..ops.warp import align_to_ref
 from ._common import PATTERN_PROP, check_linear, error, log, pick_device
-from ._nets import _RGBS, align_to_ref, load_network, network_period, radiance_to_ldr
+from ._nets import RGBS, load_network, network_period
 from ._window import ExposureWindow
 
 __all__ = ["dealthdr", "RATIO_PROP"]
@@ -119,7 +121,7 @@ def dealthdr(lin: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] | 
         out = net(ldr[None], ev[None], s, flows=given)
         props = dict(w.props)
         props[RATIO_PROP] = float(out.attention_ratio)
-        return runner.emit(out.hdr[0], _RGBS, props)
+        return runner.emit(out.hdr[0], RGBS, props)
 
     return runner.map_frames(blank_like(lin), window.clips + extra, process)
 

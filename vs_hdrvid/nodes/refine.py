@@ -7,15 +7,15 @@ import torch
 import vapoursynth as vs
 
 from ..bridge import NodeRunner, blank_like, shift_clip
-from ..models.blocks import GAMMA, pad_to_multiple
+from ..models.blocks import GAMMA, pad_to_multiple, radiance_to_ldr
+from ..ops.warp import align_to_ref
 from ._common import check_clip, check_linear, error, pick_device
+from ._nets import RGBS, load_network, network_period
 from ._window import ExposureWindow
-from ._nets import align_to_ref, load_network, network_period, radiance_to_ldr
 
 __all__ = ["refine"]
 
 NODE = "refine"
-_RGBS = vs.core.get_video_format(vs.RGBS)
 
 
 def refine(coarse_clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathLike | None = None,
@@ -24,7 +24,7 @@ def refine(coarse_clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathL
 
     The window of coarse HDRs ``t-1, t, t+1`` (exposure-aware at the clip's ends, as in
     :func:`coarse`) and the LDRs of the same frames, re-derived from ``lin`` by
-    :func:`~vs_hdrvid.nodes.coarse.radiance_to_ldr`, are aligned on the reference by the similarity
+    :func:`~vs_hdrvid.models.blocks.radiance_to_ldr`, are aligned on the reference by the similarity
     props of :func:`align`; the network aligns their features by deformable convolutions, fuses
     them with temporal attention and keeps the coarse HDR where the reference is well exposed
     (equations 4-5).
@@ -76,6 +76,6 @@ def refine(coarse_clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathL
         hdrs = align_to_ref(hdrs, w.to_ref, ref)
         x, crop = pad_to_multiple(torch.stack((hdrs, ldrs)), 8)  # (2, N, 3, H', W')
         out = crop(net(x[:1], x[1:], ev[None]).hdr)[0]  # (3, H, W)
-        return runner.emit(out, _RGBS, w.props)
+        return runner.emit(out, RGBS, w.props)
 
     return runner.map_frames(blank_like(lin), window.clips + hdr_clips, process)

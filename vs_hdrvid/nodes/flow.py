@@ -7,48 +7,15 @@ import torch
 import vapoursynth as vs
 
 from ..bridge import NodeRunner, blank_like
-from ..models.blocks import pad_to_multiple, reexpose
-from ..ops.warp import (compose_affine, flow_warp, forward_backward_confidence, invert_affine,
-                        similarity_to_flow)
+from ..models.blocks import pad_to_multiple, radiance_to_ldr
+from ..ops.warp import align_to_ref, compose_affine, forward_backward_confidence, invert_affine, through_similarity
 from ._common import check_linear, error, pick_device
+from ._nets import RGBS, load_network, network_period
 from ._window import ExposureWindow
-from ._nets import align_to_ref, load_network, network_period, radiance_to_ldr
 
-__all__ = ["flow", "spynet_flows", "through_similarity"]
+__all__ = ["flow"]
 
 NODE = "flow"
-_RGBS = vs.core.get_video_format(vs.RGBS)
-
-
-def spynet_flows(flownet: torch.nn.Module, pairs: list[tuple[int, int]], center: int, ldrs: torch.Tensor,
-                 evs: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Flows from the centre of each LDR window to every neighbour in ``pairs``, as CoarseNet runs them.
-
-    For each pair ``(a, b)`` of same-exposure slots the triple ``[N_a, C re-exposed to N_a's EV,
-    N_b]`` goes to the flow network (Chen et al. 2021, section 3.2).
-
-    Shape:
-        ``ldrs (B, T, 3, H, W)``, ``evs (B, T)`` -> ``(B, 2 * len(pairs), 2, H, W)`` in pair order
-        ``[C->N_a0, C->N_b0, C->N_a1, ...]``.
-    """
-    ref = ldrs[:, center]  # (B, 3, H, W)
-    triples = [torch.stack((ldrs[:, a], reexpose(ref, evs[:, center], evs[:, a], gamma), ldrs[:, b]), 1)
-               for a, b in pairs]
-    return flownet(torch.stack(triples, 1))  # (B, G, 3, 3, H, W) in
-
-
-def through_similarity(res: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Flow to the original frame from a residual flow to that frame warped by similarity ``m``.
-
-    ``res`` goes from frame n to the neighbour after ``warp_similarity(neighbour, m)``; the result
-    backward-warps the unwarped neighbour onto n: ``total(p) = res(p) + S(p + res(p))`` with
-    ``S = similarity_to_flow(m)``.
-
-    Shape:
-        ``res (B, 2, H, W)``, ``m (B, 2, 3)`` -> ``(B, 2, H, W)`` float32.
-    """
-    res = res.float()
-    return res + flow_warp(similarity_to_flow(m.to(res.device), *res.shape[-2:]), res)
 
 
 def flow(lin: vs.VideoNode, offset: int = 1, weights: str | os.PathLike | None = None,
@@ -93,8 +60,8 @@ def flow(lin: vs.VideoNode, offset: int = 1, weights: str | os.PathLike | None =
     window = ExposureWindow(lin, union, period, NODE)
     fw_idx = [union.index(o) for o in slots]
     bw_idx = [union.index(offset + o) for o in slots]
-    order = [i for pair in net.pairs for i in pair]  # the flow network's output order, as window slots
-    out_fw, out_bw = order.index(slots.index(offset)), order.index(slots.index(-offset))
+    # CoarseNet.flows() gives the flows to the window's neighbours in time order
+    out_fw, out_bw = net.neighbours.index(slots.index(offset)), net.neighbours.index(slots.index(-offset))
     runner = NodeRunner(NODE, dev, dtype, num_streams=num_streams, cache_frames=2 * len(union) + 2)
     multiple, gamma, center = 2 ** (net.flownet.config.levels - 1), net.config.gamma, net.center
     nbr, ref = union.index(offset), union.index(0)
@@ -109,12 +76,11 @@ def flow(lin: vs.VideoNode, offset: int = 1, weights: str | os.PathLike | None =
         fw = align_to_ref(ldr[fw_idx], to_n[fw_idx], center)
         bw = align_to_ref(ldr[bw_idx], to_m[bw_idx], center)
         x, crop = pad_to_multiple(torch.stack((fw, bw)), multiple)  # (2, T, 3, H', W')
-        flows = crop(spynet_flows(net.flownet, net.pairs, center, x, torch.stack((ev[fw_idx], ev[bw_idx])),
-                                  gamma))  # (2, 2K, 2, H, W)
+        flows = crop(net.flows(x, torch.stack((ev[fw_idx], ev[bw_idx]))))  # (2, T-1, 2, H, W)
         total_fw = through_similarity(flows[0:1, out_fw], to_n[nbr:nbr + 1])  # n -> m
         total_bw = through_similarity(flows[1:2, out_bw], to_m[ref:ref + 1])  # m -> n
         conf = forward_backward_confidence(total_fw, total_bw)  # (1, 1, H, W)
-        return runner.emit(torch.cat((total_fw, conf), 1)[0], _RGBS, w.props)
+        return runner.emit(torch.cat((total_fw, conf), 1)[0], RGBS, w.props)
 
     return runner.map_frames(blank_like(lin), window.clips, process)
 
@@ -141,6 +107,6 @@ def _corrected_classical_flow(lin: vs.VideoNode, offset: int, net: torch.nn.Modu
         ev = w.ev.to(dev, dtype)
         init = torch.stack([runner.fetch(fr) for fr in f[k:]]).to(dtype)[None]  # (1, K, 3, H, W)
         flows = net.flows(radiance_to_ldr(w.frames, ev, net.config.gamma)[None], ev[None], init[:, :, :2])
-        return runner.emit(torch.cat((flows[0, out].float(), init[0, out, 2:3].float().clamp(0, 1))), _RGBS, w.props)
+        return runner.emit(torch.cat((flows[0, out].float(), init[0, out, 2:3].float().clamp(0, 1))), RGBS, w.props)
 
     return runner.map_frames(blank_like(lin), window.clips + init_clips, process)
