@@ -13,8 +13,9 @@ import vapoursynth as vs
 from . import nodes
 from . import weights as weights_mod
 from .ops.exr import read_exr
+from .ops.images import write_png
 from .ops.metrics import psnr_mu
-from .reconstruct import Options, build, write_output, write_png
+from .reconstruct import Options, build, write_output
 from .resources import data_dir
 
 __all__ = ["add_cli", "run_cli", "run_demo", "SAMPLE", "shipped_methods"]
