@@ -62,19 +62,19 @@ def build(clip: vs.VideoNode, opts: Options) -> vs.VideoNode:
     if opts.method == "reference":
         hdr = lin
     elif opts.method == "merge":
-        lin = remember(nodes.align(lin, device=opts.device), **facts)  # same pattern: nothing rendered
+        lin = nodes.align(lin, device=opts.device)  # keeps the pattern linearize recorded
         flows = None
         if opts.flow != "none":
             offsets = [o for o in range(-opts.radius, opts.radius + 1) if o]
             flows = [nodes.classical_flow(lin, o, method=opts.flow) for o in offsets]
         hdr = nodes.merge(lin, radius=opts.radius, flow=flows, device=opts.device)
     elif opts.method in ("coarse", "refine"):
-        lin = remember(nodes.align(lin, device=opts.device), **facts)  # same pattern: nothing rendered
+        lin = nodes.align(lin, device=opts.device)  # keeps the pattern linearize recorded
         hdr = nodes.coarse(lin, weights=opts.weights, device=opts.device)
         if opts.method == "refine":
             hdr = nodes.refine(hdr, lin, weights=opts.weights, device=opts.device)
     elif opts.method == "dealthdr":
-        lin = remember(nodes.align(lin, device=opts.device), **facts)  # same pattern: nothing rendered
+        lin = nodes.align(lin, device=opts.device)  # keeps the pattern linearize recorded
         hdr = nodes.dealthdr(lin, s=opts.s, weights=opts.weights, device=opts.device)
     else:
         raise ValueError(f"unknown method {opts.method!r}; choose from {', '.join(METHODS)}")

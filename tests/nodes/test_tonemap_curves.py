@@ -6,9 +6,9 @@ import torch
 
 import vs_hdrvid as hv
 from vs_hdrvid.bridge import NodeRunner
-from vs_hdrvid.nodes.tonemap import _display_light, highlight_rolloff
+from vs_hdrvid.nodes.tonemap import _display_light
 from vs_hdrvid.ops.color import bt709_to_bt2020, primaries_matrix
-from vs_hdrvid.ops.tonemap import pq_encode, pq_encode_normalized_
+from vs_hdrvid.ops.tonemap import highlight_rolloff, pq_encode, pq_encode_normalized_
 
 from conftest import clip_from_arrays, planes
 

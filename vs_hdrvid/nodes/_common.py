@@ -86,11 +86,20 @@ def exposure_pattern(clip: vs.VideoNode) -> list[float]:
     if known is not None:
         return list(known)
     props = clip.get_frame(0).props
-    if PATTERN_PROP in props:
-        value = props[PATTERN_PROP]  # a one-element float array comes back as a plain float
-        return [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
+    pattern = exposure_pattern_of(props)
+    if pattern is not None:
+        return pattern
     count = int(props[COUNT_PROP])
     return [float(clip.get_frame(i).props[EV_PROP]) for i in range(count)]
+
+
+def exposure_pattern_of(props: vs.FrameProps | dict) -> list[float] | None:
+    """A frame's ``HdrExposurePattern`` as a list (None when the frame has none)."""
+    value = props.get(PATTERN_PROP)
+    if value is None:
+        return None
+    # a one-element float array comes back as a plain float
+    return [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
 
 
 def validate_exposures(exposures: Sequence[float], node: str) -> list[float]:

@@ -11,7 +11,7 @@ import vapoursynth as vs
 from ..bridge import NodeRunner, blank_like
 from ..models.blocks import pad_to_multiple, radiance_to_ldr
 from ..ops.warp import align_to_ref
-from ._common import check_linear, error, pick_device
+from ._common import check_linear, error, pick_device, recall, remember
 from ._flows import check_flow_clips
 from ._nets import RGBS, load_network, network_period
 from ._window import ExposureWindow
@@ -94,4 +94,4 @@ def coarse(lin: vs.VideoNode, weights: str | os.PathLike | None = None, device: 
         hdr = crop(net(x, ev[None]).hdr)[0]  # (3, H, W)
         return runner.emit(hdr, RGBS, w.props)
 
-    return runner.map_frames(blank_like(lin), window.clips + flows, process)
+    return remember(runner.map_frames(blank_like(lin), window.clips + flows, process), **recall(lin))

@@ -10,7 +10,9 @@ import vapoursynth as vs
 from ..bridge import NodeRunner, blank_like, shift_clip
 from ..models.blocks import radiance_to_ldr
 from ..ops.warp import align_to_ref
-from ._common import PATTERN_PROP, check_linear, error, log, pick_device
+from ._common import (PATTERN_PROP, check_linear, error, exposure_pattern_of, log, pick_device, recall,
+                      remember)
+from ._flows import check_flow_clips
 from ._nets import RGBS, load_network, network_period
 from ._window import ExposureWindow
 
@@ -33,23 +35,7 @@ def _check_s(s: object) -> float:
     return value
 
 
-def _check_flows(flow: Sequence[vs.VideoNode] | None, lin: vs.VideoNode) -> list[vs.VideoNode] | None:
-    if flow is None:
-        return None
-    flows = list(flow) if not isinstance(flow, vs.VideoNode) else [flow]
-    if len(flows) != len(NEIGHBOURS):
-        raise error(NODE, f"flow needs one clip per neighbour offset {list(NEIGHBOURS)}, got {len(flows)}; "
-                          "e.g. [hv.classical_flow(lin, o) for o in (-2, -1, 1, 2)]")
-    for f in flows:
-        if not isinstance(f, vs.VideoNode) or f.format is None or f.format.id != vs.RGBS \
-                or (f.width, f.height) != (lin.width, lin.height) or f.num_frames != lin.num_frames:
-            raise error(NODE, "flow clips must be RGBS (u, v, confidence) of the clip's size and length; "
-                              "make them with hv.classical_flow or hv.flow")
-    return flows
-
-
-def _warn_ratio(lin: vs.VideoNode) -> None:
-    pattern = [float(e) for e in lin.get_frame(0).props.get(PATTERN_PROP, [])] if lin.num_frames else []
+def _warn_ratio(pattern: list[float]) -> None:
     if len(pattern) == 2:
         span = max(pattern) - min(pattern)
         if abs(span - TRAINED_SPAN) > 1.0:
@@ -96,13 +82,17 @@ def dealthdr(lin: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] | 
     if period != 2:
         raise error(NODE, f"DeAltHDR handles 2-exposure alternating patterns; the clip has {period} "
                           "exposures (use hv.coarse or hv.merge)")
-    flows = _check_flows(flow, lin)
-    _warn_ratio(lin)
+    flows = check_flow_clips(flow, lin, NEIGHBOURS, NODE)
+    known = recall(lin).get(PATTERN_PROP)  # linearize recorded it: warn now, else at the first frame
+    warned = [False]
+    if known is not None:
+        _warn_ratio(list(known))
+        warned[0] = True
     dev, dtype = pick_device(device, fp32, NODE)
     net = load_network("dealthdr", weights, period, dev, dtype, NODE)
     window = ExposureWindow(lin, OFFSETS, period, NODE)
     extra: list[vs.VideoNode] = []
-    if flows is not None:  # t -> t+o from clip o at t; t+o -> t from clip -o at t+o
+    if flows:  # t -> t+o from clip o at t; t+o -> t from clip -o at t+o
         back = [shift_clip(flows[NEIGHBOURS.index(-o)], o, period) for o in NEIGHBOURS]
         extra = flows + back
     runner = NodeRunner(NODE, dev, dtype, num_streams=num_streams, cache_frames=2 * len(OFFSETS) + 2)
@@ -110,6 +100,9 @@ def dealthdr(lin: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] | 
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         w = window.gather(n, f, runner)
+        if not warned[0]:
+            warned[0] = True
+            _warn_ratio(exposure_pattern_of(w.props) or [])
         ev = w.ev.to(dev, dtype)
         ldr = radiance_to_ldr(w.frames, ev, gamma)  # (T, 3, H, W)
         given = None
@@ -123,5 +116,5 @@ def dealthdr(lin: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] | 
         props[RATIO_PROP] = float(out.attention_ratio)
         return runner.emit(out.hdr[0], RGBS, props)
 
-    return runner.map_frames(blank_like(lin), window.clips + extra, process)
+    return remember(runner.map_frames(blank_like(lin), window.clips + extra, process), **recall(lin))
 

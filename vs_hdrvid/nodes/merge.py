@@ -9,7 +9,7 @@ import vapoursynth as vs
 from ..bridge import NodeRunner, blank_like
 from ..ops.merge import MergeConfig, merge_exposures
 from ..ops.warp import flow_warp, warp_similarity
-from ._common import check_linear, error, exposure_pattern, pick_device
+from ._common import check_linear, error, exposure_pattern, pick_device, recall, remember
 from ._flows import check_flow_clips
 from ._window import ExposureWindow
 
@@ -90,4 +90,4 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
         out = merge_fn(frames, w.ev.to(dev), valid, ref, cfg, out=out)
         return runner.emit(out[0], f[ref].format, w.props)
 
-    return runner.map_frames(blank_like(clip), window.clips + flows, process)
+    return remember(runner.map_frames(blank_like(clip), window.clips + flows, process), **recall(clip))

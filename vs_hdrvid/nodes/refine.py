@@ -9,7 +9,7 @@ import vapoursynth as vs
 from ..bridge import NodeRunner, blank_like, shift_clip
 from ..models.blocks import GAMMA, pad_to_multiple, radiance_to_ldr
 from ..ops.warp import align_to_ref
-from ._common import check_clip, check_linear, error, pick_device
+from ._common import check_clip, check_linear, error, pick_device, recall, remember
 from ._nets import RGBS, load_network, network_period
 from ._window import ExposureWindow
 
@@ -78,4 +78,4 @@ def refine(coarse_clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathL
         out = crop(net(x[:1], x[1:], ev[None]).hdr)[0]  # (3, H, W)
         return runner.emit(out, RGBS, w.props)
 
-    return runner.map_frames(blank_like(lin), window.clips + hdr_clips, process)
+    return remember(runner.map_frames(blank_like(lin), window.clips + hdr_clips, process), **recall(lin))
