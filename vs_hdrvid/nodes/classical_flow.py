@@ -29,7 +29,7 @@ def classical_flow(clip: vs.VideoNode, offset: int, method: str = "dis", preset:
         method: ``"dis"`` or ``"farneback"``.
         preset: ``"ultrafast"``, ``"fast"`` or ``"medium"``.
         num_streams: frames processed concurrently; None: the default of every node
-            (:func:`~vs_hdrvid.bridge.default_streams`: VapourSynth's thread count on the CPU).
+            (:func:`~vs_hdrvid.bridge.default_streams`: VapourSynth's thread count, as it runs on CPU).
 
     Returns:
         RGBS clip: planes u, v (pixels) and the forward-backward confidence in [0, 1]; backward

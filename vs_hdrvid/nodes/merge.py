@@ -39,8 +39,8 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
         config: thresholds of the merge (:class:`~vs_hdrvid.ops.merge.MergeConfig`).
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         fp32: compute in float32 on CUDA too.
-        num_streams: frames processed concurrently (one CUDA stream and lock each; on CPU, worker
-            slots sharing torch's threads). None: 1 on CUDA, VapourSynth's thread count on CPU.
+        num_streams: frames processed concurrently; None: the default of every node
+            (:func:`~vs_hdrvid.bridge.default_streams`: 1 on CUDA, VapourSynth's thread count on CPU).
         compile: fuse the merge with ``torch.compile`` on CUDA. Refused on CPU: there the
             compiled merge aborts the process inside a VapourSynth callback with a double free
             (torch 2.15), while the same compiled function runs correctly outside one.

@@ -105,7 +105,7 @@ def _stats_clip(clip: vs.VideoNode) -> vs.VideoNode:
 
 def tonemap(clip: vs.VideoNode, op: str = "pq", peak_nits: float = 1000.0, white_nits: float = 203.0,
             key: float | None = None, smooth: int = 8, output: str = "yuv", mu: float = 5000.0,
-            device: str = "auto", fp32: bool = False) -> vs.VideoNode:
+            device: str = "auto", fp32: bool = False, num_streams: int | None = None) -> vs.VideoNode:
     """Tone-map or encode linear HDR for display or delivery.
 
     Ops:
@@ -128,6 +128,8 @@ def tonemap(clip: vs.VideoNode, op: str = "pq", peak_nits: float = 1000.0, white
         output: ``"yuv"`` (YUV420P10) or ``"rgb"`` (RGB48) for ``pq``/``hlg``.
         mu: mu of ``mulaw``.
         device, fp32: as for the other nodes.
+        num_streams: frames processed concurrently; None: the default of every node
+            (:func:`~vs_hdrvid.bridge.default_streams`: 1 on CUDA, VapourSynth's thread count on CPU).
     """
     clip = check_clip(clip, NODE)
     if op not in OPS:
@@ -145,7 +147,7 @@ def tonemap(clip: vs.VideoNode, op: str = "pq", peak_nits: float = 1000.0, white
     if not isinstance(smooth, int) or not 0 <= smooth <= 120:
         raise error(NODE, f"smooth must be an integer within 0..120, got {smooth!r}")
     dev, dtype = pick_device(device, fp32, NODE)
-    runner = NodeRunner(NODE, dev, dtype, num_streams=None)  # frame-parallel on CPU
+    runner = NodeRunner(NODE, dev, dtype, num_streams=num_streams)
     known = recall(clip).get(PATTERN_PROP)  # a clip linearize made; others say on every frame
     h_sat_known = 2.0 ** -min(known) if known else None
     stats = _stats_clip(clip) if key is None and op != "mulaw" else None
