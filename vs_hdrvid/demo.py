@@ -28,7 +28,7 @@ def _planes(f: vs.VideoFrame) -> np.ndarray:
 
 
 def _score(clip: vs.VideoNode, gt: list[np.ndarray], evs: list[float]) -> dict[str, float]:
-    """Mean PSNR-mu per reference exposure and overall (DESIGN.md, evaluation definitions)."""
+    """Mean PSNR-mu per reference exposure and overall (docs/design.md, "Evaluation")."""
     h_sat = 2.0 ** -min(evs)
     per: dict[str, list[float]] = {}
     for n in range(clip.num_frames):

@@ -52,7 +52,7 @@ def output_kind(path: str) -> str:
 
 
 def build(clip: vs.VideoNode, opts: Options) -> vs.VideoNode:
-    """Linear HDR clip for ``clip`` by ``opts.method`` (the radiometry of DESIGN.md).
+    """Linear HDR clip for ``clip`` by ``opts.method`` (the radiometry of docs/design.md).
 
     ``opts.frames`` trims the result, not the input, so the exposure pattern stays anchored at
     frame 0 and the first frames of the range keep their neighbours.
