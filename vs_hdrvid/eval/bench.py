@@ -11,7 +11,6 @@ which the results record, with what the tuning saves (:func:`allocator_probe`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -27,6 +26,7 @@ import vapoursynth as vs
 from .. import bridge, nodes
 from ..devices import resolve_device
 from ..malloc import malloc_tuned
+from .report import write_figures
 
 __all__ = ["add_cli", "run_cli", "run_bench", "bridge_cost", "allocator_probe"]
 
@@ -215,7 +215,5 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"    per output frame: uploads {per['uploads']:.2f}, downloads {per['downloads']:.2f}, "
               f"handoffs {per['handoffs']:.2f}, cache hits {per['cache_hits']:.2f}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=2))
-        print(f"wrote {args.json}", file=sys.stderr)
+        write_figures(res, args.json)
     return 0
