@@ -3,6 +3,7 @@
 - :mod:`.transfer`: frames to tensors and back (host pool, pinned staging, transfer counters);
 - :mod:`.handoff`: the cache that hands a node's output tensor to the next vs_hdrvid node;
 - :mod:`.windows`: exposure-aware temporal windows as shifted clips;
+- :mod:`.requests`: which frames each clip reads of the clips it is built from, as built;
 - :mod:`.runner`: :class:`NodeRunner`, a node's per-frame execution (slots, streams, uploads,
   scratch) and the one default of ``num_streams``.
 """

@@ -25,6 +25,7 @@ import torch
 import vapoursynth as vs
 
 from .handoff import handoff
+from .requests import same_frames
 from .transfer import counters, frame_to_tensor, host_pool, new_frame, tensor_to_frame
 
 __all__ = ["NodeRunner", "default_streams", "blank_like"]
@@ -191,7 +192,8 @@ class NodeRunner:
                    fn: Callable[[int, list[vs.VideoFrame]], vs.VideoFrame]) -> vs.VideoNode:
         """Run ``fn(n, frames)`` for every output frame; frames are ``clips``' frames ``n``.
 
-        ``template`` gives the output format, size and length. With several streams the
+        ``template`` gives the output format, size and length (its frames are never requested).
+        With several streams the
         ``FrameEval(ModifyFrame)`` pattern lets frames run concurrently (``ModifyFrame`` alone runs
         one callback at a time), as many as there are slots.
         """
@@ -209,6 +211,8 @@ class NodeRunner:
                     raise vs.Error(f"hdrvid.{self.name}: frame {n}: {type(e).__name__}: {e}") from e
 
         if self.num_streams == 1:
-            return core.std.ModifyFrame(template, clips, selector)
-        return core.std.FrameEval(
-            template, lambda n: core.std.ModifyFrame(template, clips, selector), clip_src=clips)
+            out = core.std.ModifyFrame(template, clips, selector)
+        else:
+            out = core.std.FrameEval(
+                template, lambda n: core.std.ModifyFrame(template, clips, selector), clip_src=clips)
+        return same_frames(out, *clips, node=self.name)  # what it reads, for vs_hdrvid.segments

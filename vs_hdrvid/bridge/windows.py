@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import vapoursynth as vs
 
+from .requests import record
+
 __all__ = ["window_index", "shift_clip", "clamped_shift"]
 
 core = vs.core
@@ -35,7 +37,8 @@ def window_index(n: int, offset: int, num_frames: int, period: int) -> int:
 def shift_clip(clip: vs.VideoNode, offset: int, period: int) -> vs.VideoNode:
     """``clip`` shifted so frame ``n`` is source frame :func:`window_index` ``(n, offset)``.
 
-    Built from trims and splices, so the host graph serves the frame requests.
+    Built from trims and splices, so the host graph serves the frame requests (and recorded as an
+    ``exposure`` read, :mod:`.requests`).
     """
     if offset == 0:
         return clip
@@ -47,18 +50,22 @@ def shift_clip(clip: vs.VideoNode, offset: int, period: int) -> vs.VideoNode:
             runs[-1] = (runs[-1][0], m)
         else:
             runs.append((m, m))
-    return core.std.Splice([clip[a:b + 1] for a, b in runs]) if len(runs) > 1 else clip[runs[0][0]:runs[0][1] + 1]
+    out = core.std.Splice([clip[a:b + 1] for a, b in runs]) if len(runs) > 1 else clip[runs[0][0]:runs[0][1] + 1]
+    return record(out, clip, "exposure", offset, period)
 
 
 def clamped_shift(clip: vs.VideoNode, offset: int) -> vs.VideoNode:
     """``clip`` shifted by ``offset`` with plain clamping at the ends (the first or last frame repeats).
 
     For props that do not depend on the exposure (alignment transforms, a frame's statistics).
+    Recorded as a ``clamped`` read (:mod:`.requests`).
     """
     n = clip.num_frames
     if offset == 0:
         return clip
     if offset > 0:
-        return core.std.Splice([clip[offset:]] + [clip[n - 1]] * min(offset, n)) if offset < n else clip[n - 1] * n
-    k = -offset
-    return core.std.Splice([clip[0]] * min(k, n) + [clip[:n - k]]) if k < n else clip[0] * n
+        out = core.std.Splice([clip[offset:]] + [clip[n - 1]] * min(offset, n)) if offset < n else clip[n - 1] * n
+    else:
+        k = -offset
+        out = core.std.Splice([clip[0]] * min(k, n) + [clip[:n - k]]) if k < n else clip[0] * n
+    return record(out, clip, "clamped", offset)

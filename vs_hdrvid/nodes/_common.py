@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import torch
 import vapoursynth as vs
 
+from ..bridge.requests import same_frames
 from ..devices import resolve_device
 
 core = vs.core
@@ -90,7 +91,7 @@ def check_clip(clip: object, node: str, *, min_frames: int = 1) -> vs.VideoNode:
     if clip.num_frames < min_frames:
         raise error(node, f"needs at least {min_frames} frames, the clip has {clip.num_frames}")
     if clip.gpu_resident:
-        clip = remember(core.std.GPUDownload(clip), **recall(clip))
+        clip = remember(same_frames(core.std.GPUDownload(clip), clip), **recall(clip))
     return clip
 
 
@@ -161,11 +162,11 @@ def to_rgb_float(clip: vs.VideoNode, node: str) -> vs.VideoNode:
     """Any RGB/YUV/GRAY clip as RGBS in [0, 1]: integers are normalised, YUV uses its props."""
     fmt = clip.format
     if fmt.color_family == vs.RGB:
-        return clip if fmt.id == vs.RGBS else core.resize.Point(clip, format=vs.RGBS)
+        return clip if fmt.id == vs.RGBS else same_frames(core.resize.Point(clip, format=vs.RGBS), clip)
     if fmt.color_family == vs.GRAY:
-        return core.std.ShufflePlanes(core.resize.Point(clip, format=vs.GRAYS), [0, 0, 0], vs.RGB)
+        return same_frames(core.std.ShufflePlanes(core.resize.Point(clip, format=vs.GRAYS), [0, 0, 0], vs.RGB), clip)
     if fmt.color_family == vs.YUV:
-        return _yuv_to_rgb(clip, node)
+        return same_frames(_yuv_to_rgb(clip, node), clip)
     raise error(node, f"unsupported colour family of {fmt.name}; give RGB, YUV or GRAY")
 
 

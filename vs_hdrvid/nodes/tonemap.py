@@ -8,6 +8,7 @@ import torch
 import vapoursynth as vs
 
 from ..bridge import NodeRunner, blank_like, clamped_shift
+from ..bridge.requests import same_frames
 from ..ops.bands import row_bands
 from ..ops.color import primaries_matrix
 from ..ops.tonemap import (PQ_PEAK_NITS, bt709_oetf, highlight_rolloff_, hlg_display_to_scene,
@@ -100,7 +101,7 @@ def _stats_clip(clip: vs.VideoNode) -> vs.VideoNode:
         out.props[STATS_PROP] = float(log_average_luminance(x.float())[0])
         return out
 
-    return vs.core.std.ModifyFrame(small, small, stat)
+    return same_frames(vs.core.std.ModifyFrame(small, small, stat), clip)
 
 
 def tonemap(clip: vs.VideoNode, op: str = "pq", peak_nits: float = 1000.0, white_nits: float = 203.0,
@@ -179,13 +180,14 @@ def tonemap(clip: vs.VideoNode, op: str = "pq", peak_nits: float = 1000.0, white
 
     out = runner.map_frames(blank_like(clip), [clip] + stat_clips, process)
     if op == "sdr":
-        return vs.core.resize.Point(out, format=vs.RGB24, dither_type="error_diffusion")
+        return same_frames(vs.core.resize.Point(out, format=vs.RGB24, dither_type="error_diffusion"), out)
     if op in ("pq", "hlg"):
         static = dict(HDR10_PRIMARIES, MasteringDisplayMinLuminance=0.0001,
                       MasteringDisplayMaxLuminance=float(peak_nits),
                       ContentLightLevelMax=int(round(peak_nits)), ContentLightLevelAverage=0)
-        out = vs.core.std.SetFrameProps(out, **static)
+        out = same_frames(vs.core.std.SetFrameProps(out, **static), out)
         if output == "yuv":
-            return vs.core.resize.Bicubic(out, format=vs.YUV420P10, matrix_s="2020ncl", range_s="limited")
-        return vs.core.resize.Point(out, format=vs.RGB48)
+            return same_frames(vs.core.resize.Bicubic(out, format=vs.YUV420P10, matrix_s="2020ncl",
+                                                      range_s="limited"), out)
+        return same_frames(vs.core.resize.Point(out, format=vs.RGB48), out)
     return out
