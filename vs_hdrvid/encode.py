@@ -13,8 +13,8 @@ import vapoursynth as vs
 
 from .outputs import atomic_path
 
-__all__ = ["ffmpeg_exe", "x265_hdr10_params", "encode_hdr10", "iterate_frames", "content_light_payload",
-           "rewrite_content_light"]
+__all__ = ["ffmpeg_exe", "x265_hdr10_params", "encode_hdr10", "Hdr10Encoder", "hdr10_props", "frame_bytes",
+           "frame_light", "iterate_frames", "content_light_payload", "rewrite_content_light"]
 
 CONTAINERS = {".mkv": "matroska", ".mp4": "mp4", ".mov": "mov"}
 
@@ -120,6 +120,134 @@ def rewrite_content_light(path: str | os.PathLike, max_cll: int, max_fall: int,
     return len(offsets)
 
 
+def frame_bytes(frame: vs.VideoFrame) -> bytes:
+    """A frame's planes as the raw bytes ffmpeg reads (``yuv420p10le`` for the HDR10 clip)."""
+    return b"".join(np.ascontiguousarray(np.asarray(frame[p])).tobytes() for p in range(frame.format.num_planes))
+
+
+def frame_light(props: vs.FrameProps | dict) -> tuple[float, float] | None:
+    """The ``(HdrFrameMaxNits, HdrFrameAverageNits)`` that :func:`~vs_hdrvid.nodes.tonemap` set on a
+    frame, None when it has them not."""
+    if "HdrFrameMaxNits" in props and "HdrFrameAverageNits" in props:
+        return float(props["HdrFrameMaxNits"]), float(props["HdrFrameAverageNits"])
+    return None
+
+
+def hdr10_props(props: vs.FrameProps | dict) -> dict:
+    """The props of a PQ frame that the HDR10 signalling is made of (plain values, picklable).
+
+    Raises:
+        ValueError: not a PQ frame with the mastering props of ``tonemap(op='pq')``.
+    """
+    if int(props.get("_Transfer", 0)) != 16 or "MasteringDisplayMaxLuminance" not in props:
+        raise ValueError("HDR10 encoding expects PQ frames with mastering props (tonemap(op='pq'))")
+    keys = [k for k in props if k.startswith(("MasteringDisplay", "ContentLightLevel"))]
+    return {k: (list(props[k]) if isinstance(props[k], (list, tuple)) else props[k]) for k in keys}
+
+
+class Hdr10Encoder:
+    """One HEVC Main10 HDR10 encode through ffmpeg (libx265), fed raw PQ YUV420P10 frames.
+
+    Used as a context manager: the file appears at ``path`` (written under a temporary name by
+    ``atomic``) only when every frame was encoded and MaxCLL/MaxFALL were written into the stream's
+    content light level SEI: the largest light of the frames given to :meth:`write` (each frame's
+    ``HdrFrameMaxNits`` and ``HdrFrameAverageNits``), or the props' ``ContentLightLevelMax/Average``
+    if any frame came without them. Any error kills ffmpeg and leaves nothing at ``path``.
+
+    Args:
+        path: ``.mkv``, ``.mp4`` or ``.mov``.
+        size: ``(width, height)``.
+        fps: ``(numerator, denominator)``; a numerator of 0 gives 24 fps.
+        props: the HDR10 props of the frames (:func:`hdr10_props`).
+        atomic: the context manager giving the temporary name (a run's
+            :meth:`vs_hdrvid.outputs.Claim.atomic`, which also records the file as written).
+
+    Attributes:
+        report: after the block, ``max_cll``, ``max_fall`` and whether they were ``measured``.
+    """
+
+    def __init__(self, path: str | os.PathLike, size: tuple[int, int], fps: tuple[int, int], props: dict,
+                 crf: int = 18, preset: str = "medium",
+                 atomic: Callable[[Path], ContextManager[str]] = atomic_path):
+        self.path = Path(path)
+        if self.path.suffix.lower() not in CONTAINERS:
+            raise ValueError(f"HDR10 output must be .mkv, .mp4 or .mov, got {self.path.name}")
+        self.size, self.props, self.crf, self.preset, self._atomic = size, props, crf, preset, atomic
+        self.fps = f"{fps[0]}/{fps[1]}" if fps[0] else "24/1"
+        self.frames, self.report = 0, {}
+        self._peak, self._fall, self._measured = 0.0, 0.0, True
+
+    def __enter__(self) -> "Hdr10Encoder":
+        self._block = self._atomic(self.path)
+        self._tmp = self._block.__enter__()
+        try:
+            self._proc = self._start(self._tmp)
+        except BaseException:
+            self._block.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def _start(self, tmp: str):
+        w, h = self.size
+        stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="yuv420p10le", s=f"{w}x{h}", framerate=self.fps)
+        # tag the frames themselves: the encoder and the muxer take their colour description from them
+        stream = stream.filter("setparams", color_primaries="bt2020", color_trc="smpte2084",
+                               colorspace="bt2020nc", range="tv")
+        opts = {"x265-params": x265_hdr10_params(self.props, cll=CLL_PLACEHOLDER)}
+        if self.path.suffix.lower() != ".mkv":
+            opts["tag:v"] = "hvc1"  # what Apple players expect for HEVC in MP4/MOV
+        out = ffmpeg.output(stream, tmp, format=CONTAINERS[self.path.suffix.lower()], vcodec="libx265",
+                            pix_fmt="yuv420p10le", crf=self.crf, preset=self.preset, color_primaries="bt2020",
+                            color_trc="smpte2084", colorspace="bt2020nc", color_range="tv", **opts)
+        out = out.global_args("-hide_banner", "-loglevel", "error", "-nostats").overwrite_output()
+        return out.run_async(cmd=ffmpeg_exe(), pipe_stdin=True, pipe_stderr=True)
+
+    def write(self, data: bytes | memoryview, light: tuple[float, float] | None) -> None:
+        """Encode one frame: its raw planes (:func:`frame_bytes`) and its :func:`frame_light`."""
+        try:
+            self._proc.stdin.write(data)
+        except BrokenPipeError:
+            self._proc.wait()
+            err = self._proc.stderr.read().decode(errors="replace").strip()
+            raise RuntimeError(f"ffmpeg stopped early: {err.splitlines()[-1] if err else 'no output'}") from None
+        if light is None:
+            self._measured = False
+        else:
+            self._peak, self._fall = max(self._peak, light[0]), max(self._fall, light[1])
+        self.frames += 1
+
+    def __exit__(self, kind, value, tb) -> bool:
+        try:
+            if kind is not None:
+                self._proc.kill()
+                self._proc.wait()
+            else:
+                self._finish()
+        except BaseException:
+            if self._block.__exit__(*sys.exc_info()):
+                return True
+            raise
+        return bool(self._block.__exit__(kind, value, tb))
+
+    def _finish(self) -> None:
+        proc = self._proc
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        err = proc.stderr.read().decode(errors="replace")
+        if proc.wait() != 0:
+            raise RuntimeError(f"ffmpeg failed: {' | '.join(err.strip().splitlines()[-3:]) or 'no output'}")
+        peak, fall = self._peak, self._fall
+        if not self._measured:
+            peak, fall = float(self.props["ContentLightLevelMax"]), float(self.props["ContentLightLevelAverage"])
+        max_cll, max_fall = content_light_payload(peak, fall)
+        if rewrite_content_light(self._tmp, max_cll, max_fall) == 0:
+            raise RuntimeError(f"found no content light level SEI in the encoded {self.path.name} to write "
+                               f"MaxCLL {max_cll} and MaxFALL {max_fall} into")
+        self.report = {"max_cll": max_cll, "max_fall": max_fall, "measured": self._measured}
+
+
 def encode_hdr10(clip: vs.VideoNode, path: str | os.PathLike, crf: int = 18, preset: str = "medium",
                  progress: bool = True, on_frame: Callable[[int], None] | None = None,
                  atomic: Callable[[Path], ContextManager[str]] = atomic_path, report: dict | None = None
@@ -130,7 +258,7 @@ def encode_hdr10(clip: vs.VideoNode, path: str | os.PathLike, crf: int = 18, pre
     ``HdrFrameAverageNits`` that :func:`~vs_hdrvid.nodes.tonemap` sets on each frame (the
     brightest channel of each pixel, in cd/m2, before 10-bit quantisation and chroma subsampling),
     written into the stream's content light level SEI once the last frame is encoded. A clip
-    without those props keeps its ``ContentLightLevelMax/Average`` props.
+    without those props keeps its ``ContentLightLevelMax/Average`` props (:class:`Hdr10Encoder`).
 
     The file is written under a temporary name and renamed when ffmpeg has finished; on any error
     the temporary file is removed and nothing appears at ``path``.
@@ -149,54 +277,14 @@ def encode_hdr10(clip: vs.VideoNode, path: str | os.PathLike, crf: int = 18, pre
         raise ValueError(f"HDR10 output must be .mkv, .mp4 or .mov, got {path.name}")
     if clip.format.id != vs.YUV420P10:
         raise ValueError(f"HDR10 encoding expects YUV420P10 from tonemap(op='pq'), got {clip.format.name}")
-    props = clip.get_frame(0).props
-    if int(props.get("_Transfer", 0)) != 16 or "MasteringDisplayMaxLuminance" not in props:
-        raise ValueError("HDR10 encoding expects PQ frames with mastering props (tonemap(op='pq'))")
-    fps = f"{clip.fps.numerator}/{clip.fps.denominator}" if clip.fps.numerator else "24/1"
-    stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="yuv420p10le",
-                          s=f"{clip.width}x{clip.height}", framerate=fps)
-    # tag the frames themselves: the encoder and the muxer take their colour description from them
-    stream = stream.filter("setparams", color_primaries="bt2020", color_trc="smpte2084",
-                           colorspace="bt2020nc", range="tv")
-    peak, fall, measured = 0.0, 0.0, True
-    with atomic(path) as tmp:
-        opts = {"x265-params": x265_hdr10_params(props, cll=CLL_PLACEHOLDER)}
-        if path.suffix.lower() != ".mkv":
-            opts["tag:v"] = "hvc1"  # what Apple players expect for HEVC in MP4/MOV
-        out = ffmpeg.output(stream, tmp, format=CONTAINERS[path.suffix.lower()], vcodec="libx265",
-                            pix_fmt="yuv420p10le", crf=crf, preset=preset, color_primaries="bt2020",
-                            color_trc="smpte2084", colorspace="bt2020nc", color_range="tv", **opts)
-        out = out.global_args("-hide_banner", "-loglevel", "error", "-nostats").overwrite_output()
-        proc = out.run_async(cmd=ffmpeg_exe(), pipe_stdin=True, pipe_stderr=True)
-        try:
-            for n, f in iterate_frames(clip, progress, desc=f"encoding {path.name}"):
-                for p in range(3):
-                    proc.stdin.write(np.ascontiguousarray(np.asarray(f[p])).tobytes())
-                if "HdrFrameMaxNits" in f.props and "HdrFrameAverageNits" in f.props:
-                    peak = max(peak, float(f.props["HdrFrameMaxNits"]))
-                    fall = max(fall, float(f.props["HdrFrameAverageNits"]))
-                else:
-                    measured = False
-                if on_frame:
-                    on_frame(n)
-            proc.stdin.close()
-        except BrokenPipeError:
-            proc.wait()
-            err = proc.stderr.read().decode(errors="replace").strip()
-            raise RuntimeError(f"ffmpeg stopped early: {err.splitlines()[-1] if err else 'no output'}") from None
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        err = proc.stderr.read().decode(errors="replace")
-        if proc.wait() != 0:
-            raise RuntimeError(f"ffmpeg failed: {' | '.join(err.strip().splitlines()[-3:]) or 'no output'}")
-        if not measured:
-            peak, fall = float(props["ContentLightLevelMax"]), float(props["ContentLightLevelAverage"])
-        max_cll, max_fall = content_light_payload(peak, fall)
-        if rewrite_content_light(tmp, max_cll, max_fall) == 0:
-            raise RuntimeError(f"found no content light level SEI in the encoded {path.name} to write "
-                               f"MaxCLL {max_cll} and MaxFALL {max_fall} into")
+    props = hdr10_props(clip.get_frame(0).props)
+    encoder = Hdr10Encoder(path, (clip.width, clip.height), (clip.fps.numerator, clip.fps.denominator), props,
+                           crf=crf, preset=preset, atomic=atomic)
+    with encoder:
+        for n, f in iterate_frames(clip, progress, desc=f"encoding {path.name}"):
+            encoder.write(frame_bytes(f), frame_light(f.props))
+            if on_frame:
+                on_frame(n)
     if report is not None:
-        report.update(max_cll=max_cll, max_fall=max_fall, measured=measured)
+        report.update(encoder.report)
     return path

@@ -5,20 +5,24 @@
 mixing its frames in; it creates the output folder and records what the run writes. If the run
 fails or is interrupted, it removes exactly the files this run wrote and the folders it created
 (when empty), and nothing else. Each file goes through :meth:`Claim.atomic`: written under a hidden
-temporary name beside it and renamed when complete.
+temporary name beside it and renamed when complete. Files that other processes write for the run
+(the segments of a distributed run) go to :meth:`Claim.staging` and become the output's through
+:meth:`Claim.adopt`.
 """
 from __future__ import annotations
 
 import errno
 import fcntl
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, ContextManager, Iterator
 
-__all__ = ["OutputError", "OutputBusy", "Claim", "claim", "atomic_path"]
+__all__ = ["OutputError", "OutputBusy", "Claim", "claim", "atomic_path", "Atomic"]
 
+Atomic = Callable[[str | os.PathLike], ContextManager[str]]  # Claim.atomic, or atomic_path
 
 class OutputError(OSError):
     """The output cannot be written; the message is one line for the user, with no temporary names."""
@@ -134,6 +138,42 @@ class Claim:
         """
         with atomic_path(path, self.output) as tmp:
             yield tmp
+        self.written.append(os.fspath(path))
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A hidden folder beside the output (``.NAME.parts``) for files other processes write for
+        this run; removed with everything in it when the block ends, however it ends.
+
+        One left by a run that was killed is emptied first (this run holds the lock).
+
+        Raises:
+            OutputError: the folder cannot be created.
+        """
+        folder = Path(os.path.abspath(self.folder / f".{Path(self.output).name}.parts"))  # for other processes
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            folder.mkdir()
+        except OSError as e:
+            raise OutputError(f"cannot write {self.output}: cannot create files in {self.folder} "
+                              f"({_why(e)})") from None
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def adopt(self, staged: str | os.PathLike, path: str | os.PathLike) -> None:
+        """Rename a complete file from :meth:`staging` onto ``path``, recorded as written by this run.
+
+        Raises:
+            OutputError: ``path`` is a folder or cannot be written.
+        """
+        if Path(path).is_dir():
+            raise OutputError(f"cannot write {self.output}: {path} is a folder")
+        try:
+            os.replace(staged, path)
+        except OSError as e:
+            raise OutputError(f"cannot write {path}: {_why(e)}") from None
         self.written.append(os.fspath(path))
 
 

@@ -11,13 +11,14 @@ import numpy as np
 import vapoursynth as vs
 
 from . import nodes
+from .bridge.requests import trimmed
 from .nodes._common import recall, remember
 from .encode import encode_hdr10, iterate_frames
 from .ops.exr import write_exr as write_exr_file
 from .ops.images import write_png
-from .outputs import Claim, OutputError, claim
+from .outputs import Atomic, Claim, OutputError, claim
 
-__all__ = ["METHODS", "FLOWS", "Options", "build", "write_output", "output_kind"]
+__all__ = ["METHODS", "FLOWS", "Options", "build", "delivery_clip", "write_image", "write_output", "output_kind"]
 
 log = logging.getLogger("vs_hdrvid")
 METHODS = ("reference", "merge", "coarse", "refine", "dealthdr")
@@ -83,20 +84,32 @@ def build(clip: vs.VideoNode, opts: Options) -> vs.VideoNode:
         b = clip.num_frames if b is None else b
         if not 0 <= a < b <= clip.num_frames:
             raise ValueError(f"--frames {a}:{b} is outside the clip's 0:{clip.num_frames}")
-        hdr = hdr[a:b]
+        hdr = trimmed(hdr[a:b], hdr, a)
     return remember(hdr, **facts)
 
 
-def _write_png(path: str, rgb: np.ndarray, target: Claim) -> None:
+def delivery_clip(hdr: vs.VideoNode, kind: str, peak_nits: float = 1000.0) -> vs.VideoNode:
+    """The frames an output of ``kind`` (:func:`output_kind`) holds: the linear HDR itself for
+    ``exr``, its PQ YUV420P10 for ``video`` (HDR10), its 8-bit SDR preview for ``png``."""
+    if kind == "video":
+        return nodes.tonemap(hdr, "pq", peak_nits=peak_nits)
+    if kind == "png":
+        return nodes.tonemap(hdr, "sdr")
+    return hdr
+
+
+def write_image(kind: str, path: str, frame: vs.VideoFrame, atomic: Atomic) -> None:
+    """Write one frame of a :func:`delivery_clip` as an ``exr`` (half float) or ``png`` file,
+    through ``atomic`` (a temporary name, renamed when complete)."""
+    rgb = np.stack([np.asarray(frame[p]) for p in range(3)], -1)
+    if kind == "exr":
+        with atomic(path) as tmp:
+            write_exr_file(tmp, rgb)
+        return
     try:
-        write_png(path, rgb, atomic=target.atomic)
+        write_png(path, rgb, atomic=atomic)
     except ValueError as e:
         raise OutputError(f"cannot encode {path} as PNG: {e}") from None
-
-
-def _write_exr(path: str, rgb: np.ndarray, target: Claim) -> None:
-    with target.atomic(path) as tmp:
-        write_exr_file(tmp, rgb)
 
 
 def write_output(hdr: vs.VideoNode, output: str, progress: bool = True, peak_nits: float = 1000.0,
@@ -126,13 +139,10 @@ def write_output(hdr: vs.VideoNode, output: str, progress: bool = True, peak_nit
     if target is None:
         with claim(output) as own:
             return write_output(hdr, output, progress, peak_nits, first, report, own)
+    clip = delivery_clip(hdr, kind, peak_nits)
     if kind == "video":
-        tm = nodes.tonemap(hdr, "pq", peak_nits=peak_nits)
-        encode_hdr10(tm, output, progress=progress, atomic=target.atomic, report=report)
+        encode_hdr10(clip, output, progress=progress, atomic=target.atomic, report=report)
         return list(target.written)
-    clip = hdr if kind == "exr" else nodes.tonemap(hdr, "sdr")
-    write = _write_exr if kind == "exr" else _write_png
     for n, f in iterate_frames(clip, progress, desc=f"writing {Path(output).name}"):
-        rgb = np.stack([np.asarray(f[p]) for p in range(3)], -1)
-        write(output % (first + n), rgb, target)
+        write_image(kind, output % (first + n), f, target.atomic)
     return list(target.written)
