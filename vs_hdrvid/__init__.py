@@ -20,8 +20,8 @@ __all__ = ["linearize", "estimate_crf", "detect_exposures", "align", "merge", "c
            "tonemap", "source", "read_images", "read_exr", "write_exr", "tune_malloc"]
 
 _HOME = {name: ".nodes" for name in __all__} | {"tune_malloc": ".malloc"}
-_SUBMODULES = {"bridge", "cli", "demo", "devices", "encode", "eval", "malloc", "models", "nodes", "ops",
-               "outputs", "reconstruct", "resources", "synth", "train", "weights"}
+_SUBMODULES = {"bridge", "cli", "demo", "devices", "distributed", "encode", "eval", "malloc", "models", "nodes",
+               "ops", "outputs", "reconstruct", "resources", "segment_run", "segments", "synth", "train", "weights"}
 
 if TYPE_CHECKING:
     from .malloc import tune_malloc

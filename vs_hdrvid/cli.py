@@ -75,6 +75,16 @@ def _frames(text: str) -> tuple[int, int | None]:
         raise argparse.ArgumentTypeError(f"frames must look like A:B, got {text!r}") from None
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, got {text!r}")
+    return value
+
+
 def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
     from .reconstruct import FLOWS, METHODS
 
@@ -97,6 +107,14 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=_frames, help="A:B, a half-open frame range")
     p.add_argument("--peak-nits", type=float, default=1000.0, help="HDR10 mastering peak")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=_count, metavar="N",
+                   help="reconstruct in segments, N at a time, as Ray tasks (pip install 'vs-hdrvid[ray]'); "
+                        "the frames are those of one process")
+    p.add_argument("--ray", metavar="ADDRESS", help="with --workers: the Ray cluster (HOST:PORT of its head, "
+                   "ray://HOST:PORT or auto; default: a local Ray instance); INPUT and OUTPUT must be on "
+                   "storage every node mounts at the same path")
+    p.add_argument("--segment-frames", type=_count, metavar="F",
+                   help="with --workers: frames per segment (default: the clip split evenly over the workers)")
 
 
 def _run_reconstruct(args: argparse.Namespace) -> int:
@@ -105,8 +123,15 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     from .outputs import OutputError, claim
     from .reconstruct import output_kind
 
+    if args.workers is None and (args.ray is not None or args.segment_frames is not None):
+        raise UserError(f"{'--ray' if args.ray is not None else '--segment-frames'} needs --workers N "
+                        "(how many segments run at once)")
     try:
         output_kind(args.output)
+        if args.workers is not None:
+            from .distributed import preflight
+
+            preflight(args.ray)  # Ray installed, the cluster reachable: before anything is written
         with claim(args.output) as target:  # locked from here: a second run is refused before any work
             return _reconstruct(args, target)
     except (vs.Error, ValueError, OutputError) as e:
@@ -122,11 +147,11 @@ def _reconstruct(args: argparse.Namespace, target) -> int:
     from .outputs import OutputError
     from .reconstruct import Options, build, write_output
 
+    opts = Options(exposures=args.exposures, method=args.method, flow=args.flow, crf=args.crf,
+                   device=args.device, frames=args.frames, radius=args.radius, weights=args.weights, s=args.s)
     try:
         clip = source(args.input)
-        hdr = build(clip, Options(exposures=args.exposures, method=args.method, flow=args.flow,
-                                  crf=args.crf, device=args.device, frames=args.frames, radius=args.radius,
-                                  weights=args.weights, s=args.s))
+        hdr = build(clip, opts)
         facts = recall(hdr)
         if args.exposures is not None:
             contradiction = check_exposures(clip, args.exposures, crf=args.crf)
@@ -138,14 +163,28 @@ def _reconstruct(args: argparse.Namespace, target) -> int:
     except (vs.Error, ValueError, OSError) as e:
         raise UserError(_one_line(e)) from None
     report: dict = {}
+    first, how = args.frames[0] if args.frames else 0, ""
     try:
-        paths = write_output(hdr, args.output, progress=not args.quiet, peak_nits=args.peak_nits,
-                             first=args.frames[0] if args.frames else 0, report=report, target=target)
+        if args.workers is not None:
+            from .distributed import write_distributed
+            from .reconstruct import output_kind
+
+            outcome = write_distributed(clip, hdr, input=args.input, output=args.output,
+                                        kind=output_kind(args.output), options=opts,
+                                        pattern=list(facts[PATTERN_PROP]), target=target, workers=args.workers,
+                                        address=args.ray, segment_frames=args.segment_frames,
+                                        peak_nits=args.peak_nits, first=first, progress=not args.quiet)
+            paths, report = outcome.paths, outcome.report
+            retried = f", {outcome.retried} retried" if outcome.retried else ""
+            how = f" from {len(outcome.attempts)} segments{retried}"
+        else:
+            paths = write_output(hdr, args.output, progress=not args.quiet, peak_nits=args.peak_nits,
+                                 first=first, report=report, target=target)
     except OutputError as e:
         raise UserError(str(e)) from None
     light = (f" (MaxCLL {report['max_cll']}, MaxFALL {report['max_fall']} cd/m2, measured)"
              if report.get("measured") else "")
-    print(f"vs-hdrvid: wrote {len(paths)} file(s) to {args.output}{light}", file=sys.stderr)
+    print(f"vs-hdrvid: wrote {len(paths)} file(s) to {args.output}{how}{light}", file=sys.stderr)
     return 0
 
 
