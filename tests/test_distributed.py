@@ -146,6 +146,37 @@ def test_a_task_killed_mid_segment_is_retried_and_the_output_is_the_same_issue16
 
 
 @needs_ray
+def test_sigterm_through_ray_address_cleans_up_like_one_process_issue16(local_ray, seq, tmp_path):
+    """A second process joins the running cluster by its address; SIGTERM once a segment is in."""
+    marker = tmp_path / "hold"
+    script = tmp_path / "held.vpy"
+    script.write_text(HOLD.format(pattern=seq.pattern, frame=6, marker=str(marker)))
+    out = tmp_path / "o" / "%05d.exr"
+    proc = subprocess.Popen([sys.executable, "-m", "vs_hdrvid.cli", "reconstruct", str(script), "-o", str(out),
+                             "--exposures", EVS, "--quiet", "--workers", "2",
+                             "--ray", local_ray.get_runtime_context().gcs_address],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while not lines or "segments of" not in lines[-1]:  # the driver has read its frames 0-23 to check
+            lines.append(proc.stderr.readline())           # the exposures: hold frame 6 for the workers only
+            assert lines[-1], lines
+        marker.touch()
+        t0 = time.monotonic()
+        while len(list(out.parent.glob("0*.exr"))) < 4:  # segment 0 adopted, segment 1 held
+            assert proc.poll() is None and time.monotonic() - t0 < 60
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        stdout, err = proc.communicate(timeout=60)
+    finally:
+        marker.unlink(missing_ok=True)
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == ["vs-hdrvid: terminated"] and stdout == "", err
+    assert not out.parent.exists()
+
+
+@needs_ray
 def test_a_segment_that_fails_everywhere_leaves_nothing_issue16(local_ray, tmp_path, capfd):
     from test_cli import nan_exr_sequence
 
@@ -154,7 +185,7 @@ def test_a_segment_that_fails_everywhere_leaves_nothing_issue16(local_ray, tmp_p
         status, _, err = run(["reconstruct", inp, "-o", out, "--quiet", "--method", "reference",
                               "--exposures", EVS, "--workers", "2"], capfd)
         assert status == 2, err
-        assert "NaN" in err.splitlines()[-1] and err.splitlines()[-1].startswith("vs-hdrvid: error:"), err
+        assert_one_error_line(err.split("at a time;")[-1].split("\n", 1)[-1], "NaN")  # after the plan's line
         assert not out.parent.exists()  # frames of the segment that worked are taken back too
 
 

@@ -237,8 +237,12 @@ def _exit_now(signum, frame) -> None:
     os._exit(143 if terminated else 130)
 
 
+_sigterm_seen: list[bool] = []  # a library may turn Terminated into a plain KeyboardInterrupt (Ray does)
+
+
 def _on_sigterm(signum, frame) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: let the clean-up finish
+    _sigterm_seen.append(True)
     raise Terminated()
 
 
@@ -250,12 +254,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     load, they end the process at once when ``main`` is the process's entry point (``argv`` None).
     """
     previous: dict[int, object] = {}
+    _sigterm_seen.clear()
     if argv is None:
         _install(previous, _exit_now, _exit_now)
     try:
         return _main(argv, previous)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM, in start-up (imports) or while running
-        terminated = isinstance(e, Terminated)
+        terminated = isinstance(e, Terminated) or bool(_sigterm_seen)
         print(f"vs-hdrvid: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         return 143 if terminated else 130
     finally:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -73,11 +74,15 @@ def connect(address: str | None) -> Iterator[Any]:
         opts: dict[str, Any] = dict(logging_level=logging.ERROR, log_to_driver=False)
         if not address:
             opts.update(include_dashboard=False, object_store_memory=200 * 2**20)  # results are small
+        on_term = signal.getsignal(signal.SIGTERM)
         try:
             ray.init(address=address or None, **opts)
         except Exception as e:  # ConnectionError, RuntimeError, ValueError: whatever ray says, in one line
             where = f"the Ray cluster at {address}" if address else "a local Ray instance"
             raise UserError(f"cannot connect to {where}: {first_line(e)}") from None
+        finally:  # ray.init takes SIGTERM for itself (exit 1): the run's clean-up keeps it (exit 143)
+            if on_term is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, on_term)
         try:
             yield ray
         finally:

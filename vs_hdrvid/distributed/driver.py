@@ -227,8 +227,9 @@ class _Driver:
         if attempt + 1 < limit:
             where = self.snapshot.get((index, attempt), {})
             worker = f" (pid {where['pid']} on {where['where']})" if where else ""
-            log.warning("segment %d (frames %d-%d) %s on its worker%s, retrying elsewhere: %s", index, seg.start,
-                        seg.stop - 1, "failed" if raised else "was lost", worker, first_line(error))
+            say = log.info if raised else log.warning  # an error about the input is likely to come again
+            say("segment %d (frames %d-%d) %s on its worker%s, retrying elsewhere: %s", index, seg.start,
+                seg.stop - 1, "failed" if raised else "was lost", worker, first_line(error))
             self.queue.insert(0, (index, attempt + 1, node))
             return
         import vapoursynth as vs
