@@ -2,7 +2,6 @@
 
 The Ray tests share one ``ray.init(num_cpus=2)``; they skip only where ray cannot be imported.
 """
-import importlib.util
 import os
 import re
 import signal
@@ -11,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from vs_hdrvid.encode import ffmpeg_exe
@@ -19,8 +17,12 @@ from vs_hdrvid.encode import ffmpeg_exe
 from conftest import make_sequence
 from test_cli import assert_one_error_line, leftovers, run
 
-needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                               reason="ray is not installed (pip install 'vs-hdrvid[ray]')")
+try:
+    import ray  # noqa: F401
+    RAY_MISSING = None
+except ImportError as e:
+    RAY_MISSING = f"ray cannot be imported ({e}); pip install 'vs-hdrvid[ray]'"
+needs_ray = pytest.mark.skipif(RAY_MISSING is not None, reason=RAY_MISSING or "")
 EVS = "-1.5,1.5"
 
 

@@ -106,16 +106,17 @@ def test_overlap_by_node_names_the_nodes_issue16():
 # ------------------------------------------- a boundary at every position gives the same frames
 @pytest.fixture(scope="module", params=[[-1.5, 1.5], [-2.0, 0.0, 2.0]], ids=["2exp", "3exp"])
 def clip_and_reference(request, tmp_path_factory):
-    """A short sequence, and the one-process run's EXR files and HDR10 frames of it."""
+    """A short sequence, and the one-process run's EXR and PNG files and HDR10 frames of it."""
     evs = request.param
     tmp = tmp_path_factory.mktemp(f"seg{len(evs)}")
     seq = make_sequence(tmp, evs, 3 * len(evs) + 1, size=(48, 64), motion=(1.0, 0.5, 0.0, 1.0), name="in")
     opts = Options(exposures=evs, method="merge", device="cpu")
-    exr = str(tmp / "one" / "%05d.exr")
-    write_output(build(_source(seq.pattern), opts), exr, progress=False)
+    files = {kind: str(tmp / kind / f"%05d.{kind}") for kind in ("exr", "png")}
+    for output in files.values():
+        write_output(build(_source(seq.pattern), opts), output, progress=False)
     video = delivery_clip(build(_source(seq.pattern), opts), "video")
     frames = [(frame_bytes(f), frame_light(f.props)) for f in video.frames(close=True)]
-    return seq, opts, exr, frames
+    return seq, opts, files, frames
 
 
 def _source(pattern):
@@ -124,21 +125,21 @@ def _source(pattern):
     return source(pattern)
 
 
-@pytest.mark.parametrize("kind", ["exr", "video"])
+@pytest.mark.parametrize("kind", ["exr", "png", "video"])
 def test_a_boundary_at_every_position_gives_the_one_process_frames_issue16(clip_and_reference, kind, tmp_path):
-    seq, opts, exr, frames = clip_and_reference
+    seq, opts, files, frames = clip_and_reference
     total = len(seq.gt)
-    output = str(tmp_path / "o" / ("%05d.exr" if kind == "exr" else "x.mkv"))
+    output = str(tmp_path / "o" / ("x.mkv" if kind == "video" else f"%05d.{kind}"))
     job = Job(seq.pattern, output, kind, opts)
     for cut in range(1, total):  # every position of the pattern, and next to both ends
         for index, (a, b) in enumerate([(0, cut), (cut, total)]):
             folder = tmp_path / f"c{cut}s{index}"
             folder.mkdir()
             result = render_segment(job, index, a, b, folder)
-            if kind == "exr":
+            if kind != "video":
                 assert [final for _, final in result.files] == [output % n for n in range(a, b)]
                 for (staged, _), n in zip(result.files, range(a, b)):
-                    assert open(staged, "rb").read() == open(exr % n, "rb").read(), (cut, n)
+                    assert open(staged, "rb").read() == open(files[kind] % n, "rb").read(), (cut, n)
             else:
                 assert result.stream == str(folder / STREAM)
                 assert open(result.stream, "rb").read() == b"".join(d for d, _ in frames[a:b]), cut

@@ -60,7 +60,9 @@ class SegmentResult:
         files: ``(staged, final)`` path of each image frame.
         stream: video: the raw frames file; ``light``: each frame's ``(max, average)`` nits (None
             where a frame had none); ``props``: the HDR10 props of the segment's first frame.
-        seconds: time spent making the frames, graph building included.
+        seconds: time spent on the segment, graph building included; ``first_frame``: until its
+            first frame was written (building the graph and the first frame's whole window);
+            ``cpu_seconds``: CPU time of the process meanwhile (all its threads).
     """
 
     index: int
@@ -71,6 +73,8 @@ class SegmentResult:
     light: list[tuple[float, float] | None] = field(default_factory=list)
     props: dict | None = None
     seconds: float = 0.0
+    first_frame: float = 0.0
+    cpu_seconds: float = 0.0
 
 
 def job_graph(job: Job) -> tuple[vs.VideoNode, vs.VideoNode]:
@@ -89,11 +93,19 @@ def render_segment(job: Job, index: int, start: int, stop: int, folder: str | os
     attempt's own: nothing outside it is written, and it is not created here (a folder the driver
     has removed makes a late attempt fail instead of writing).
     """
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     folder = Path(folder)
     _, out = job_graph(job)
     result = SegmentResult(index, start, stop)
     frames = out[start:stop]
+    user = on_frame
+
+    def on_frame(k: int) -> None:
+        if k == 1:
+            result.first_frame = time.perf_counter() - t0
+        if user:
+            user(k)
+
     if job.kind == "video":
         result.stream = os.fspath(folder / STREAM)
         with open(result.stream, "xb") as stream:
@@ -102,8 +114,7 @@ def render_segment(job: Job, index: int, start: int, stop: int, folder: str | os
                     result.props = hdr10_props(f.props)
                 stream.write(frame_bytes(f))
                 result.light.append(frame_light(f.props))
-                if on_frame:
-                    on_frame(k + 1)
+                on_frame(k + 1)
     else:
         for k, f in iterate_frames(frames, progress=False):
             n = job.first + start + k
@@ -111,9 +122,8 @@ def render_segment(job: Job, index: int, start: int, stop: int, folder: str | os
             staged = os.fspath(folder / f"{n:08d}{Path(final).suffix}")
             write_image(job.kind, staged, f, atomic_path)
             result.files.append((staged, final))
-            if on_frame:
-                on_frame(k + 1)
-    result.seconds = time.perf_counter() - t0
+            on_frame(k + 1)
+    result.seconds, result.cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     return result
 
 

@@ -58,11 +58,12 @@ def check_address(address: str, timeout: float = 3.0) -> None:
 
 @contextmanager
 def connect(address: str | None) -> Iterator[Any]:
-    """Ray, connected: to ``address``, or to a local instance started here (``ray.init()``) and
-    stopped at the end. A connection the process already has (``ray.is_initialized()``) is used
+    """Ray, connected: to ``address`` (or ``RAY_ADDRESS``), or to a local instance started here
+    (``ray.init()``) and stopped at the end. A connection the process already has (``ray.is_initialized()``) is used
     as it is and left open. While connected, what Ray prints of its own goes to the log
     (:class:`_RayChatter`)."""
     ray = import_ray()
+    address = address or os.environ.get("RAY_ADDRESS") or None  # as ray.init reads it, checked the same way
     stdout = sys.stdout
     sys.stdout = _RayChatter(stdout)
     try:

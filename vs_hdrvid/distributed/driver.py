@@ -62,13 +62,23 @@ def write_distributed(src, hdr, *, input: str, output: str, kind: str, options, 
     opts = replace(opts, crf=_absolute(opts.crf), weights=_absolute(opts.weights))  # the same on every node
     job = Job(os.path.abspath(input), os.path.abspath(output), kind, opts, peak_nits, first)
     paths, absent = _shared_paths(job)
+    t0 = time.perf_counter()
     with connect(address) as ray:
+        connected = time.perf_counter() - t0
         cpus = int(ray.cluster_resources().get("CPU", 0))
         if cpus < min(workers, len(segments)):
             log.warning("the Ray cluster has %d CPUs: %d of the %d workers run at once",
                         cpus, cpus, workers)
-        return run_segments(ray, job, segments, target, workers, (out.width, out.height),
-                            (out.fps.numerator, out.fps.denominator), progress, on_progress, paths, absent)
+        outcome = run_segments(ray, job, segments, target, workers, (out.width, out.height),
+                               (out.fps.numerator, out.fps.denominator), progress, on_progress, paths, absent)
+    outcome.connect_seconds = connected
+    results = outcome.results.values()
+    made, first_frames = [r.seconds for r in results], [r.first_frame for r in results]
+    log.info("%d frames in %.1f s (%.2f fr/s) after %.1f s connecting to Ray; segments took %.1f-%.1f s "
+             "(%.1f-%.1f s to their first frame), %.2f CPU s per frame", out.num_frames, outcome.seconds,
+             out.num_frames / max(outcome.seconds, 1e-9), connected, min(made), max(made), min(first_frames),
+             max(first_frames), sum(r.cpu_seconds for r in results) / out.num_frames)
+    return outcome
 
 
 def _absolute(path: str | None) -> str | None:
@@ -98,6 +108,9 @@ class Outcome:
     attempts: dict[int, list[str]] = field(default_factory=dict)  # segment -> "done", "failed: ...", "lost: ..."
     report: dict = field(default_factory=dict)  # HDR10: max_cll, max_fall, measured
     nodes: int = 0
+    results: dict[int, "SegmentResult"] = field(default_factory=dict)  # the adopted attempt of each segment
+    connect_seconds: float = 0.0  # ray.init (or joining the cluster)
+    seconds: float = 0.0  # from the first task submitted to the output complete
 
     @property
     def retried(self) -> int:
@@ -126,7 +139,9 @@ def run_segments(ray, job: Job, segments: list[Segment], target: Claim, workers:
     with target.staging() as staging:
         outcome.nodes = check_reachable(ray, paths or [job.input], absent or [], staging)
         driver = _Driver(ray, job, segments, target, staging, workers, size, fps, outcome)
+        t0 = time.perf_counter()
         driver.run(progress, on_progress)
+        outcome.seconds = time.perf_counter() - t0
     outcome.paths = list(target.written)
     return outcome
 
@@ -213,6 +228,7 @@ class _Driver:
         if index in self.done:  # never adopt a segment twice
             return
         self.outcome.attempts[index].append("done")
+        self.outcome.results[index] = result
         if self.encoder:
             self.encoder.add(result)
         else:
@@ -303,6 +319,7 @@ class _Progress:
 
 def _segment_task(job: Job, index: int, attempt: int, start: int, stop: int, folder: str, progress) -> SegmentResult:
     """A segment as a Ray task: report where it runs and how far it is, then render it."""
+    import cv2
     import ray
     import vapoursynth as vs
 
@@ -310,8 +327,9 @@ def _segment_task(job: Job, index: int, attempt: int, start: int, stop: int, fol
     from ..segment_run import render_segment
 
     tune_malloc()
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    vs.core.num_threads = max(1, int(cpus))
+    cpus = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    vs.core.num_threads = cpus  # Ray sets torch's (OMP_NUM_THREADS); the frames do not depend on either
+    cv2.setNumThreads(cpus)
     progress.started.remote(index, attempt, ray.get_runtime_context().get_node_id(),
                             ray.util.get_node_ip_address(), os.getpid())
     last = [0.0]
