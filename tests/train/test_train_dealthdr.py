@@ -12,8 +12,8 @@ from vs_hdrvid import weights as W
 from vs_hdrvid.models.dealthdr import DeAltHDR, DeAltHDRConfig
 from vs_hdrvid.train.config import MIN_LR, TrainConfig
 from vs_hdrvid.train.data import WindowDataset
-from vs_hdrvid.train.loop import DEALTHDR_DEVIATIONS, LOSSES, train
-from vs_hdrvid.train.stages import sample_sensitivity
+from vs_hdrvid.train.loop import train
+from vs_hdrvid.train.stages.dealthdr import DEALTHDR_DEVIATIONS, DeAltHDRStage, sample_sensitivity
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def _cfg(tmp_path, root, **kw) -> TrainConfig:
                 val_at_start=False, init_from="none", runs_dir=str(tmp_path / "runs"),
                 weights_dir=str(tmp_path / "weights"), synth_if_missing=False, model="small")
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.from_dict(base)
 
 
 def test_sample_sensitivity_branch_frequencies():
@@ -63,7 +63,7 @@ def test_cosine_schedule_and_config_checks():
     with pytest.raises(ValueError, match="2-exposure"):
         TrainConfig(stage="dealthdr", exposures=3)
     with pytest.raises(ValueError, match="model"):
-        TrainConfig(stage="dealthdr", model="huge")
+        TrainConfig.from_dict({"stage": "dealthdr", "model": "huge"})
 
 
 def test_dealthdr_windows_use_the_degraded_scenes_only(root):
@@ -109,7 +109,7 @@ def test_dealthdr_stage_trains_and_ships(runs):
     rec = entry["recipe"]
     assert rec["steps"] == 1 and rec["batch"] == 1 and rec["patch"] == 32
     assert "AdamW" in rec["lr_schedule"] and "cosine" in rec["lr_schedule"]
-    assert rec["losses"] == LOSSES["dealthdr"] and rec["perc_weight"] == 0.5 and rec["flow_weight"] == 0.01
+    assert rec["losses"] == DeAltHDRStage.losses and rec["perc_weight"] == 0.5 and rec["flow_weight"] == 0.01
     assert "30% flow only" in rec["branches"] and "30% attention only" in rec["branches"]
     assert "tone perturbation" not in rec["augmentation"]
     assert rec["data"]["preset"] == "micro" and rec["data"]["exposures"] == 2

@@ -10,7 +10,8 @@ import torch
 from vs_hdrvid import weights as W
 from vs_hdrvid.train.cli import add_cli, config_from_args
 from vs_hdrvid.train.config import TrainConfig
-from vs_hdrvid.train.loop import REFINE_RESIDUAL_DEVIATION, train
+from vs_hdrvid.train.loop import train
+from vs_hdrvid.train.stages.refine import REFINE_RESIDUAL_DEVIATION
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def _cfg(tmp_path, root, **kw) -> TrainConfig:
                 log_every=1, val_every=100, val_at_start=False, init_from="none", runs_dir=str(tmp_path / "runs"),
                 weights_dir=str(tmp_path / "weights"), synth_if_missing=False)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.from_dict(base)
 
 
 def test_config_rejects_unknown_keys_and_bad_values():
@@ -125,3 +126,68 @@ def test_spynet_stage_trains_the_flow_net_only(tmp_path, cfg):
     ckpt = torch.load(tmp_path / "runs" / "spynet-2exp" / "ckpt.pt", weights_only=False)
     names = {g["name"] for g in ckpt["optimizer"]["param_groups"]}
     assert names == {"flownet"}
+
+
+def test_each_stage_offers_its_own_options_only():
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command"))
+    cfg = config_from_args(parser.parse_args(["train", "dealthdr", "--model", "paper", "--flow-weight", "0.1"]))
+    assert (cfg.options.model, cfg.options.flow_weight, cfg.options.perc_weight) == ("paper", 0.1, 0.5)
+    cfg = config_from_args(parser.parse_args(["train", "refine", "--no-flow-refine"]))
+    assert cfg.options.flow_refine is False and cfg.options.blend == "merge"
+    assert cfg.run_identity()["flow_refine"] is False
+    with pytest.raises(SystemExit):  # a DeAltHDR option is not a CoarseNet one
+        parser.parse_args(["train", "coarse", "--model", "paper"])
+    flat = TrainConfig.from_dict(cfg.to_dict())
+    assert flat == cfg and flat.to_dict() == cfg.to_dict()
+
+
+def test_a_stage_is_one_registered_class(tmp_path, root):
+    """What adding a stage takes: a registered Stage subclass (here a toy that learns a gain on
+    the reference); the loop, the command line's stage list and the config know it at once."""
+    from dataclasses import dataclass, field
+
+    from vs_hdrvid.models.blocks import ldr_to_hdr
+    from vs_hdrvid.ops.metrics import psnr_mu
+    from vs_hdrvid.train.stages import stage_names
+    from vs_hdrvid.train.stages.base import REGISTRY, Stage, StageOptions, register
+
+    @dataclass(frozen=True)
+    class GainConfig:  # every network carries its config (stored in checkpoints and manifests)
+        def to_dict(self):
+            return {}
+
+    class Gain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config, self.g = GainConfig(), torch.nn.Parameter(torch.zeros(()))
+
+    @dataclass(frozen=True)
+    class ToyOptions(StageOptions):
+        scale: float = field(default=2.0, metadata={"help": "a toy option"})
+
+    @register
+    class ToyStage(Stage):
+        name, Options, trained, metric = "toy", ToyOptions, ("gain",), "val_psnr_mu"
+
+        def init(self):
+            self.nets["gain"] = Gain()
+
+        def _out(self, batch):
+            ref = ldr_to_hdr(batch["ldrs"][:, 1], batch["evs"][:, 1])
+            return ref * torch.exp(self.opt.scale * self.nets["gain"].g)
+
+        def loss(self, batch):
+            loss = (self._out(batch) - batch["gt"][:, 0]).abs().mean()
+            return loss, {"l1": loss.item()}
+
+        def validate(self, batch):
+            return {"val_psnr_mu": psnr_mu(self._out(batch), batch["gt"][:, 0], batch["h_sat"])}
+
+    try:
+        assert "toy" in stage_names()
+        out = train(_cfg(tmp_path, root, stage="toy", scale=1.0, ship="never"))
+        assert out["step"] == 3 and "val_psnr_mu" in out["val"]
+        assert TrainConfig.from_dict({"stage": "toy", "scale": 3.0}).options.scale == 3.0
+    finally:
+        REGISTRY.pop("toy")
