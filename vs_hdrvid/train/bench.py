@@ -110,8 +110,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=bench_stages(), default="coarse")
     p.add_argument("--exposures", type=int, choices=(2, 3), default=2)
     p.add_argument("--seconds", type=float, default=60.0, help="timed seconds per phase (default: 60)")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--batch", type=int, help="batch size (default: train-all's CPU profile for the stage)")
+    p.add_argument("--patch", type=int, help="patch side (default: train-all's CPU profile for the stage)")
     p.add_argument("--root", default="data/synth")
     p.add_argument("--preset", default="train")
     p.add_argument("--device", default="auto")
@@ -124,8 +124,11 @@ def run_cli(args: argparse.Namespace) -> int:
     from vs_hdrvid.cli import fail
 
     try:
-        res = bench_train(args.stage, args.seconds, args.exposures, args.compile, batch=args.batch,
-                          patch=args.patch, root=args.root, preset=args.preset, device=args.device)
+        from vs_hdrvid.train.plan import PROFILES
+
+        sizes = PROFILES["cpu"][args.stage] | {k: v for k, v in (("batch", args.batch), ("patch", args.patch)) if v}
+        res = bench_train(args.stage, args.seconds, args.exposures, args.compile, **sizes, root=args.root,
+                          preset=args.preset, device=args.device)
     except FileNotFoundError as e:
         return fail(f"{e}", 2)
     except ValueError as e:

@@ -56,11 +56,13 @@ PLAN: tuple[PlanItem, ...] = (
 #: Batch and patch per stage kind, for the 2-core CPU and for a lent H100/H200.
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {"coarse": {"batch": 4, "patch": 128}, "spynet": {"batch": 4, "patch": 96},
-            "refine": {"batch": 2, "patch": 64}, "dealthdr": {"batch": 4, "patch": 64}},
+            "refine": {"batch": 2, "patch": 64}, "finetune": {"batch": 2, "patch": 64},
+            "dealthdr": {"batch": 4, "patch": 64}},
     "gpu": {"coarse": {"batch": 16, "patch": 256}, "spynet": {"batch": 16, "patch": 256},
-            "refine": {"batch": 8, "patch": 256}, "dealthdr": {"batch": 8, "patch": 192}},
+            "refine": {"batch": 8, "patch": 256}, "finetune": {"batch": 8, "patch": 256},
+            "dealthdr": {"batch": 8, "patch": 192}},
     # the test suite's end-to-end run on the 64x48 ``micro`` preset
-    "tiny": {k: {"batch": 2, "patch": 32} for k in ("coarse", "spynet", "refine", "dealthdr")},
+    "tiny": {k: {"batch": 2, "patch": 32} for k in ("coarse", "spynet", "refine", "finetune", "dealthdr")},
 }
 
 
