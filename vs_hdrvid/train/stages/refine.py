@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,14 @@ REFINE_RESIDUAL_DEVIATION = (
 @dataclass(frozen=True)
 class RefineOptions(CoarseOptions):
     perc_weight: float = field(default=0.5, metadata={"help": "weight of the perceptual substitute"})
+    deformable_align: bool = field(default=True, metadata={
+        "run": True, "help": "RefineNet's deformable alignment (--no-deformable-align: Table 5's w/o DA)"})
+    attention_fusion: bool = field(default=True, metadata={
+        "run": True, "help": "RefineNet's temporal attention fusion (--no-attention-fusion: Table 5's w/o TAF)"})
+
+    def refine_config(self, exposures: int) -> RefineNetConfig:
+        return dataclasses.replace(RefineNetConfig.for_exposures(exposures), deformable_align=self.deformable_align,
+                                   attention_fusion=self.attention_fusion)
 
 
 @register
@@ -47,16 +56,17 @@ class RefineStage(CoarseNetStage):
     def init(self) -> None:
         cfg, n = self.cfg, self.cfg.exposures
         self.nets["coarse"] = shipped_coarse(self, require=True)
+        config = self.opt.refine_config(n)
         if cfg.init_from and cfg.init_from != "none":
-            self.nets["refine"] = RefineNet(RefineNetConfig.for_exposures(n))
+            self.nets["refine"] = RefineNet(config)
             self.init_notes.append(load_into(self.nets["refine"], Path(cfg.init_from), "refine"))
             return
         shipped = None if cfg.init_from == "none" else load_shipped(f"refine-{n}exp", cfg, self.device)
-        if shipped is not None:
+        if shipped is not None and shipped[0].config == config:
             self.nets["refine"], self.previous["refine"] = shipped
             self.init_notes.append(f"RefineNet {W.REGISTRY[f'refine-{n}exp'].file} (shipped)")
         else:
-            self.nets["refine"] = RefineNet(RefineNetConfig.for_exposures(n))
+            self.nets["refine"] = RefineNet(config)
 
     def _forward(self, batch):
         n = self.cfg.exposures
