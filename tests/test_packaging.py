@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ["pyproject.toml", "MANIFEST.in", "README.md", "vs_hdrvid_launch.py", "vs_hdrvid", "weights", "examples"]
+SOURCES = ["pyproject.toml", "MANIFEST.in", "README.md", "docs", "vs_hdrvid_launch.py", "vs_hdrvid", "weights", "examples"]
 BUILD = """
 import sys
 from setuptools import build_meta as b

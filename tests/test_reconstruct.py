@@ -12,7 +12,7 @@ core = vs.core
 
 
 @pytest.mark.parametrize("method,flow", [("reference", "none"), ("merge", "none"), ("merge", "dis"),
-                                         ("coarse", "none"), ("refine", "none")])
+                                         ("coarse", "none"), ("refine", "none"), ("dealthdr", "none")])
 def test_build_renders_no_frame_issue15(method, flow):
     rng = np.random.default_rng(5)
     clip = clip_from_arrays([rng.random((48, 64, 3)).astype(np.float32) for _ in range(8)])

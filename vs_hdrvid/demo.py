@@ -13,8 +13,9 @@ import vapoursynth as vs
 from . import nodes
 from . import weights as weights_mod
 from .ops.exr import read_exr
+from .ops.images import write_png
 from .ops.metrics import psnr_mu
-from .reconstruct import Options, build, write_output, write_png
+from .reconstruct import Options, build, write_output
 from .resources import data_dir
 
 __all__ = ["add_cli", "run_cli", "run_demo", "SAMPLE", "shipped_methods"]
@@ -27,7 +28,7 @@ def _planes(f: vs.VideoFrame) -> np.ndarray:
 
 
 def _score(clip: vs.VideoNode, gt: list[np.ndarray], evs: list[float]) -> dict[str, float]:
-    """Mean PSNR-mu per reference exposure and overall (DESIGN.md, evaluation definitions)."""
+    """Mean PSNR-mu per reference exposure and overall (docs/design.md, "Evaluation")."""
     h_sat = 2.0 ** -min(evs)
     per: dict[str, list[float]] = {}
     for n in range(clip.num_frames):

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 import vapoursynth as vs
 
@@ -15,9 +14,10 @@ from . import nodes
 from .nodes._common import recall, remember
 from .encode import encode_hdr10, iterate_frames
 from .ops.exr import write_exr as write_exr_file
-from .outputs import Claim, OutputError, atomic_path, claim
+from .ops.images import write_png
+from .outputs import Claim, OutputError, claim
 
-__all__ = ["METHODS", "FLOWS", "Options", "build", "write_output", "write_png", "output_kind"]
+__all__ = ["METHODS", "FLOWS", "Options", "build", "write_output", "output_kind"]
 
 log = logging.getLogger("vs_hdrvid")
 METHODS = ("reference", "merge", "coarse", "refine", "dealthdr")
@@ -52,7 +52,7 @@ def output_kind(path: str) -> str:
 
 
 def build(clip: vs.VideoNode, opts: Options) -> vs.VideoNode:
-    """Linear HDR clip for ``clip`` by ``opts.method`` (the radiometry of DESIGN.md).
+    """Linear HDR clip for ``clip`` by ``opts.method`` (the radiometry of docs/design.md).
 
     ``opts.frames`` trims the result, not the input, so the exposure pattern stays anchored at
     frame 0 and the first frames of the range keep their neighbours.
@@ -62,19 +62,19 @@ def build(clip: vs.VideoNode, opts: Options) -> vs.VideoNode:
     if opts.method == "reference":
         hdr = lin
     elif opts.method == "merge":
-        lin = remember(nodes.align(lin, device=opts.device), **facts)  # same pattern: nothing rendered
+        lin = nodes.align(lin, device=opts.device)  # keeps the pattern linearize recorded
         flows = None
         if opts.flow != "none":
             offsets = [o for o in range(-opts.radius, opts.radius + 1) if o]
             flows = [nodes.classical_flow(lin, o, method=opts.flow) for o in offsets]
         hdr = nodes.merge(lin, radius=opts.radius, flow=flows, device=opts.device)
     elif opts.method in ("coarse", "refine"):
-        lin = remember(nodes.align(lin, device=opts.device), **facts)  # same pattern: nothing rendered
+        lin = nodes.align(lin, device=opts.device)  # keeps the pattern linearize recorded
         hdr = nodes.coarse(lin, weights=opts.weights, device=opts.device)
         if opts.method == "refine":
             hdr = nodes.refine(hdr, lin, weights=opts.weights, device=opts.device)
     elif opts.method == "dealthdr":
-        lin = remember(nodes.align(lin, device=opts.device), **facts)  # same pattern: nothing rendered
+        lin = nodes.align(lin, device=opts.device)  # keeps the pattern linearize recorded
         hdr = nodes.dealthdr(lin, s=opts.s, weights=opts.weights, device=opts.device)
     else:
         raise ValueError(f"unknown method {opts.method!r}; choose from {', '.join(METHODS)}")
@@ -87,13 +87,11 @@ def build(clip: vs.VideoNode, opts: Options) -> vs.VideoNode:
     return remember(hdr, **facts)
 
 
-def write_png(path: str, rgb: np.ndarray, target: Claim | None = None) -> None:
-    """Write an ``(H, W, 3)`` uint8/uint16 RGB image atomically (through ``target`` when given)."""
-    ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 3])
-    if not ok:
-        raise OutputError(f"cannot encode {path} as PNG")
-    with (target.atomic(path) if target is not None else atomic_path(path)) as tmp:
-        Path(tmp).write_bytes(data.tobytes())
+def _write_png(path: str, rgb: np.ndarray, target: Claim) -> None:
+    try:
+        write_png(path, rgb, atomic=target.atomic)
+    except ValueError as e:
+        raise OutputError(f"cannot encode {path} as PNG: {e}") from None
 
 
 def _write_exr(path: str, rgb: np.ndarray, target: Claim) -> None:
@@ -133,7 +131,7 @@ def write_output(hdr: vs.VideoNode, output: str, progress: bool = True, peak_nit
         encode_hdr10(tm, output, progress=progress, atomic=target.atomic, report=report)
         return list(target.written)
     clip = hdr if kind == "exr" else nodes.tonemap(hdr, "sdr")
-    write = _write_exr if kind == "exr" else write_png
+    write = _write_exr if kind == "exr" else _write_png
     for n, f in iterate_frames(clip, progress, desc=f"writing {Path(output).name}"):
         rgb = np.stack([np.asarray(f[p]) for p in range(3)], -1)
         write(output % (first + n), rgb, target)

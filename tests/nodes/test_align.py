@@ -1,13 +1,17 @@
-"""align (similarity props between frames 3 stops apart) and ExposureWindow's composition of them."""
+"""align (similarity props between frames 3 stops apart), its estimates against similarity_between
+pair by pair, and ExposureWindow's composition of them."""
 import math
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 import vapoursynth as vs
 
 import vs_hdrvid as hv
 from vs_hdrvid.bridge import NodeRunner, resolve_device, window_index
 from vs_hdrvid.nodes._window import ExposureWindow
+from vs_hdrvid.ops.alignment import similarity_between
 
 from conftest import clip_from_arrays, make_sequence, planes, step_matrix
 
@@ -137,3 +141,24 @@ def test_align_clip_shorter_than_pattern_raises_vs_error():
     lin = hv.linearize(src, exposures=[-2, 0, 2], device="cpu")
     with pytest.raises(vs.Error, match="hdrvid.align"):
         hv.align(lin)
+
+
+def test_node_equals_pairwise_estimates():
+    """The node reuses each frame's pooled luminance (at factor 2 here) for its next pair: the
+    same transforms as estimating every pair from scratch, for a 3-exposure pattern (a different
+    clip level per pair)."""
+    rng = np.random.default_rng(0)
+    base = np.exp2(rng.normal(-2, 1.5, (96, 520)).astype(np.float32))
+    base = F.avg_pool2d(torch.from_numpy(base)[None, None], 5, 1, 2).numpy()[0, 0]
+    evs = [-2.0, 0.0, 2.0]
+    arrays = [np.clip(np.roll(base, n, 1)[..., None] * [1.0, 0.9, 0.8] * 2 ** evs[n % 3], 0, 1).astype(np.float32)
+              / 2 ** evs[n % 3] for n in range(5)]
+    props = [{"HdrExposureEV": evs[n % 3], "HdrExposureIndex": n % 3, "HdrExposureCount": 3,
+              "HdrExposurePattern": evs} for n in range(5)]
+    out = hv.align(clip_from_arrays(arrays, props), device="cpu")
+    for n in range(1, 5):
+        t = lambda a: torch.from_numpy(a.transpose(2, 0, 1).copy())[None]  # noqa: E731
+        m, conf = similarity_between(t(arrays[n - 1]), t(arrays[n]), evs[(n - 1) % 3], evs[n % 3])
+        p = out.get_frame(n).props
+        np.testing.assert_allclose(p["HdrSimilarityPrev"], m[0].flatten().tolist(), rtol=0, atol=1e-5)
+        assert p["HdrSimilarityConfidence"] == pytest.approx(float(conf[0]), abs=1e-6)

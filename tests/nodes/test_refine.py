@@ -61,7 +61,7 @@ def test_refine_pads_odd_sizes(tmp_path, wdir):
 def test_refine_checks_its_inputs(tmp_path, wdir):
     _, lin = linear_clip(tmp_path, [-1.5, 1.5], frames=4)
     coarse = hv.coarse(lin, weights=wdir, device="cpu")
-    with pytest.raises(vs.Error, match=r"hdrvid.refine: coarse_clip \(3 frames.*must match"):
+    with pytest.raises(vs.Error, match=r"hdrvid.refine: clip \(3 frames.*must match"):
         hv.refine(coarse[:3], lin, weights=wdir, device="cpu")
     small = vs.core.resize.Point(coarse, width=48, height=32)
     with pytest.raises(vs.Error, match="must match"):

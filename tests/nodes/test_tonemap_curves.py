@@ -6,9 +6,9 @@ import torch
 
 import vs_hdrvid as hv
 from vs_hdrvid.bridge import NodeRunner
-from vs_hdrvid.nodes.tonemap import _display_light, highlight_rolloff
+from vs_hdrvid.nodes.tonemap import _display_light
 from vs_hdrvid.ops.color import bt709_to_bt2020, primaries_matrix
-from vs_hdrvid.ops.tonemap import pq_encode, pq_encode_normalized_
+from vs_hdrvid.ops.tonemap import highlight_rolloff, pq_encode, pq_encode_normalized_
 
 from conftest import clip_from_arrays, planes
 
@@ -91,13 +91,13 @@ def test_bands_give_the_whole_frame_result(monkeypatch, op):
     """Written band by band into the frame (4 rows a band here): the same pixels and frame props."""
     import sys
 
-    from vs_hdrvid import bridge
+    from vs_hdrvid.ops import bands
 
     tonemap_module = sys.modules["vs_hdrvid.nodes.tonemap"]
     arrays = [radiance(h=26, seed=3) * 4]
     clip = clip_from_arrays(arrays, [PROPS])
     whole = hv.tonemap(clip, op, key=0.05, output="rgb", device="cpu").get_frame(0)
-    monkeypatch.setattr(tonemap_module, "row_bands", lambda h, w, d: bridge.row_bands(h, w, d, pixels=4 * w))
+    monkeypatch.setattr(tonemap_module, "row_bands", lambda h, w, d: bands.row_bands(h, w, d, pixels=4 * w))
     banded = hv.tonemap(clip, op, key=0.05, output="rgb", device="cpu").get_frame(0)
     np.testing.assert_array_equal(planes(banded), planes(whole))
     for k in ("HdrFrameMaxNits", "HdrFrameAverageNits"):
@@ -106,7 +106,7 @@ def test_bands_give_the_whole_frame_result(monkeypatch, op):
 
 
 def test_row_bands_cover_the_frame():
-    from vs_hdrvid.bridge import row_bands
+    from vs_hdrvid.ops.bands import row_bands
 
     bands = row_bands(1080, 1920, torch.device("cpu"))
     assert bands[0].start == 0 and bands[-1].stop == 1080 and len(bands) > 4

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vs_hdrvid.ops.metrics import (
-    MU, PSNRL, PSNRMu, SSIMMu, mu_law, mu_law_normalised, psnr_l, psnr_mu, saturation_radiance, ssim_mu,
+    MU, PSNRL, PSNRMu, SSIMMu, mu_law, mu_law_normalised, psnr_l, psnr_mu, saturation_radiance, ssim_map, ssim_mu,
     temporal_warping_error,
 )
 
@@ -131,3 +131,12 @@ def test_twe_value_for_flicker():
     assert math.isnan(temporal_warping_error(frames, flows, torch.ones(2, 8, 8), 1.0).item())
     with pytest.raises(ValueError):
         temporal_warping_error(frames, flows[:1], None, 1.0)
+
+
+def test_ssim_mu_is_the_per_item_mean_of_the_ssim_map():
+    torch.manual_seed(0)
+    pred, gt = torch.rand(2, 3, 24, 20) * 4, torch.rand(2, 3, 24, 20) * 4
+    m = ssim_map(mu_law_normalised(pred, 4.0), mu_law_normalised(gt, 4.0))
+    assert m.shape == (2, 3, 14, 10)
+    torch.testing.assert_close(ssim_mu(pred, gt, 4.0), m.flatten(-2).mean(-1).mean(-1), rtol=0, atol=0)
+    torch.testing.assert_close(ssim_map(gt, gt), torch.ones(2, 3, 14, 10))

@@ -14,7 +14,7 @@ from vs_hdrvid.ops.exr import read_exr
 from vs_hdrvid.synth.cli import add_cli
 from vs_hdrvid.synth.degrade import crf_gamma, crf_gamma_inv, expose
 from vs_hdrvid.synth.dataset import generate
-from vs_hdrvid.synth.pngio import read_png
+from vs_hdrvid.ops.images import read_image
 from vs_hdrvid.synth.sampling import build_scene
 from vs_hdrvid.synth.spec import SceneSpec, frame_times
 
@@ -54,7 +54,7 @@ def test_layout(micro):
         evs = [float(x) for x in (d / "exposures.txt").read_text().split()]
         assert evs == [meta["exposures"][i % meta["exposure_count"]] for i in range(n)]
         for i in range(n):
-            ldr = read_png(d / "ldr" / f"{i:05d}.png")
+            ldr = read_image(d / "ldr" / f"{i:05d}.png")
             assert ldr.shape == (meta["height"], meta["width"], 3)
             assert ldr.dtype == (np.uint8 if meta["bit_depth"] == 8 else np.uint16)
             assert read_exr(d / "gt" / f"{i:05d}.exr").shape == ldr.shape
@@ -120,7 +120,7 @@ def test_physical_consistency(micro):
                 gt = read_exr(d / "gt" / f"{i:05d}.exr")
                 assert np.allclose(gt, scene.render(float(i)), rtol=1e-3, atol=1e-4)
             xs.append(expose(h, ev))
-            ldrs.append(read_png(d / "ldr" / f"{i:05d}.png"))
+            ldrs.append(read_image(d / "ldr" / f"{i:05d}.png"))
             evs.append(ev)
         for ev in set(evs):
             idx = [i for i, e in enumerate(evs) if e == ev]

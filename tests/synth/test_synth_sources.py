@@ -11,7 +11,6 @@ from vs_hdrvid.ops.exr import write_exr
 from vs_hdrvid.synth import sources
 from vs_hdrvid.synth.cli import add_cli
 from vs_hdrvid.synth.dataset import generate
-from vs_hdrvid.synth.pngio import read_png, write_png
 from vs_hdrvid.synth.presets import PRESETS, SPLIT_PANORAMAS, get_preset
 from vs_hdrvid.synth.sampling import build_scene
 from vs_hdrvid.synth.sources import BLENDER_PANORAMAS, fetch_panoramas, find_sources, read_hdr_image
@@ -80,15 +79,6 @@ def test_rgbe_reader(tmp_path):
     img = read_hdr_image(tmp_path / "a.hdr")
     assert img.shape == (1, 2, 3)
     assert np.allclose(img[0, 0], [128 / 128, 64 / 128, 32 / 128]) and np.all(img[0, 1] == 0)
-
-
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-def test_png_roundtrip(tmp_path, dtype):
-    a = np.random.default_rng(0).integers(0, np.iinfo(dtype).max, (19, 23, 3), endpoint=True).astype(dtype)
-    a[5:9] = a[4]
-    write_png(tmp_path / "a.png", a)
-    b = read_png(tmp_path / "a.png")
-    assert b.dtype == dtype and np.array_equal(a, b)
 
 
 def test_user_sources_plate_and_sequence(tmp_path):

@@ -24,6 +24,7 @@ import torch
 import vapoursynth as vs
 
 from .. import bridge, nodes
+from ..devices import resolve_device
 from ..malloc import malloc_tuned
 
 __all__ = ["add_cli", "run_cli", "run_bench", "bridge_cost"]
@@ -103,7 +104,7 @@ def bridge_cost(width: int, height: int, device: torch.device, repeats: int = 15
 def run_bench(width: int = 1920, height: int = 1080, frames: int = 12, device: str = "cpu",
               compile: bool = False) -> dict:
     """Frames/s of each node of the weight-free chain for 2- and 3-exposure footage."""
-    dev = bridge.resolve_device(device)
+    dev = resolve_device(device)
     load_before = os.getloadavg()[0]
     result: dict = {"size": f"{width}x{height}", "frames": frames, "device": str(dev), "compile": compile,
                     "machine": f"{platform.processor() or platform.machine()}, {core.num_threads} VS threads, "

@@ -13,7 +13,7 @@ def _scenes(value: str) -> int | list[str]:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``eval`` on a ``vs-hdrvid`` subparsers object; its handler is ``args.func = run_cli``."""
+    """Register ``eval`` on a ``vs-hdrvid`` subparsers object (``vs_hdrvid.cli`` runs :func:`run_cli`)."""
     from vs_hdrvid.eval.harness import METHODS
 
     p = subparsers.add_parser(
@@ -37,7 +37,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="folder of network weights and MANIFEST.json for the "
                    "network methods (default: the shipped weights/)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.set_defaults(func=run_cli)
     return p
 
 

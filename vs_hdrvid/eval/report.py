@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vs_hdrvid.ops.exr import atomic_path
+from vs_hdrvid.outputs import atomic_path
 from vs_hdrvid.ops.metrics import mu_law_normalised
 
 __all__ = ["write_json", "write_markdown", "write_crops", "GROUP_ORDER"]

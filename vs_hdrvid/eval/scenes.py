@@ -19,12 +19,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
 from vs_hdrvid.ops.exr import read_exr
+from vs_hdrvid.ops.images import read_image
+from vs_hdrvid.synth.dataset import scene_folders
 
 __all__ = ["Scene", "exposure_labels", "list_scenes", "load_scene", "read_ldr", "read_gt", "read_bwd_flows"]
 
@@ -78,20 +79,11 @@ class Scene:
 
 
 def list_scenes(root: str | Path, preset: str) -> list[str]:
-    """Scene ids of a preset, in ``index.json`` order when it lists them, else sorted folder names."""
+    """Scene ids of a preset, in ``index.json`` order (:func:`~vs_hdrvid.synth.dataset.scene_folders`)."""
     base = Path(root) / preset
     if not base.is_dir():
         raise FileNotFoundError(f"no dataset at {base}: run `vs-hdrvid synth --preset {preset}` first")
-    found = sorted(p.name for p in base.iterdir() if (p / "meta.json").is_file())
-    index = base / "index.json"
-    if index.is_file():
-        data = json.loads(index.read_text())
-        entries = data.get("scenes", []) if isinstance(data, dict) else data
-        ids = [e if isinstance(e, str) else e.get("scene", e.get("id")) for e in entries]
-        ordered = [i for i in ids if i in found]
-        if ordered:
-            return ordered + [i for i in found if i not in ordered]
-    return found
+    return [p.name for p in scene_folders(base)]
 
 
 def load_scene(root: str | Path, preset: str, scene_id: str) -> Scene:
@@ -117,13 +109,12 @@ def load_scene(root: str | Path, preset: str, scene_id: str) -> Scene:
 def read_ldr(scene: Scene, index: int) -> np.ndarray:
     """LDR frame ``index`` as ``(H, W, 3)`` float32 in ``[0, 1]`` (display encoded)."""
     f = scene.path / "ldr" / f"{index:05d}.png"
-    img = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise FileNotFoundError(f"cannot read {f}")
+    try:
+        img = read_image(f)
+    except OSError as e:
+        raise FileNotFoundError(str(e)) from None
     scale = 65535.0 if img.dtype == np.uint16 else 255.0
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=-1)
-    return np.ascontiguousarray(img[..., 2::-1], dtype=np.float32) / scale  # BGR(A) -> RGB
+    return img.astype(np.float32) / scale
 
 
 def read_gt(scene: Scene, indices: list[int]) -> Tensor:

@@ -99,6 +99,20 @@ def ldr_to_hdr(ldr: Tensor, ev: Tensor | float, gamma: float = GAMMA) -> Tensor:
     return ldr.clamp(0, 1).pow(gamma) * torch.exp2(-_ev(ev, ldr))
 
 
+def radiance_to_ldr(h: Tensor, ev: Tensor, gamma: float = GAMMA) -> Tensor:
+    """The networks' LDR input from linear radiance: ``L = clip(H * 2**EV, 0, 1) ** (1/gamma)``.
+
+    The exact inverse of ``linearize``'s gamma response. For a clip linearised with another
+    response (a lookup table or a Debevec estimate) it yields the frame as a gamma-2.2 camera would
+    have recorded it: the CRF is normalised to gamma 2.2, the preprocessing of section 3.1, which
+    the networks were trained with.
+
+    Shape:
+        ``h (T, 3, H, W)``, ``ev (T,)`` -> ``(T, 3, H, W)`` in [0, 1].
+    """
+    return (h * torch.exp2(ev.to(h.dtype)).view(-1, 1, 1, 1)).clamp(0, 1).pow(1.0 / gamma)
+
+
 def reexpose(ldr: Tensor, ev_from: Tensor | float, ev_to: Tensor | float, gamma: float = GAMMA) -> Tensor:
     """Re-expose an LDR image from ``ev_from`` to ``ev_to``: ``clip(L * (e_to/e_from)**(1/gamma), 0, 1)``.
 

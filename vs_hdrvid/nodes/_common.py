@@ -1,21 +1,23 @@
 """Validation and property helpers shared by every node (VapourSynth glue only)."""
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
+import warnings
 import weakref
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 import vapoursynth as vs
 
-from ..bridge import resolve_device
+from ..devices import resolve_device
 
 core = vs.core
 log = logging.getLogger("vs_hdrvid")
 
-# Frame properties written by the nodes (DESIGN.md, "Conventions every node keeps").
+# Frame properties written by the nodes (docs/design.md, "Frame properties").
 EV_PROP = "HdrExposureEV"
 INDEX_PROP = "HdrExposureIndex"
 COUNT_PROP = "HdrExposureCount"
@@ -45,6 +47,32 @@ def recall(clip: vs.VideoNode) -> dict[str, Any]:
     """What :func:`remember` recorded for ``clip`` (an empty dict for any other clip)."""
     with _facts_lock:
         return dict(_facts.get(clip, {}))
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def renamed_args(**old_to_new: str) -> Callable[[F], F]:
+    """Keep a node's old keyword names working for one release, with a ``DeprecationWarning``.
+
+    Example::
+
+        @renamed_args(lin="clip")
+        def coarse(clip, ...): ...     # coarse(lin=x) still works, and warns
+    """
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def node(*args: Any, **kwargs: Any) -> Any:
+            for old, new in old_to_new.items():
+                if old in kwargs:
+                    if new in kwargs or (new == "clip" and args):
+                        raise error(fn.__name__, f"{old}= is the old name of {new}=; give {new} only")
+                    warnings.warn(f"hv.{fn.__name__}({old}=...) is deprecated; the argument is now {new}=",
+                                  DeprecationWarning, stacklevel=2)
+                    kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+        return node  # type: ignore[return-value]
+    return wrap
 
 
 def error(node: str, msg: str) -> vs.Error:
@@ -86,21 +114,30 @@ def exposure_pattern(clip: vs.VideoNode) -> list[float]:
     if known is not None:
         return list(known)
     props = clip.get_frame(0).props
-    if PATTERN_PROP in props:
-        value = props[PATTERN_PROP]  # a one-element float array comes back as a plain float
-        return [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
+    pattern = exposure_pattern_of(props)
+    if pattern is not None:
+        return pattern
     count = int(props[COUNT_PROP])
     return [float(clip.get_frame(i).props[EV_PROP]) for i in range(count)]
 
 
+def exposure_pattern_of(props: vs.FrameProps | dict) -> list[float] | None:
+    """A frame's ``HdrExposurePattern`` as a list (None when the frame has none)."""
+    value = props.get(PATTERN_PROP)
+    if value is None:
+        return None
+    # a one-element float array comes back as a plain float
+    return [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
+
+
 def validate_exposures(exposures: Sequence[float], node: str) -> list[float]:
-    """EVs must be finite, 2 or 3 of them, distinct, and span at most 12 stops."""
+    """EVs must be finite, 1, 2 or 3 of them, distinct, and span at most 12 stops."""
     try:
         evs = [float(e) for e in exposures]
     except (TypeError, ValueError):
         raise error(node, f"exposures must be a list of numbers (stops), got {exposures!r}") from None
     if len(evs) not in (1, 2, 3):
-        raise error(node, f"exposure patterns of 2 or 3 frames are supported, got {len(evs)}: {evs}")
+        raise error(node, f"exposure patterns of 1, 2 or 3 frames are supported, got {len(evs)}: {evs}")
     if not all(math.isfinite(e) for e in evs):
         raise error(node, f"exposures must be finite, got {evs}")
     if max(evs) - min(evs) > MAX_EV_SPAN:

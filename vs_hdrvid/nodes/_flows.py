@@ -21,12 +21,15 @@ def check_flow_clips(flow: vs.VideoNode | Sequence[vs.VideoNode] | None, clip: v
         return []
     flows = [flow] if isinstance(flow, vs.VideoNode) else list(flow)
     if len(flows) != len(offsets):
-        raise error(node, f"flow needs one clip per neighbour offset {list(offsets)}, got {len(flows)}")
+        raise error(node, f"flow needs one clip per neighbour offset {list(offsets)}, got {len(flows)}; "
+                          f"e.g. [hv.classical_flow(clip, o) for o in {tuple(offsets)}]")
+    checked = []
     for f in flows:
         f = check_clip(f, node)
         if f.format.id != vs.RGBS or (f.width, f.height) != (clip.width, clip.height):
-            raise error(node, "flow clips must be RGBS (u, v, confidence) of the clip's size; "
+            raise error(node, "flow clips must be RGBS (u, v, confidence) of the clip's size and length; "
                               "make them with hv.classical_flow or hv.flow")
         if f.num_frames != clip.num_frames:
             raise error(node, f"a flow clip has {f.num_frames} frames, the clip {clip.num_frames}")
-    return flows
+        checked.append(f)
+    return checked

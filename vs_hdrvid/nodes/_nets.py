@@ -1,8 +1,8 @@
-"""What the network nodes (:mod:`.coarse`, :mod:`.refine`, :mod:`.spyflow`) share.
+"""What the network nodes (:mod:`.coarse`, :mod:`.refine`, :mod:`.flow`, :mod:`.dealthdr`) share.
 
-Re-deriving the networks' LDR input from linear radiance, applying the global similarity alignment
-of :func:`align`, choosing and loading checked weights once per node (a small cache shares a model
-between nodes), and the size and pattern checks.
+Choosing and loading checked weights once per node (a small cache shares a model between nodes),
+and the size and pattern checks. The tensor work they share lives beside the networks:
+:func:`~vs_hdrvid.models.blocks.radiance_to_ldr` and :func:`~vs_hdrvid.ops.warp.align_to_ref`.
 """
 from __future__ import annotations
 
@@ -16,47 +16,13 @@ import torch
 import vapoursynth as vs
 
 from .. import weights as weights_mod
-from ..models.blocks import GAMMA
-from ..ops.warp import warp_similarity
+from ..models.blocks import radiance_to_ldr  # noqa: F401  (imported from here by train/adapt.py)
 from ._common import COUNT_PROP, PATTERN_PROP, error, recall
 
-__all__ = ["radiance_to_ldr", "align_to_ref", "load_network", "network_period", "MIN_SIZE"]
+__all__ = ["load_network", "network_period", "MIN_SIZE", "RGBS"]
 
 MIN_SIZE = 32  # the flow pyramid's coarsest level is 1/16 of the frame
-_RGBS = vs.core.get_video_format(vs.RGBS)
-_EYE = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-
-
-def radiance_to_ldr(h: torch.Tensor, ev: torch.Tensor, gamma: float = GAMMA) -> torch.Tensor:
-    """The networks' LDR input from linear radiance: ``L = clip(H * 2**EV, 0, 1) ** (1/gamma)``.
-
-    The exact inverse of ``linearize``'s gamma response. For a clip linearised with another
-    response (a lookup table or a Debevec estimate) it yields the frame as a gamma-2.2 camera would
-    have recorded it: the CRF is normalised to gamma 2.2, the preprocessing of Chen et al. 2021,
-    section 3.1, which the networks were trained with.
-
-    Shape:
-        ``h (T, 3, H, W)``, ``ev (T,)`` -> ``(T, 3, H, W)`` in [0, 1].
-    """
-    return (h * torch.exp2(ev.to(h.dtype)).view(-1, 1, 1, 1)).clamp(0, 1).pow(1.0 / gamma)
-
-
-def align_to_ref(x: torch.Tensor, to_ref: torch.Tensor, ref: int) -> torch.Tensor:
-    """Warp every slot but ``ref`` onto the reference by its similarity (Chen et al. 3.1).
-
-    Slots without alignment props (identity transforms) are passed through untouched.
-
-    Shape:
-        ``x (T, C, H, W)``, ``to_ref (T, 2, 3)`` -> ``(T, C, H, W)``.
-    """
-    moved = [i for i in range(x.shape[0]) if i != ref and not torch.equal(to_ref[i].cpu(), _EYE)]
-    if not moved:
-        return x
-    warped = warp_similarity(x[moved], to_ref[moved].to(x.device))  # (len(moved), C, H, W)
-    slots = list(x.unbind(0))
-    for j, i in enumerate(moved):
-        slots[i] = warped[j]
-    return torch.stack(slots)
+RGBS = vs.core.get_video_format(vs.RGBS)  # the format of every network's output
 
 
 def network_period(lin: vs.VideoNode, node: str) -> int:

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 import vapoursynth as vs
 
-from ..bridge import NodeRunner, shift_clip, window_index
+from ..bridge import NodeRunner, clamped_shift, shift_clip, window_index
 from ..ops.warp import compose_affine, invert_affine
 from ._common import EV_PROP, SIM_PROP, error
 
@@ -39,17 +39,6 @@ class WindowFrames:
     slots: list[torch.Tensor]
 
 
-def _clamped(clip: vs.VideoNode, offset: int) -> vs.VideoNode:
-    """``clip`` shifted by ``offset`` with plain clamping at the ends (props lookups only)."""
-    n = clip.num_frames
-    if offset == 0:
-        return clip
-    if offset > 0:
-        return core.std.Splice([clip[offset:]] + [clip[n - 1]] * min(offset, n)) if offset < n else clip[n - 1] * n
-    k = -offset
-    return core.std.Splice([clip[0]] * min(k, n) + [clip[:n - k]]) if k < n else clip[0] * n
-
-
 class ExposureWindow:
     """Frames ``n + offsets`` of a linearised clip, exposure-aware at the ends.
 
@@ -79,7 +68,7 @@ class ExposureWindow:
                     | set(range(max(0, clip.num_frames - need - period), clip.num_frames)))
         self.reach = max(reach, need)
         self.prop_offsets = [o for o in range(-self.reach, self.reach + 1) if o not in offsets]
-        self.prop_clips = [_clamped(clip, o) for o in self.prop_offsets]
+        self.prop_clips = [clamped_shift(clip, o) for o in self.prop_offsets]
 
     @property
     def clips(self) -> list[vs.VideoNode]:

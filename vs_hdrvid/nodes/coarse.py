@@ -9,10 +9,11 @@ import torch
 import vapoursynth as vs
 
 from ..bridge import NodeRunner, blank_like
-from ..models.blocks import pad_to_multiple
-from ._common import check_linear, error, pick_device
+from ..models.blocks import pad_to_multiple, radiance_to_ldr
+from ..ops.warp import align_to_ref
+from ._common import check_linear, error, pick_device, recall, remember, renamed_args
 from ._flows import check_flow_clips
-from ._nets import _RGBS, align_to_ref, load_network, network_period, radiance_to_ldr
+from ._nets import RGBS, load_network, network_period
 from ._window import ExposureWindow
 
 __all__ = ["coarse"]
@@ -20,8 +21,9 @@ __all__ = ["coarse"]
 NODE = "coarse"
 
 
-def coarse(lin: vs.VideoNode, weights: str | os.PathLike | None = None, device: str = "auto",
-           fp32: bool = False, num_streams: int = 1, flow: Sequence[vs.VideoNode] | None = None
+@renamed_args(lin="clip")
+def coarse(clip: vs.VideoNode, weights: str | os.PathLike | None = None, device: str = "auto",
+           fp32: bool = False, num_streams: int | None = None, flow: Sequence[vs.VideoNode] | None = None
            ) -> vs.VideoNode:
     """Coarse HDR of every frame by CoarseNet (Chen et al. 2021, sections 3.1-3.2).
 
@@ -33,22 +35,23 @@ def coarse(lin: vs.VideoNode, weights: str | os.PathLike | None = None, device: 
     start from the classical answer: the window is aligned by the DIS flows of
     :func:`classical_flow` (which include the :func:`align` similarity), its flow network corrects
     them, and the network corrects the weights of the weight-free :func:`merge` of the aligned
-    window and its result. Untrained, it equals ``merge(lin, flow=classical_flow clips)`` of the
+    window and its result. Untrained, it equals ``merge(clip, flow=classical_flow clips)`` of the
     same window. Weights of the paper's design (``blend="paper"``) warp the neighbours by the
     similarity props and estimate the flows and weights themselves.
 
     Args:
-        lin: output of :func:`linearize`, ideally through :func:`align`; 2 or 3 exposures, frames
+        clip: output of :func:`linearize`, ideally through :func:`align`; 2 or 3 exposures, frames
             at least 32x32 (padded by reflection to the network's multiple and cropped back).
         weights: ``None`` for the shipped ``coarse-2exp``/``coarse-3exp`` matching the pattern, a
             registry name, a folder holding the weights files and their ``MANIFEST.json``, or
             one such file.
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         fp32: compute in float32 on CUDA too (default fp16 there; CPU is always fp32).
-        num_streams: frames processed concurrently (one CUDA stream each).
+        num_streams: frames processed concurrently; None: the default of every node
+            (:func:`~vs_hdrvid.bridge.default_streams`: one frame at a time for a network).
         flow: ``blend="merge"`` weights only: the flow clips to start from, one per neighbour
             offset ``-(n-1)..-1, 1..n-1`` (RGBS u, v, confidence from frame n to that neighbour);
-            None: ``classical_flow(lin, offset)`` (DIS, preset medium), as in training.
+            None: ``classical_flow(clip, offset)`` (DIS, preset medium), as in training.
 
     Returns:
         RGBS linear HDR (``H = f^-1(L) / 2**EV``, the scale of the input) with the reference
@@ -58,8 +61,8 @@ def coarse(lin: vs.VideoNode, weights: str | os.PathLike | None = None, device: 
         vs.Error: not a linearised clip, a pattern other than 2 or 3 exposures, frames under
             32x32, weights for another pattern length, weights missing or failing their sha256.
     """
-    lin = check_linear(lin, NODE)
-    period = network_period(lin, NODE)
+    clip = check_linear(clip, NODE)
+    period = network_period(clip, NODE)
     dev, dtype = pick_device(device, fp32, NODE)
     net = load_network("coarse", weights, period, dev, dtype, NODE)
     if net.config.num_exposures != period:
@@ -70,13 +73,13 @@ def coarse(lin: vs.VideoNode, weights: str | os.PathLike | None = None, device: 
     if net.needs_init_flows:
         from .classical_flow import classical_flow
 
-        flows = check_flow_clips(flow, lin, neighbours, NODE) or [classical_flow(lin, o) for o in neighbours]
+        flows = check_flow_clips(flow, clip, neighbours, NODE) or [classical_flow(clip, o) for o in neighbours]
     elif flow is not None:
         raise error(NODE, "flow= is for weights of the blend='merge' design; these weights estimate their own flow")
     else:
         flows = []
-    window = ExposureWindow(lin, offsets, period, NODE)
-    runner = NodeRunner(NODE, dev, dtype, num_streams=num_streams, cache_frames=2 * len(offsets) + 2)
+    window = ExposureWindow(clip, offsets, period, NODE)
+    runner = NodeRunner(NODE, dev, dtype, num_streams=num_streams, cache_frames=2 * len(offsets) + 2, network=True)
     multiple = math.lcm(2 ** (net.config.flow.levels - 1), net.weightnet.multiple)
     ref, gamma, k = offsets.index(0), net.config.gamma, len(window.clips)
 
@@ -87,10 +90,10 @@ def coarse(lin: vs.VideoNode, weights: str | os.PathLike | None = None, device: 
         if flows:  # the flows include the similarity: the networks pad for themselves
             init = torch.stack([runner.fetch(fr) for fr in f[k:]]).to(dtype)[None]  # (1, K, 3, H, W)
             hdr = net(ldr[None], ev[None], init[:, :, :2], init[:, :, 2:3].clamp(0, 1), w.frames[None]).hdr[0]
-            return runner.emit(hdr, _RGBS, w.props)
+            return runner.emit(hdr, RGBS, w.props)
         ldr = align_to_ref(ldr, w.to_ref, ref)
         x, crop = pad_to_multiple(ldr[None], multiple)  # (1, T, 3, H', W')
         hdr = crop(net(x, ev[None]).hdr)[0]  # (3, H, W)
-        return runner.emit(hdr, _RGBS, w.props)
+        return runner.emit(hdr, RGBS, w.props)
 
-    return runner.map_frames(blank_like(lin), window.clips + flows, process)
+    return remember(runner.map_frames(blank_like(clip), window.clips + flows, process), **recall(clip))

@@ -8,8 +8,12 @@ import torch
 import vapoursynth as vs
 
 from ..bridge import NodeRunner, blank_like, shift_clip
-from ._common import PATTERN_PROP, check_linear, error, log, pick_device
-from ._nets import _RGBS, align_to_ref, load_network, network_period, radiance_to_ldr
+from ..models.blocks import radiance_to_ldr
+from ..ops.warp import align_to_ref
+from ._common import (PATTERN_PROP, check_linear, error, exposure_pattern_of, log, pick_device, recall,
+                      remember, renamed_args)
+from ._flows import check_flow_clips
+from ._nets import RGBS, load_network, network_period
 from ._window import ExposureWindow
 
 __all__ = ["dealthdr", "RATIO_PROP"]
@@ -31,23 +35,7 @@ def _check_s(s: object) -> float:
     return value
 
 
-def _check_flows(flow: Sequence[vs.VideoNode] | None, lin: vs.VideoNode) -> list[vs.VideoNode] | None:
-    if flow is None:
-        return None
-    flows = list(flow) if not isinstance(flow, vs.VideoNode) else [flow]
-    if len(flows) != len(NEIGHBOURS):
-        raise error(NODE, f"flow needs one clip per neighbour offset {list(NEIGHBOURS)}, got {len(flows)}; "
-                          "e.g. [hv.classical_flow(lin, o) for o in (-2, -1, 1, 2)]")
-    for f in flows:
-        if not isinstance(f, vs.VideoNode) or f.format is None or f.format.id != vs.RGBS \
-                or (f.width, f.height) != (lin.width, lin.height) or f.num_frames != lin.num_frames:
-            raise error(NODE, "flow clips must be RGBS (u, v, confidence) of the clip's size and length; "
-                              "make them with hv.classical_flow or hv.flow")
-    return flows
-
-
-def _warn_ratio(lin: vs.VideoNode) -> None:
-    pattern = [float(e) for e in lin.get_frame(0).props.get(PATTERN_PROP, [])] if lin.num_frames else []
+def _warn_ratio(pattern: list[float]) -> None:
     if len(pattern) == 2:
         span = max(pattern) - min(pattern)
         if abs(span - TRAINED_SPAN) > 1.0:
@@ -55,9 +43,10 @@ def _warn_ratio(lin: vs.VideoNode) -> None:
                         "(EV -2/+1), expect lower quality", NODE, span, TRAINED_SPAN)
 
 
-def dealthdr(lin: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] | None = None,
+@renamed_args(lin="clip")
+def dealthdr(clip: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] | None = None,
              weights: str | os.PathLike | None = None, device: str = "auto", fp32: bool = False,
-             num_streams: int = 1) -> vs.VideoNode:
+             num_streams: int | None = None) -> vs.VideoNode:
     """HDR of every frame by DeAltHDR (flow-guided masked attention, dual exposure encoders).
 
     Each frame's window ``t-2..t+2`` (at the clip's ends the nearest frame of the same exposure
@@ -66,7 +55,7 @@ def dealthdr(lin: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] | 
     flows everywhere, cross-attention where the forward-backward check flags the flow (``s``).
 
     Args:
-        lin: output of :func:`linearize` (ideally through :func:`align`) with a 2-exposure
+        clip: output of :func:`linearize` (ideally through :func:`align`) with a 2-exposure
             alternating pattern; frames at least 32x32.
         s: FGMA sensitivity: ``0`` flow only (fastest), ``inf`` attention everywhere (slowest);
             in between, the share of pixels given attention grows with ``s``. Each output frame
@@ -78,7 +67,8 @@ def dealthdr(lin: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] | 
             its ``MANIFEST.json``, or the file itself.
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         fp32: compute in float32 on CUDA too (default fp16 there; CPU is always fp32).
-        num_streams: frames processed concurrently (one CUDA stream each).
+        num_streams: frames processed concurrently; None: the default of every node
+            (:func:`~vs_hdrvid.bridge.default_streams`: one frame at a time for a network).
 
     Returns:
         RGBS linear HDR on the input's radiance scale, with the reference frame's props.
@@ -88,26 +78,34 @@ def dealthdr(lin: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] | 
             ``s`` negative or NaN, flow clips of the wrong number or shape, weights missing or
             failing their sha256.
     """
-    lin = check_linear(lin, NODE)
+    clip = check_linear(clip, NODE)
     s = _check_s(s)
-    period = network_period(lin, NODE)
+    period = network_period(clip, NODE)
     if period != 2:
         raise error(NODE, f"DeAltHDR handles 2-exposure alternating patterns; the clip has {period} "
                           "exposures (use hv.coarse or hv.merge)")
-    flows = _check_flows(flow, lin)
-    _warn_ratio(lin)
+    flows = check_flow_clips(flow, clip, NEIGHBOURS, NODE)
+    known = recall(clip).get(PATTERN_PROP)  # linearize recorded it: warn now, else at the first frame
+    warned = [False]
+    if known is not None:
+        _warn_ratio(list(known))
+        warned[0] = True
     dev, dtype = pick_device(device, fp32, NODE)
     net = load_network("dealthdr", weights, period, dev, dtype, NODE)
-    window = ExposureWindow(lin, OFFSETS, period, NODE)
+    window = ExposureWindow(clip, OFFSETS, period, NODE)
     extra: list[vs.VideoNode] = []
-    if flows is not None:  # t -> t+o from clip o at t; t+o -> t from clip -o at t+o
+    if flows:  # t -> t+o from clip o at t; t+o -> t from clip -o at t+o
         back = [shift_clip(flows[NEIGHBOURS.index(-o)], o, period) for o in NEIGHBOURS]
         extra = flows + back
-    runner = NodeRunner(NODE, dev, dtype, num_streams=num_streams, cache_frames=2 * len(OFFSETS) + 2)
+    runner = NodeRunner(NODE, dev, dtype, num_streams=num_streams, cache_frames=2 * len(OFFSETS) + 2,
+                        network=True)
     ref, gamma, k = OFFSETS.index(0), net.config.gamma, len(window.clips)
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         w = window.gather(n, f, runner)
+        if not warned[0]:
+            warned[0] = True
+            _warn_ratio(exposure_pattern_of(w.props) or [])
         ev = w.ev.to(dev, dtype)
         ldr = radiance_to_ldr(w.frames, ev, gamma)  # (T, 3, H, W)
         given = None
@@ -119,7 +117,7 @@ def dealthdr(lin: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] | 
         out = net(ldr[None], ev[None], s, flows=given)
         props = dict(w.props)
         props[RATIO_PROP] = float(out.attention_ratio)
-        return runner.emit(out.hdr[0], _RGBS, props)
+        return runner.emit(out.hdr[0], RGBS, props)
 
-    return runner.map_frames(blank_like(lin), window.clips + extra, process)
+    return remember(runner.map_frames(blank_like(clip), window.clips + extra, process), **recall(clip))
 

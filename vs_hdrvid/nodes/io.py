@@ -6,14 +6,14 @@ import os
 import re
 from pathlib import Path
 
-import cv2
 import numpy as np
 import vapoursynth as vs
 
+from ..ops.exr import check_exr
 from ..ops.exr import read_exr as _read_exr_file
 from ..ops.exr import write_exr as _write_exr_file
+from ..ops.images import read_image
 from ._common import EV_PROP, check_clip, error, log, remember
-from ._imagefiles import check_exr, check_png
 
 __all__ = ["source", "read_images", "read_exr", "write_exr", "sequence_files"]
 
@@ -41,37 +41,19 @@ def sequence_files(pattern: str | os.PathLike) -> list[Path]:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    """``(H, W, 3)`` RGB array: uint8, uint16 or float32 (EXR).
+    """``(H, W, 3)`` RGB array: uint8, uint16 (PNG, TIFF) or float32 (EXR).
 
     Raises:
         OSError: one line naming the file: missing, truncated, damaged or of another type.
     """
-    suffix = path.suffix.lower()
-    if suffix in (".exr", ".png"):
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise OSError(f"cannot read image {path}: {e.strerror or e}") from None
-        (check_exr if suffix == ".exr" else check_png)(data, path)  # before libpng/OpenEXR complain
-        if suffix == ".exr":
-            return _read_exr_file(path)
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # we report a bad file ourselves
+    if path.suffix.lower() != ".exr":
+        return read_image(path)
     try:
-        if suffix == ".png":
-            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        else:
-            img = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
-    finally:
-        cv2.utils.logging.setLogLevel(level)
-    if img is None:
-        raise OSError(f"cannot read image {path}")
-    if img.ndim == 2 or img.shape[-1] < 3:  # grey, grey + alpha
-        img = np.repeat(img.reshape(img.shape[0], img.shape[1], -1)[..., :1], 3, -1)
-    img = img[..., :3][..., ::-1]  # BGR(A) -> RGB
-    if img.dtype not in (np.uint8, np.uint16, np.float32):
-        raise OSError(f"{path}: unsupported sample type {img.dtype}")
-    return np.ascontiguousarray(img)
+        data = path.read_bytes()
+    except OSError as e:
+        raise OSError(f"cannot read image {path}: {e.strerror or e}") from None
+    check_exr(data, path)  # before OpenEXR complains
+    return _read_exr_file(path)
 
 
 EXPOSURES_FORMS = ("one EV per frame, or a repeating pattern of 2 or 3 EVs from frame 0 (e.g. -1.5,1.5), "

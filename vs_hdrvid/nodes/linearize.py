@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
-from ..bridge import NodeRunner, blank_like, row_bands
+from ..bridge import NodeRunner, blank_like
+from ..ops.bands import row_bands
 from ..ops.crf import CRF, estimate_crf_debevec, gamma_to_linear
 from ..ops.exposure import ExposureDetection, detect_exposure_pattern
 from ._common import (COUNT_PROP, EV_PROP, INDEX_PROP, PATTERN_PROP, check_clip, error, log,
@@ -152,8 +153,8 @@ def _choose_exposures(clip: vs.VideoNode, rgb: vs.VideoNode, exposures: Sequence
 
 def linearize(clip: vs.VideoNode, exposures: Sequence[float] | None = None,
               crf: str | os.PathLike | CRF = "gamma", gamma: float = 2.2,
-              device: str = "auto", fp32: bool = False) -> vs.VideoNode:
-    """LDR footage -> linear radiance ``H = f^-1(L) / 2**EV`` (DESIGN.md, radiometry).
+              device: str = "auto", fp32: bool = False, num_streams: int | None = None) -> vs.VideoNode:
+    """LDR footage -> linear radiance ``H = f^-1(L) / 2**EV`` (docs/design.md, "Radiometry").
 
     Args:
         clip: any constant-format RGB, YUV or GRAY clip; integers are normalised to [0, 1] and YUV
@@ -171,6 +172,8 @@ def linearize(clip: vs.VideoNode, exposures: Sequence[float] | None = None,
         gamma: exponent of the ``"gamma"`` response.
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         fp32: compute in float32 on CUDA too (default fp16 there).
+        num_streams: frames processed concurrently; None: the default of every node
+            (:func:`~vs_hdrvid.bridge.default_streams`: 1 on CUDA, VapourSynth's thread count on CPU).
 
     Returns:
         RGBS clip of linear radiance, ``_Transfer`` 8 (linear), with ``HdrExposureEV``,
@@ -188,7 +191,7 @@ def linearize(clip: vs.VideoNode, exposures: Sequence[float] | None = None,
     dev, dtype = pick_device(device, fp32, NODE)
     period = len(evs)
     is_float_input = clip.format.sample_type == vs.FLOAT
-    runner = NodeRunner(NODE, dev, dtype, num_streams=None)  # frame-parallel on CPU
+    runner = NodeRunner(NODE, dev, dtype, num_streams=num_streams)
     scales = [2.0 ** -e for e in evs]
     power = float(gamma) if isinstance(crf, str) and crf == "gamma" else None
     log.info("hdrvid.linearize: %d-exposure pattern %s from %s, CRF %s, on %s", period, evs, evs_from,

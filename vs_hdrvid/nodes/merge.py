@@ -9,7 +9,7 @@ import vapoursynth as vs
 from ..bridge import NodeRunner, blank_like
 from ..ops.merge import MergeConfig, merge_exposures
 from ..ops.warp import flow_warp, warp_similarity
-from ._common import check_linear, error, exposure_pattern, pick_device
+from ._common import check_linear, error, exposure_pattern, pick_device, recall, remember
 from ._flows import check_flow_clips
 from ._window import ExposureWindow
 
@@ -39,8 +39,8 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
         config: thresholds of the merge (:class:`~vs_hdrvid.ops.merge.MergeConfig`).
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         fp32: compute in float32 on CUDA too.
-        num_streams: frames processed concurrently (one CUDA stream and lock each; on CPU, worker
-            slots sharing torch's threads). None: 1 on CUDA, VapourSynth's thread count on CPU.
+        num_streams: frames processed concurrently; None: the default of every node
+            (:func:`~vs_hdrvid.bridge.default_streams`: 1 on CUDA, VapourSynth's thread count on CPU).
         compile: fuse the merge with ``torch.compile`` on CUDA. Refused on CPU: there the
             compiled merge aborts the process inside a VapourSynth callback with a double free
             (torch 2.15), while the same compiled function runs correctly outside one.
@@ -90,4 +90,4 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
         out = merge_fn(frames, w.ev.to(dev), valid, ref, cfg, out=out)
         return runner.emit(out[0], f[ref].format, w.props)
 
-    return runner.map_frames(blank_like(clip), window.clips + flows, process)
+    return remember(runner.map_frames(blank_like(clip), window.clips + flows, process), **recall(clip))

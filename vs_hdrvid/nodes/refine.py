@@ -7,65 +7,67 @@ import torch
 import vapoursynth as vs
 
 from ..bridge import NodeRunner, blank_like, shift_clip
-from ..models.blocks import GAMMA, pad_to_multiple
-from ._common import check_clip, check_linear, error, pick_device
+from ..models.blocks import GAMMA, pad_to_multiple, radiance_to_ldr
+from ..ops.warp import align_to_ref
+from ._common import check_clip, check_linear, error, pick_device, recall, remember, renamed_args
+from ._nets import RGBS, load_network, network_period
 from ._window import ExposureWindow
-from ._nets import align_to_ref, load_network, network_period, radiance_to_ldr
 
 __all__ = ["refine"]
 
 NODE = "refine"
-_RGBS = vs.core.get_video_format(vs.RGBS)
 
 
-def refine(coarse_clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathLike | None = None,
-           device: str = "auto", fp32: bool = False, num_streams: int = 1) -> vs.VideoNode:
+@renamed_args(coarse_clip="clip")
+def refine(clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathLike | None = None,
+           device: str = "auto", fp32: bool = False, num_streams: int | None = None) -> vs.VideoNode:
     """Final HDR of every frame by RefineNet (Chen et al. 2021, section 3.3).
 
     The window of coarse HDRs ``t-1, t, t+1`` (exposure-aware at the clip's ends, as in
     :func:`coarse`) and the LDRs of the same frames, re-derived from ``lin`` by
-    :func:`~vs_hdrvid.nodes.coarse.radiance_to_ldr`, are aligned on the reference by the similarity
+    :func:`~vs_hdrvid.models.blocks.radiance_to_ldr`, are aligned on the reference by the similarity
     props of :func:`align`; the network aligns their features by deformable convolutions, fuses
     them with temporal attention and keeps the coarse HDR where the reference is well exposed
     (equations 4-5).
 
     Args:
-        coarse_clip: output of :func:`coarse` for ``lin`` (RGBS, same length and size).
+        clip: output of :func:`coarse` for ``lin`` (RGBS, same length and size).
         lin: the linearised (and aligned) clip given to :func:`coarse`.
         weights: ``None`` for the shipped ``refine-2exp``/``refine-3exp`` matching the pattern, a
             registry name, a folder holding the weights files and their ``MANIFEST.json``, or one
             such file.
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         fp32: compute in float32 on CUDA too (default fp16 there; CPU is always fp32).
-        num_streams: frames processed concurrently (one CUDA stream each).
+        num_streams: frames processed concurrently; None: the default of every node
+            (:func:`~vs_hdrvid.bridge.default_streams`: one frame at a time for a network).
 
     Returns:
         RGBS linear HDR on the input's radiometric scale, with the reference frame's props.
 
     Raises:
-        vs.Error: the clips differ in length or size, ``coarse_clip`` is not RGBS, the pattern is
+        vs.Error: the clips differ in length or size, ``clip`` is not RGBS, the pattern is
             not 2 or 3 exposures, frames under 32x32, unfit, missing or corrupt weights.
 
     Example::
 
         hdr = hv.refine(hv.coarse(lin), lin)
     """
-    coarse_clip = check_clip(coarse_clip, NODE)
+    clip = check_clip(clip, NODE)
     lin = check_linear(lin, NODE)
-    if coarse_clip.format.id not in (vs.RGBS, vs.RGBH):
-        raise error(NODE, f"coarse_clip must be the RGBS output of hv.coarse, got {coarse_clip.format.name}")
-    if (coarse_clip.num_frames, coarse_clip.width, coarse_clip.height) != (lin.num_frames, lin.width, lin.height):
-        raise error(NODE, f"coarse_clip ({coarse_clip.num_frames} frames of {coarse_clip.width}x"
-                          f"{coarse_clip.height}) and lin ({lin.num_frames} frames of {lin.width}x{lin.height}) "
-                          "must match; pass the clip that made coarse_clip")
+    if clip.format.id not in (vs.RGBS, vs.RGBH):
+        raise error(NODE, f"clip must be the RGBS output of hv.coarse, got {clip.format.name}")
+    if (clip.num_frames, clip.width, clip.height) != (lin.num_frames, lin.width, lin.height):
+        raise error(NODE, f"clip ({clip.num_frames} frames of {clip.width}x{clip.height}) and lin "
+                          f"({lin.num_frames} frames of {lin.width}x{lin.height}) must match; pass lin the clip "
+                          "hv.coarse made clip from")
     period = network_period(lin, NODE)
     dev, dtype = pick_device(device, fp32, NODE)
     net = load_network("refine", weights, period, dev, dtype, NODE)
     half = net.config.num_frames // 2
     offsets = list(range(-half, half + 1))
     window = ExposureWindow(lin, offsets, period, NODE)
-    hdr_clips = [shift_clip(coarse_clip, o, period) for o in offsets]  # same sources as the window
-    runner = NodeRunner(NODE, dev, dtype, num_streams=num_streams, cache_frames=4 * len(offsets) + 4)
+    hdr_clips = [shift_clip(clip, o, period) for o in offsets]  # same sources as the window
+    runner = NodeRunner(NODE, dev, dtype, num_streams=num_streams, cache_frames=4 * len(offsets) + 4, network=True)
     ref, k = offsets.index(0), len(window.clips)
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
@@ -76,6 +78,6 @@ def refine(coarse_clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathL
         hdrs = align_to_ref(hdrs, w.to_ref, ref)
         x, crop = pad_to_multiple(torch.stack((hdrs, ldrs)), 8)  # (2, N, 3, H', W')
         out = crop(net(x[:1], x[1:], ev[None]).hdr)[0]  # (3, H, W)
-        return runner.emit(out, _RGBS, w.props)
+        return runner.emit(out, RGBS, w.props)
 
-    return runner.map_frames(blank_like(lin), window.clips + hdr_clips, process)
+    return remember(runner.map_frames(blank_like(lin), window.clips + hdr_clips, process), **recall(lin))

@@ -7,14 +7,14 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
-from ..bridge import NodeRunner, blank_like, row_bands
+from ..bridge import NodeRunner, blank_like, clamped_shift
+from ..ops.bands import row_bands
 from ..ops.color import primaries_matrix
-from ..ops.tonemap import (PQ_PEAK_NITS, bt709_oetf, hlg_display_to_scene, hlg_oetf, log_average_luminance,
-                           mulaw, pq_encode_normalized_, reinhard)
-from ._common import PATTERN_PROP, check_clip, error, pick_device, recall
-from ._window import _clamped
+from ..ops.tonemap import (PQ_PEAK_NITS, bt709_oetf, highlight_rolloff_, hlg_display_to_scene,
+                           hlg_oetf, log_average_luminance, mulaw, pq_encode_normalized_, reinhard)
+from ._common import PATTERN_PROP, check_clip, error, exposure_pattern_of, pick_device, recall
 
-__all__ = ["tonemap", "highlight_rolloff", "HDR10_PRIMARIES"]
+__all__ = ["tonemap", "HDR10_PRIMARIES"]
 
 NODE = "tonemap"
 OPS = ("mulaw", "reinhard", "pq", "hlg", "sdr")
@@ -25,28 +25,13 @@ HDR10_PRIMARIES = {"MasteringDisplayPrimariesX": [0.708, 0.170, 0.131],
                    "MasteringDisplayWhitePointX": 0.3127, "MasteringDisplayWhitePointY": 0.3290}
 
 
-def highlight_rolloff(nits: torch.Tensor, peak: float, knee: float) -> torch.Tensor:
-    """Compress display light above ``knee`` smoothly towards ``peak`` (slope 1 at the knee).
-
-    Applied to max(R, G, B) with the channels scaled alike, so hues are kept.
-
-    Shape:
-        ``(B, 3, H, W)`` -> same.
-    """
-    m = nits.amax(1, keepdim=True).clamp(min=1e-9)
-    over = (m - knee).clamp(min=0)
-    span = peak - knee
-    target = torch.where(m > knee, knee + span * over / (over + span), m)
-    return nits * (target / m)
-
-
 def _display_light(runner: NodeRunner, x: torch.Tensor, gain: float, peak: float, knee: float
                    ) -> tuple[torch.Tensor, float, float]:
     """BT.2020 display light (cd/m2) of BT.709 radiance ``x`` times ``gain``, highlights rolled off.
 
     ``highlight_rolloff(bt709_to_bt2020(x.clamp(min=0) * gain).clamp(min=0), peak, knee)`` in
-    the runner's scratch buffers: one matrix product for primaries and gain, the roll-off only where
-    a pixel passes the knee (below it the scale is exactly 1). Also returns the peak and the sum of
+    the runner's scratch buffers: one matrix product for primaries and gain, then
+    :func:`~vs_hdrvid.ops.tonemap.highlight_rolloff_` in place. Also returns the peak and the sum of
     the brightest channel (for the HDR frame props). ``x`` may be a band of rows of a frame.
 
     Shape:
@@ -59,14 +44,7 @@ def _display_light(runner: NodeRunner, x: torch.Tensor, gain: float, peak: float
     torch.mm(mat, src.view(c, -1), out=nits.view(c, -1))
     nits.clamp_(min=0)
     m = torch.amax(nits, 0, keepdim=True, out=runner.scratch("max", (1, h, w), torch.float32))
-    if float(m.max()) > knee:
-        span = peak - knee
-        over = torch.sub(m, knee, out=src[:1]).clamp_(min=0)
-        den = torch.add(over, span, out=src[1:2])
-        scale = over.mul_(span).div_(den).add_(knee).div_(m)               # target / m
-        scale.masked_fill_(m <= knee, 1.0)
-        nits.mul_(scale)
-        m.mul_(scale)                                                      # brightest channel after
+    m = highlight_rolloff_(nits, peak, knee, brightest=m, work=(src[:1], src[1:2]))  # brightest after
     return nits, float(m.max()), float(m.sum(dtype=torch.float64))
 
 
@@ -104,11 +82,10 @@ def _hdr_frame(runner: NodeRunner, x: torch.Tensor, gain: float, peak: float, op
 
 def _h_sat(props: vs.FrameProps, n: int) -> float:
     """``1 / 2**min(EV)`` from a frame's ``HdrExposurePattern``, which every node after linearize keeps."""
-    pattern = props.get(PATTERN_PROP)
+    pattern = exposure_pattern_of(props)
     if pattern is None:
         raise error(NODE, f"frame {n}: mulaw needs the exposure pattern props of hv.linearize on the clip")
-    pattern = [pattern] if isinstance(pattern, (int, float)) else pattern
-    return 2.0 ** -min(float(v) for v in pattern)
+    return 2.0 ** -min(pattern)
 
 
 def _stats_clip(clip: vs.VideoNode) -> vs.VideoNode:
@@ -128,7 +105,7 @@ def _stats_clip(clip: vs.VideoNode) -> vs.VideoNode:
 
 def tonemap(clip: vs.VideoNode, op: str = "pq", peak_nits: float = 1000.0, white_nits: float = 203.0,
             key: float | None = None, smooth: int = 8, output: str = "yuv", mu: float = 5000.0,
-            device: str = "auto", fp32: bool = False) -> vs.VideoNode:
+            device: str = "auto", fp32: bool = False, num_streams: int | None = None) -> vs.VideoNode:
     """Tone-map or encode linear HDR for display or delivery.
 
     Ops:
@@ -151,6 +128,8 @@ def tonemap(clip: vs.VideoNode, op: str = "pq", peak_nits: float = 1000.0, white
         output: ``"yuv"`` (YUV420P10) or ``"rgb"`` (RGB48) for ``pq``/``hlg``.
         mu: mu of ``mulaw``.
         device, fp32: as for the other nodes.
+        num_streams: frames processed concurrently; None: the default of every node
+            (:func:`~vs_hdrvid.bridge.default_streams`: 1 on CUDA, VapourSynth's thread count on CPU).
     """
     clip = check_clip(clip, NODE)
     if op not in OPS:
@@ -168,11 +147,11 @@ def tonemap(clip: vs.VideoNode, op: str = "pq", peak_nits: float = 1000.0, white
     if not isinstance(smooth, int) or not 0 <= smooth <= 120:
         raise error(NODE, f"smooth must be an integer within 0..120, got {smooth!r}")
     dev, dtype = pick_device(device, fp32, NODE)
-    runner = NodeRunner(NODE, dev, dtype, num_streams=None)  # frame-parallel on CPU
+    runner = NodeRunner(NODE, dev, dtype, num_streams=num_streams)
     known = recall(clip).get(PATTERN_PROP)  # a clip linearize made; others say on every frame
     h_sat_known = 2.0 ** -min(known) if known else None
     stats = _stats_clip(clip) if key is None and op != "mulaw" else None
-    stat_clips = [_clamped(stats, o) for o in range(-smooth, smooth + 1)] if stats is not None else []
+    stat_clips = [clamped_shift(stats, o) for o in range(-smooth, smooth + 1)] if stats is not None else []
     rgbs = vs.core.get_video_format(vs.RGBS)
 
     def scene_key(f: list[vs.VideoFrame]) -> float:

@@ -18,10 +18,11 @@ import cv2
 import numpy as np
 import torch
 
-from vs_hdrvid.ops.warp import forward_backward_confidence
+from vs_hdrvid.ops.color import LUMA_COEFFS, rgb_to_luminance
+from vs_hdrvid.ops.warp import flow_warp, forward_backward_confidence, through_similarity, warp_similarity
 
 __all__ = ["FLOW_METHODS", "FLOW_PRESETS", "encode_luminance", "dense_flow", "flow_confidence",
-           "flow_luminance", "exposure_flow"]
+           "flow_luminance", "exposure_flow", "aligned_exposure_flow"]
 
 FLOW_METHODS: tuple[str, ...] = ("dis", "farneback")
 FLOW_PRESETS: tuple[str, ...] = ("ultrafast", "fast", "medium")
@@ -39,7 +40,7 @@ _FARNEBACK_PRESETS = {
     "medium": (0.5, 5, 21, 5, 7, 1.5),
 }
 
-_LUMA_709 = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+_LUMA_709 = np.asarray(LUMA_COEFFS["709"], dtype=np.float32)
 
 
 def encode_luminance(lum: np.ndarray, gamma: float = 2.2) -> np.ndarray:
@@ -144,7 +145,7 @@ def flow_confidence(fw: np.ndarray, bw: np.ndarray, alpha1: float = 0.01,
 
 def flow_luminance(h: torch.Tensor, level: float) -> np.ndarray:
     """Linear luminance of ``h (3, H, W)`` clipped at ``level`` and normalised to [0, 1], ``(H, W)`` numpy."""
-    y = 0.2126 * h[0] + 0.7152 * h[1] + 0.0722 * h[2]
+    y = rgb_to_luminance(h)[0]
     return (y / level).clamp(0, 1).float().cpu().numpy()
 
 
@@ -167,3 +168,25 @@ def exposure_flow(ref: torch.Tensor, mov: torch.Tensor, ev_max: float, method: s
     fw = dense_flow(a, b, method=method, preset=preset)
     bw = dense_flow(b, a, method=method, preset=preset)
     return fw, flow_confidence(fw, bw)
+
+
+def aligned_exposure_flow(ref: torch.Tensor, nbr: torch.Tensor, m: torch.Tensor, ev_max: float,
+                          method: str = "dis", preset: str = "medium") -> torch.Tensor:
+    """The whole flow from ``ref`` to ``nbr`` when the similarity ``m`` aligns ``nbr`` on ``ref``.
+
+    ``nbr`` is warped by ``m`` first, :func:`exposure_flow` finds the residual motion, and the
+    similarity is composed back in (:func:`~vs_hdrvid.ops.warp.through_similarity`), so that
+    backward-warping ``nbr`` by the result aligns it on ``ref``. The confidence is 0 where the
+    warped neighbour's pixel came from outside its frame (border padding).
+
+    Shape:
+        ``ref, nbr (3, H, W)``, ``m (1, 2, 3)`` -> ``(3, H, W)`` float32: u, v (pixels) and the
+        confidence in [0, 1].
+    """
+    mov, inside = warp_similarity(nbr[None], m, return_mask=True)
+    fw, conf = exposure_flow(ref, mov[0], ev_max, method, preset)
+    res = torch.from_numpy(fw)[None]  # (1, 2, H, W)
+    landed = flow_warp(inside, res)[0, 0].numpy()
+    conf = conf * (landed > 0.999)
+    total = through_similarity(res, m)
+    return torch.cat([total[0], torch.from_numpy(np.asarray(conf, np.float32))[None]])

@@ -80,12 +80,16 @@ def _apply_matrix(x: Tensor, m: np.ndarray) -> Tensor:
     return torch.einsum("ij,...jhw->...ihw", mat, x)
 
 
-def rgb_to_luminance(x: Tensor, primaries: str = "709") -> Tensor:
+def rgb_to_luminance(x: Tensor, primaries: str = "709", fused: bool = False) -> Tensor:
     """Relative luminance Y of linear RGB.
 
     Args:
         x: linear RGB.
         primaries: ``"709"`` (also sRGB) or ``"2020"``.
+        fused: accumulate into one buffer with multiply-adds (``Kr R``, then ``+ Kg G``, then
+            ``+ Kb B`` in place): no temporaries beyond the result, which the frame-sized passes
+            of the merge and the alignment need. The sums may round differently in the last bit
+            from the default (a multiply-add rounds once), so a caller keeps one form.
 
     Returns:
         Y with a single channel.
@@ -98,6 +102,9 @@ def rgb_to_luminance(x: Tensor, primaries: str = "709") -> Tensor:
     """
     _check_rgb(x)
     kr, kg, kb = LUMA_COEFFS[_check_primaries(primaries)]
+    if fused:
+        y = x[..., 0:1, :, :] * kr
+        return y.add_(x[..., 1:2, :, :], alpha=kg).add_(x[..., 2:3, :, :], alpha=kb)
     return kr * x[..., 0:1, :, :] + kg * x[..., 1:2, :, :] + kb * x[..., 2:3, :, :]
 
 

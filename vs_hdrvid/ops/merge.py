@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .bands import BAND_PIXELS
+from .color import rgb_to_luminance
 
 __all__ = ["MergeConfig", "hat_weight", "merge_exposures", "merge_weights", "blend_exposures", "Merge"]
 
@@ -169,9 +170,7 @@ def _weights(frames: Tensor, ev: Tensor, valid: Tensor | None, ref: int, config:
     expo = torch.exp2(ev)[..., None, None, None]                       # (b, t, 1, 1, 1)
     ev5 = ev[..., None, None, None]
     c = config
-    kr, kg, kb = 0.2126, 0.7152, 0.0722
-    y = frames[:, :, 0:1] * kr                                          # (b, t, 1, h, w) radiance
-    y.add_(frames[:, :, 1:2], alpha=kg).add_(frames[:, :, 2:3], alpha=kb).clamp_(min=0)
+    y = rgb_to_luminance(frames, fused=True).clamp_(min=0)             # (b, t, 1, h, w) radiance
     ly = y.clamp(min=1e-8).log2_()                                      # log2 radiance
     # LDR luminance (gamma domain); below 1e-8 radiance it is not 0 but stays far under `low / 2`,
     # so the hat weight and the reference's dark test and well-exposed weight are unchanged

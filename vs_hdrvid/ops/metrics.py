@@ -26,6 +26,7 @@ __all__ = [
     "mu_law_normalised",
     "psnr_mu",
     "psnr_l",
+    "ssim_map",
     "ssim_mu",
     "temporal_warping_error",
     "PSNRMu",
@@ -145,13 +146,36 @@ def _gaussian_window(size: int, sigma: float, x: Tensor) -> Tensor:
     return (g[:, None] * g[None, :]).expand(x.shape[1], 1, size, size)  # (C, 1, k, k)
 
 
+def ssim_map(x: Tensor, y: Tensor, window_size: int = 11, sigma: float = 1.5) -> Tensor:
+    """The SSIM map (Wang et al. 2004) of images in ``[0, 1]``; differentiable.
+
+    The reference definition: a Gaussian window (11x11, sigma 1.5) over the *valid* region (no
+    padding), ``C1 = 0.01**2``, ``C2 = 0.03**2`` for a dynamic range of 1, each channel a separate
+    grey image. Its mean is the usual SSIM: :func:`ssim_mu` averages it per item, a loss over the
+    whole batch.
+
+    Shape:
+        ``(B, C, H, W)`` with ``H, W >= window_size`` -> ``(B, C, H - k + 1, W - k + 1)``.
+    """
+    w = _gaussian_window(window_size, sigma, x)
+    c = x.shape[1]
+
+    def filt(z: Tensor) -> Tensor:
+        return F.conv2d(z, w, groups=c)  # (B, C, H-k+1, W-k+1)
+
+    mx, my = filt(x), filt(y)
+    sxx = filt(x * x) - mx * mx
+    syy = filt(y * y) - my * my
+    sxy = filt(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+
+
 def ssim_mu(pred: Tensor, gt: Tensor, h_sat: float | Tensor, mu: float = MU,
             window_size: int = 11, sigma: float = 1.5) -> Tensor:
     """SSIM (Wang et al. 2004) on the mu-law tonemapped values.
 
-    The reference definition: an 11x11 Gaussian window with sigma 1.5 over the *valid* region (no
-    padding), ``C1 = 0.01**2``, ``C2 = 0.03**2`` for a dynamic range of 1; the SSIM map is averaged
-    over pixels and then over the three channels (each channel treated as a grey image).
+    :func:`ssim_map` of the mu-law values, averaged over pixels and then over the three channels.
 
     Args:
         pred: reconstructed linear HDR.
@@ -178,19 +202,7 @@ def ssim_mu(pred: Tensor, gt: Tensor, h_sat: float | Tensor, mu: float = MU,
     unbatched = x.dim() == 3
     if unbatched:
         x, y = x[None], y[None]
-    w = _gaussian_window(window_size, sigma, x)
-    c = x.shape[1]
-
-    def filt(z: Tensor) -> Tensor:
-        return F.conv2d(z, w, groups=c)  # (B, C, H-k+1, W-k+1)
-
-    mx, my = filt(x), filt(y)
-    sxx = filt(x * x) - mx * mx
-    syy = filt(y * y) - my * my
-    sxy = filt(x * y) - mx * my
-    c1, c2 = 0.01**2, 0.03**2
-    ssim_map = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    out = ssim_map.flatten(-2).mean(-1).mean(-1)  # (B,)
+    out = ssim_map(x, y, window_size, sigma).flatten(-2).mean(-1).mean(-1)  # (B,)
     return out[0] if unbatched else out
 
 

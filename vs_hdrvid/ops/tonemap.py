@@ -27,6 +27,8 @@ __all__ = [
     "hlg_ootf",
     "hlg_ootf_inverse",
     "hlg_display_to_scene",
+    "highlight_rolloff",
+    "highlight_rolloff_",
     "log_average_luminance",
     "reinhard",
     "Reinhard",
@@ -253,6 +255,50 @@ def hlg_display_to_scene(nits: Tensor, peak_nits: float = 1000.0) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------- Reinhard
+def highlight_rolloff_(nits: Tensor, peak: float, knee: float, brightest: Tensor | None = None,
+                       work: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Compress display light above ``knee`` smoothly towards ``peak``, in place (slope 1 at the knee).
+
+    Applied to the brightest channel ``m = max(R, G, B)`` with the channels scaled alike, so hues
+    are kept: ``m`` becomes ``knee + span * (m - knee) / (m - knee + span)`` with ``span = peak -
+    knee`` where it passes the knee, and stays as it is below (the scale is exactly 1 there).
+
+    Args:
+        nits: display light, modified in place.
+        brightest: ``nits.amax(-3, keepdim=True)`` when the caller has it (scaled in place too).
+        work: two buffers of the brightest channel's shape for the intermediate values (new
+            ones when None).
+
+    Returns:
+        the brightest channel after the roll-off.
+
+    Shape:
+        ``nits (..., 3, H, W)``, ``brightest`` and ``work`` ``(..., 1, H, W)``.
+    """
+    m = nits.amax(-3, keepdim=True) if brightest is None else brightest
+    if not float(m.max()) > knee:  # nothing passes the knee: every scale would be 1
+        return m
+    a, b = work if work is not None else (torch.empty_like(m), torch.empty_like(m))
+    span = peak - knee
+    over = torch.sub(m, knee, out=a).clamp_(min=0)
+    den = torch.add(over, span, out=b)
+    scale = over.mul_(span).div_(den).add_(knee).div_(m)                # target / m
+    scale.masked_fill_(m <= knee, 1.0)
+    nits.mul_(scale)
+    return m.mul_(scale)
+
+
+def highlight_rolloff(nits: Tensor, peak: float, knee: float) -> Tensor:
+    """:func:`highlight_rolloff_` on a copy of ``nits``.
+
+    Shape:
+        ``(..., 3, H, W)`` -> same.
+    """
+    out = nits.clone()
+    highlight_rolloff_(out, peak, knee)
+    return out
+
+
 def _luminance(x: Tensor, primaries: str) -> Tensor:
     return x if x.shape[-3] == 1 else rgb_to_luminance(x, primaries)
 

@@ -32,6 +32,8 @@ __all__ = [
     "invert_affine",
     "similarity_matrix",
     "forward_backward_confidence",
+    "through_similarity",
+    "align_to_ref",
 ]
 
 
@@ -374,3 +376,38 @@ def forward_backward_confidence(flow_fw: Tensor, flow_bw: Tensor, alpha: float =
     pos = _pixel_grid(h, w, flow_fw.device, flow_fw.dtype) + flow_fw
     inside = (pos[:, :1] >= 0) & (pos[:, :1] <= w - 1) & (pos[:, 1:] >= 0) & (pos[:, 1:] <= h - 1)
     return conf * inside.to(conf.dtype)
+
+
+def through_similarity(res: Tensor, m: Tensor) -> Tensor:
+    """Flow to the original frame from a residual flow to that frame warped by similarity ``m``.
+
+    ``res`` goes from frame n to the neighbour after ``warp_similarity(neighbour, m)``; the result
+    backward-warps the unwarped neighbour onto n: ``total(p) = res(p) + S(p + res(p))`` with
+    ``S = similarity_to_flow(m)``.
+
+    Shape:
+        ``res (B, 2, H, W)``, ``m (B, 2, 3)`` -> ``(B, 2, H, W)`` float32.
+    """
+    res = res.float()
+    return res + flow_warp(similarity_to_flow(m.to(res.device), *res.shape[-2:]), res)
+
+
+_EYE = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+def align_to_ref(x: Tensor, to_ref: Tensor, ref: int) -> Tensor:
+    """Warp every slot of a window but ``ref`` onto the reference by its similarity (Chen et al. 3.1).
+
+    Slots whose transform is the identity (no alignment props) are passed through untouched.
+
+    Shape:
+        ``x (T, C, H, W)``, ``to_ref (T, 2, 3)`` -> ``(T, C, H, W)``.
+    """
+    moved = [i for i in range(x.shape[0]) if i != ref and not torch.equal(to_ref[i].cpu(), _EYE)]
+    if not moved:
+        return x
+    warped = warp_similarity(x[moved], to_ref[moved].to(x.device))  # (len(moved), C, H, W)
+    slots = list(x.unbind(0))
+    for j, i in enumerate(moved):
+        slots[i] = warped[j]
+    return torch.stack(slots)

@@ -33,7 +33,6 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--scenes", type=int, metavar="N", help="number of scenes (overrides the preset)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="regenerate scenes that already exist")
-    p.set_defaults(func=run_cli)
     return p
 
 

@@ -35,15 +35,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vs_hdrvid.ops.exr import atomic_path, write_exr
+from vs_hdrvid.ops.exr import write_exr
+from vs_hdrvid.ops.images import write_png
+from vs_hdrvid.outputs import atomic_path
 from vs_hdrvid.synth.degrade import NoiseModel, sample_dealthdr_noise
-from vs_hdrvid.synth.pngio import write_png
 from vs_hdrvid.synth.sampling import build_scene, scene_rngs
 from vs_hdrvid.synth.sensor import SensorModel, sample_sensor
 from vs_hdrvid.synth.shake import HANDHELD
 from vs_hdrvid.synth.spec import MOTION, SceneSpec, frame_times
 
-__all__ = ["GENERATOR_VERSION", "generate_scene", "generate", "save_npz", "noise_model"]
+__all__ = ["GENERATOR_VERSION", "generate_scene", "generate", "save_npz", "noise_model", "scene_folders"]
 
 GENERATOR_VERSION = "synth-1"
 
@@ -109,7 +110,7 @@ def generate_scene(spec: SceneSpec, out_dir: str | os.PathLike, preset: str = "c
             gt = scene.render(float(i))
             times = frame_times(spec, i)
             integ = gt if times == [float(i)] else scene.render_mean(times)
-            write_png(tmp / "ldr" / f"{i:05d}.png", model.apply(integ, ev, noise_rng))
+            write_png(tmp / "ldr" / f"{i:05d}.png", model.apply(integ, ev, noise_rng), compression=9)
             write_exr(tmp / "gt" / f"{i:05d}.exr", gt)
         if spec.write_flow:
             (tmp / "flow").mkdir()
@@ -211,3 +212,23 @@ def generate(preset, root: str | os.PathLike = "data/synth", scenes: int | None 
         with atomic_path(base / "index.json") as tmp:
             Path(tmp).write_text(_json(metas))
     return metas
+
+
+def scene_folders(base: str | os.PathLike) -> list[Path]:
+    """The scene folders of a preset folder (those holding a ``meta.json``), in the order its
+    ``index.json`` lists them, then any it does not list, sorted by name.
+
+    The one reader of the index :func:`generate` writes: a list of the scenes' meta, each naming
+    its folder as ``path`` (or a ``{"scenes": [...]}`` object, or plain folder names).
+    """
+    base = Path(base)
+    found = sorted(p for p in base.iterdir() if (p / "meta.json").is_file()) if base.is_dir() else []
+    index = base / "index.json"
+    if not found or not index.is_file():
+        return found
+    data = json.loads(index.read_text())
+    entries = data.get("scenes", []) if isinstance(data, dict) else data
+    names = [e if isinstance(e, str) else e.get("path", e.get("scene")) for e in entries]
+    by_name = {p.name: p for p in found}
+    ordered = [by_name.pop(n) for n in names if n in by_name]
+    return ordered + sorted(by_name.values())

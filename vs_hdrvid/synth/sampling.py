@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vs_hdrvid.ops.color import LUMA_COEFFS
 from vs_hdrvid.synth.camera import Background, CameraPath
 from vs_hdrvid.synth.layers import Layer, LayerMotion, lamp_texture
 from vs_hdrvid.synth.scene import Scene
@@ -77,7 +78,7 @@ def _handheld(spec: SceneSpec, rng: np.random.Generator, f: float) -> dict:
 
 
 def _geo_mean(img: np.ndarray) -> float:
-    lum = img @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    lum = img @ np.asarray(LUMA_COEFFS["709"], np.float32)
     return float(np.exp(np.mean(np.log(np.maximum(lum, 1e-4)))))
 
 
