@@ -69,11 +69,11 @@ def load_footage(path: str, exposures: list[float] | tuple[float, ...] | None) -
     """The footage as the network sees it: gamma-2.2 LDR ``(T, 3, H, W)`` float32 and EVs ``(T,)``.
 
     Goes through :func:`~vs_hdrvid.nodes.source` and :func:`~vs_hdrvid.nodes.linearize`, then back
-    to LDR with :func:`~vs_hdrvid.nodes._nets.radiance_to_ldr`, exactly as the node prepares frames.
+    to LDR with :func:`~vs_hdrvid.models.blocks.radiance_to_ldr`, exactly as the node prepares frames.
     """
     from vs_hdrvid import nodes
     from vs_hdrvid.nodes._common import COUNT_PROP, EV_PROP
-    from vs_hdrvid.nodes._nets import radiance_to_ldr
+    from vs_hdrvid.models.blocks import radiance_to_ldr
 
     lin = nodes.linearize(nodes.source(path), exposures=list(exposures) if exposures else None, device="cpu")
     if int(lin.get_frame(0).props[COUNT_PROP]) != 2:
