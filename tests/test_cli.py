@@ -394,7 +394,7 @@ def test_sigterm_cleans_up_like_ctrl_c_issue15(tmp_path, output):
 def test_ctrl_c_during_start_up_is_one_line_issue15(tmp_path, delay):
     """Loading torch and VapourSynth takes seconds; Ctrl-C there (or once the run has begun) ends in
     one line, status 130 and nothing written."""
-    proc = _start(tmp_path, tmp_path / "o" / "%05d.exr", [sys.executable, str(ROOT / "vs_hdrvid_launch.py")])
+    proc = _start(tmp_path, tmp_path / "o" / "%05d.exr", [sys.executable, "-m", "vs_hdrvid.cli"])
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

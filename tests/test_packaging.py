@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ["pyproject.toml", "MANIFEST.in", "README.md", "docs", "vs_hdrvid_launch.py", "vs_hdrvid", "weights", "examples"]
+SOURCES = ["pyproject.toml", "MANIFEST.in", "README.md", "docs", "vs_hdrvid", "weights", "examples"]
 BUILD = """
 import sys
 from setuptools import build_meta as b
@@ -59,6 +59,8 @@ def test_wheel_carries_the_weights_and_the_sample_issue15(wheel):
         prefix = "vs_hdrvid/_data/weights/"
         shipped = {n.removeprefix(prefix) for n in names if n.startswith(prefix)}
         assert shipped == set(manifest) | {"MANIFEST.json"}  # nothing unregistered rides along
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        assert "vs-hdrvid = vs_hdrvid.cli:main" in z.read(entry_points).decode()
     sample = ROOT / "examples" / "sample"
     for path in sample.rglob("*"):
         if path.is_file():
@@ -66,7 +68,6 @@ def test_wheel_carries_the_weights_and_the_sample_issue15(wheel):
     for path in (ROOT / "vs_hdrvid").rglob("*.py"):  # the package list in pyproject.toml is complete
         if "__pycache__" not in path.parts:
             assert path.relative_to(ROOT).as_posix() in names, f"{path} is not in the wheel"
-    assert "vs_hdrvid_launch.py" in names
     assert not [n for n in names if n.startswith(("weights/", "examples/", "tests/"))]
 
 

@@ -3,12 +3,19 @@
 Every failure the user can fix ends in one line ``vs-hdrvid: error: ...`` and exit status 2 (bad
 input) or 1 (a failure while running); Ctrl-C ends with status 130 and SIGTERM with 143, both after
 removing what the run wrote. stdout stays free for data.
+
+This module is the console script's entry point and imports nothing heavy itself (the package
+loads lazily), so :func:`main` takes the signals before anything slow loads: loading torch and
+VapourSynth takes seconds, and a KeyboardInterrupt raised inside a library's import can be
+swallowed there and resurface as some other error. Until the command starts its work, Ctrl-C or
+SIGTERM therefore end the process at once with one line (nothing has been written yet).
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import math
+import os
 import signal
 import sys
 from typing import Sequence
@@ -184,6 +191,13 @@ def _join_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
+def _exit_now(signum, frame) -> None:
+    terminated = signum == signal.SIGTERM
+    sys.stderr.write(f"vs-hdrvid: {'terminated' if terminated else 'interrupted'}\n")
+    sys.stderr.flush()
+    os._exit(143 if terminated else 130)
+
+
 def _on_sigterm(signum, frame) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: let the clean-up finish
     raise Terminated()
@@ -193,10 +207,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status.
 
     While the command runs, Ctrl-C raises KeyboardInterrupt and SIGTERM :class:`Terminated`, so
-    that what the run wrote is removed before it exits (130, 143); before that, while the modules
-    load, the ``vs-hdrvid`` launcher ends the process at once.
+    that what the run wrote is removed before it exits (130, 143). Before that, while the modules
+    load, they end the process at once when ``main`` is the process's entry point (``argv`` None).
     """
     previous: dict[int, object] = {}
+    if argv is None:
+        _install(previous, _exit_now, _exit_now)
     try:
         return _main(argv, previous)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM, in start-up (imports) or while running
@@ -208,13 +224,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signum, handler)
 
 
-def _catch_signals(previous: dict[int, object]) -> None:
-    """Ctrl-C and SIGTERM as exceptions from here on; ``previous`` keeps the handlers to restore."""
+def _install(previous: dict[int, object], on_int, on_term) -> None:
+    """Handlers for Ctrl-C and SIGTERM; ``previous`` keeps the first ones replaced, to restore."""
     try:
-        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _on_sigterm)
-        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum, handler in ((signal.SIGTERM, on_term), (signal.SIGINT, on_int)):
+            old = signal.signal(signum, handler)
+            previous.setdefault(signum, old)
     except ValueError:  # not the main thread: no signal handling of our own
         pass
+
+
+def _catch_signals(previous: dict[int, object]) -> None:
+    """Ctrl-C and SIGTERM as exceptions from here on (the run cleans up what it wrote)."""
+    _install(previous, signal.default_int_handler, _on_sigterm)
 
 
 def _main(argv: Sequence[str] | None, previous: dict[int, object]) -> int:

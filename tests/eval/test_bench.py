@@ -22,6 +22,8 @@ def test_run_cli_small(tmp_path, capsys):
     assert "bridge: frame->tensor" in text and "load average" in text
     res = json.loads(out.read_text())
     assert len(res["load_average"]) == 2
+    faults = res["allocator_faults"]
+    assert faults is None or (set(faults) == {"default", "tuned"} and "allocator: a second 200 MB fill" in text)
     for pat in ("2-exposure", "3-exposure"):
         r = res["patterns"][pat]
         assert r["chain_fps"] > 0 and set(r["node_fps"]) == {"linearize", "align", "merge", "tonemap_pq"}

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from vs_hdrvid.ops.exr import read_exr
-from vs_hdrvid.synth.cli import add_cli
-from vs_hdrvid.synth.degrade import crf_gamma, crf_gamma_inv, expose
-from vs_hdrvid.synth.dataset import generate
 from vs_hdrvid.ops.images import read_image
+from vs_hdrvid.synth.cli import add_cli, run_cli
+from vs_hdrvid.synth.dataset import generate
+from vs_hdrvid.synth.degrade import crf_gamma, crf_gamma_inv, expose
 from vs_hdrvid.synth.sampling import build_scene
 from vs_hdrvid.synth.spec import SceneSpec, frame_times
 
@@ -72,7 +72,7 @@ def test_deterministic_bit_identical(micro, tmp_path):
     add_cli(parser.add_subparsers())
     args = parser.parse_args(["synth", "--preset", "micro", "--root", str(tmp_path), "--panoramas",
                               str(tmp_path / "none")])
-    assert args.func(args) == 0
+    assert run_cli(args) == 0
     a = sorted(p.relative_to(micro) for p in micro.rglob("*") if p.is_file())
     b = sorted(p.relative_to(tmp_path / "micro") for p in (tmp_path / "micro").rglob("*") if p.is_file())
     assert a == b and len(a) > 40

@@ -9,7 +9,7 @@ import pytest
 
 from vs_hdrvid.ops.exr import write_exr
 from vs_hdrvid.synth import sources
-from vs_hdrvid.synth.cli import add_cli
+from vs_hdrvid.synth.cli import add_cli, run_cli
 from vs_hdrvid.synth.dataset import generate
 from vs_hdrvid.synth.presets import PRESETS, SPLIT_PANORAMAS, get_preset
 from vs_hdrvid.synth.sampling import build_scene
@@ -120,9 +120,9 @@ def test_flat_preset_and_skip(tmp_path):
 def test_cli_errors(capsys):
     parser = argparse.ArgumentParser()
     add_cli(parser.add_subparsers())
-    assert parser.parse_args(["synth"]).func(parser.parse_args(["synth"])) == 2
+    assert run_cli(parser.parse_args(["synth"])) == 2
     args = parser.parse_args(["synth", "--preset", "test", "--panoramas", "/nonexistent/dir"])
-    assert args.func(args) == 1
+    assert run_cli(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("vs-hdrvid synth:") and "fetch-panoramas" in err[-1]
 

@@ -6,14 +6,14 @@ stages. Figures are for the steady state of a long clip: the whole chain runs on
 pattern, and each timed graph follows a few untimed frames of its own chain (frame pools, caches
 and the allocator warm). Run it on an otherwise idle machine; figures depend on
 ``core.num_threads`` and on the allocator tuning the CLI applies (:func:`vs_hdrvid.tune_malloc`),
-which the results record.
+which the results record, with what the tuning saves (:func:`allocator_probe`).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,8 +26,9 @@ import vapoursynth as vs
 from .. import bridge, nodes
 from ..devices import resolve_device
 from ..malloc import malloc_tuned
+from .report import write_figures
 
-__all__ = ["add_cli", "run_cli", "run_bench", "bridge_cost"]
+__all__ = ["add_cli", "run_cli", "run_bench", "bridge_cost", "allocator_probe"]
 
 core = vs.core
 
@@ -101,6 +102,39 @@ def bridge_cost(width: int, height: int, device: torch.device, repeats: int = 15
     return {"frame_to_tensor_ms": frame_to, "tensor_to_frame_ms": tensor_to, "round_trip_ms": frame_to + tensor_to}
 
 
+# page faults while filling 200 MB of 64 KB blocks (heap memory under any mmap threshold) the second
+# time, freed in between: glibc's default trims the freed top of the heap back to the kernel, so the
+# blocks are faulted in again; tune_malloc's thresholds keep it
+_ALLOCATOR_PROBE = """
+import resource, sys
+import numpy as np
+from vs_hdrvid.malloc import tune_malloc
+if sys.argv[1] == "tuned":
+    tune_malloc()
+faults = []
+for _ in range(2):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    blocks = [np.ones(16384, np.float32) for _ in range(3200)]
+    del blocks
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(faults[1])
+"""
+
+
+def allocator_probe() -> dict[str, int] | None:
+    """Page faults of a second 200 MB fill in a fresh process, with glibc's default thresholds and
+    with :func:`~vs_hdrvid.tune_malloc`'s (a few hundred at most when freed memory is kept for
+    reuse, tens of thousands when it is returned to the kernel); None off glibc."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    out = {}
+    for mode in ("default", "tuned"):
+        proc = subprocess.run([sys.executable, "-c", _ALLOCATOR_PROBE, mode], capture_output=True, text=True,
+                              check=True, env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")})
+        out[mode] = int(proc.stdout.strip())
+    return out
+
+
 def run_bench(width: int = 1920, height: int = 1080, frames: int = 12, device: str = "cpu",
               compile: bool = False) -> dict:
     """Frames/s of each node of the weight-free chain for 2- and 3-exposure footage."""
@@ -109,7 +143,8 @@ def run_bench(width: int = 1920, height: int = 1080, frames: int = 12, device: s
     result: dict = {"size": f"{width}x{height}", "frames": frames, "device": str(dev), "compile": compile,
                     "machine": f"{platform.processor() or platform.machine()}, {core.num_threads} VS threads, "
                                f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
-                    "malloc_tuned": malloc_tuned(), "bridge": bridge_cost(width, height, dev), "patterns": {}}
+                    "malloc_tuned": malloc_tuned(), "allocator_faults": allocator_probe(),
+                    "bridge": bridge_cost(width, height, dev), "patterns": {}}
     for evs in ([-1.5, 1.5], [-2.0, 0.0, 2.0]):
         def chain(upto: str) -> vs.VideoNode:
             """A fresh graph (nothing cached) from the source up to stage ``upto``."""
@@ -168,6 +203,10 @@ def run_cli(args: argparse.Namespace) -> int:
           f"{res['load_average'][1]:.2f} after)")
     print(f"  bridge: frame->tensor {b['frame_to_tensor_ms']:.1f} ms, tensor->frame "
           f"{b['tensor_to_frame_ms']:.1f} ms per frame")
+    if res["allocator_faults"] is not None:
+        a = res["allocator_faults"]
+        print(f"  allocator: a second 200 MB fill faults {a['tuned']} pages with tune_malloc, "
+              f"{a['default']} with glibc's default")
     for pat, r in res["patterns"].items():
         nodes_txt = ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a (within noise)"
                               for k, v in r["node_fps"].items())
@@ -176,7 +215,5 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"    per output frame: uploads {per['uploads']:.2f}, downloads {per['downloads']:.2f}, "
               f"handoffs {per['handoffs']:.2f}, cache hits {per['cache_hits']:.2f}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=2))
-        print(f"wrote {args.json}", file=sys.stderr)
+        write_figures(res, args.json)
     return 0

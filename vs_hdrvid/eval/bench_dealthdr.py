@@ -21,7 +21,6 @@ ratios only show that the dial works.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -35,7 +34,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .. import weights as weights_mod
 from ..models.dealthdr import DeAltHDR, DeAltHDRConfig
-from .bench_nets import _devices, _size
+from .bench_nets import _devices, _size, add_bench_args, sizes_of
+from .report import write_figures
 
 __all__ = ["add_cli", "run_cli", "run_bench", "run_curve", "plot_curve", "load_network", "real_window"]
 
@@ -262,39 +262,34 @@ def _s_list(text: str) -> tuple[float, ...]:
 def add_cli(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("bench-dealthdr", help="DeAltHDR seconds per frame, GFLOPs and attention ratio against s; "
                        "--curve: PSNR-mu against time (a benchmark, not a test)")
+    add_bench_args(p, "256x256,1920x1080")
     p.add_argument("--configs", default="paper,small", help="paper and/or small (DeAltHDRConfig.small)")
-    p.add_argument("--sizes", default="256x256,1920x1080", help="comma-separated WxH")
-    p.add_argument("--device", default="all", help="all (CPU, and CUDA when present), auto, cpu or cuda[:N]")
     p.add_argument("--s", type=_s_list, default=None, metavar="S,S,...",
                    help="sensitivities (default 0,15,inf; with --curve 0,0.5,1,15,100,inf)")
-    p.add_argument("--repeats", type=int, default=2, help="timed passes per measurement (best is reported)")
-    p.add_argument("--fp32", action="store_true", help="float32 on CUDA too (default fp16 there)")
     p.add_argument("--no-flops", dest="flops", action="store_false", help="skip the FLOP count (one more forward)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
-    p.add_argument("--weights", type=Path, help="weights folder (default: the shipped weights/)")
     p.add_argument("--root", default="data/synth", help="synthetic data root")
     p.add_argument("--preset", default="test", help="preset whose day/night scenes give the windows")
     p.add_argument("--patch", type=int, default=256, help="side of the real crops (multiple of 16)")
     p.add_argument("--curve", type=Path, metavar="PNG", help="PSNR-mu/time curve over the preset; plot here")
     p.add_argument("--windows", type=int, default=2, help="--curve: fixed crops per scene")
     p.add_argument("--time-size", type=_size, help="--curve: time each s at this WxH (default: the crops)")
-    p.add_argument("--json", type=Path, help="also write the figures here")
     return p
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    from ..cli import fail
+
     try:
-        sizes = [_size(s) for s in args.sizes.split(",") if s]
+        sizes = sizes_of(args.sizes)
         configs = [c for c in args.configs.split(",") if c]
         devices = _devices("auto" if args.curve and args.device == "all" else args.device)
     except (argparse.ArgumentTypeError, ValueError) as e:
-        print(f"vs-hdrvid: error: {e}", file=sys.stderr)
-        return 2
+        return fail(e, 2)
     if not sizes or not configs or set(configs) - set(CONFIGS) or args.repeats < 1 or args.patch % 16 \
             or args.windows < 1:
-        print("vs-hdrvid: error: give sizes, --configs paper and/or small, --repeats >= 1, --windows >= 1 and "
-              "a --patch that is a multiple of 16", file=sys.stderr)
-        return 2
+        return fail("give sizes, --configs paper and/or small, --repeats >= 1, --windows >= 1 and a --patch "
+                    "that is a multiple of 16", 2)
     if args.threads:
         torch.set_num_threads(args.threads)
     say = lambda text: print(text, flush=True)  # noqa: E731
@@ -316,10 +311,7 @@ def run_cli(args: argparse.Namespace) -> int:
             say(f"machine: {res['machine']}")
             failed = any("error" in r for r in res["rows"])
     except (FileNotFoundError, weights_mod.WeightsError, ValueError) as e:
-        print(f"vs-hdrvid: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
+        return fail(str(e).splitlines()[0], 2)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=2))
-        print(f"wrote {args.json}", file=sys.stderr)
+        write_figures(res, args.json)
     return 1 if failed else 0

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from .. import weights as weights_mod
+from .report import write_figures
 
 __all__ = ["add_cli", "run_cli", "run_bench_nets", "measure", "network_configs", "write_random_weights"]
 
@@ -227,30 +228,40 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def add_cli(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("bench-nets", help="seconds per frame and peak memory of CoarseNet and "
-                       "CoarseNet+RefineNet (a benchmark, not a test)")
-    p.add_argument("--sizes", default="640x360,1280x720,1920x1080", help="comma-separated WxH")
+def sizes_of(text: str) -> list[tuple[int, int]]:
+    """``--sizes``: comma-separated WxH."""
+    return [_size(s) for s in text.split(",") if s]
+
+
+def add_bench_args(p: argparse.ArgumentParser, sizes: str) -> None:
+    """The options every network benchmark takes (``bench-nets``, ``bench-dealthdr``)."""
+    p.add_argument("--sizes", default=sizes, help="comma-separated WxH")
     p.add_argument("--device", default="all", help="all (CPU, and CUDA when present), auto, cpu or cuda[:N]")
-    p.add_argument("--exposures", default="2", help="pattern lengths to measure: 2, 3 or 2,3")
     p.add_argument("--repeats", type=int, default=2, help="timed passes per measurement (best is reported)")
     p.add_argument("--fp32", action="store_true", help="float32 on CUDA too (default fp16 there)")
     p.add_argument("--weights", type=Path, help="weights folder (default: the shipped weights/)")
     p.add_argument("--json", type=Path, help="also write the figures here")
+
+
+def add_cli(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("bench-nets", help="seconds per frame and peak memory of CoarseNet and "
+                       "CoarseNet+RefineNet (a benchmark, not a test)")
+    add_bench_args(p, "640x360,1280x720,1920x1080")
+    p.add_argument("--exposures", default="2", help="pattern lengths to measure: 2, 3 or 2,3")
     return p
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    from ..cli import fail
+
     try:
-        sizes = [_size(s) for s in args.sizes.split(",") if s]
+        sizes = sizes_of(args.sizes)
         periods = tuple(int(v) for v in args.exposures.split(","))
         devices = _devices(args.device)
     except (argparse.ArgumentTypeError, ValueError) as e:
-        print(f"vs-hdrvid: error: {e}", file=sys.stderr)
-        return 2
+        return fail(e, 2)
     if not sizes or any(p not in (2, 3) for p in periods) or args.repeats < 1:
-        print("vs-hdrvid: error: give sizes, --exposures 2 and/or 3, and --repeats >= 1", file=sys.stderr)
-        return 2
+        return fail("give sizes, --exposures 2 and/or 3, and --repeats >= 1", 2)
     say = lambda text: print(text, flush=True)  # noqa: E731
     say(f"vs-hdrvid bench-nets: Chen et al. networks on {', '.join(devices)}; seconds per frame, peak memory "
         "of the forward pass (one fresh process per measurement)")
@@ -265,7 +276,5 @@ def run_cli(args: argparse.Namespace) -> int:
     say(f"machine: {res['machine']}, torch threads {', '.join(map(str, sorted(threads)))}; "
         "'+refine' = CoarseNet + RefineNet per output frame")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=2))
-        print(f"wrote {args.json}", file=sys.stderr)
+        write_figures(res, args.json)
     return 1 if any("error" in r["coarse"] or "error" in r["refine"] for r in res["rows"]) else 0

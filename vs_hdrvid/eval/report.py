@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from vs_hdrvid.outputs import atomic_path
 from vs_hdrvid.ops.metrics import mu_law_normalised
 
-__all__ = ["write_json", "write_markdown", "write_crops", "GROUP_ORDER"]
+__all__ = ["write_json", "write_markdown", "write_crops", "write_figures", "GROUP_ORDER"]
 
 #: Order of the scene groups in the report.
 GROUP_ORDER = ("all", "2-exp", "3-exp", "clean", "day", "night", "motion small", "motion medium",
@@ -36,6 +37,13 @@ def _sanitise(x):
     if isinstance(x, Path):
         return str(x)
     return x
+
+
+def write_figures(res: dict, path: Path) -> None:
+    """A benchmark's ``--json``: ``res`` as indented JSON at ``path`` (folders made), said on stderr."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=2))
+    print(f"wrote {path}", file=sys.stderr)
 
 
 def write_json(results: dict, path: str | Path) -> None:

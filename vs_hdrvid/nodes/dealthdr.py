@@ -65,10 +65,7 @@ def dealthdr(clip: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] |
             used instead of the network's SpyNet; the reverse flows come from the same clips.
         weights: ``None`` for the shipped ``dealthdr-2exp``, a folder holding the weights file and
             its ``MANIFEST.json``, or the file itself.
-        device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
-        fp32: compute in float32 on CUDA too (default fp16 there; CPU is always fp32).
-        num_streams: frames processed concurrently; None: the default of every node
-            (:func:`~vs_hdrvid.bridge.default_streams`: one frame at a time for a network).
+        device, fp32, num_streams: as for :func:`coarse`.
 
     Returns:
         RGBS linear HDR on the input's radiance scale, with the reference frame's props.

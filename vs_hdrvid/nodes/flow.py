@@ -34,10 +34,7 @@ def flow(clip: vs.VideoNode, offset: int = 1, weights: str | os.PathLike | None 
         clip: output of :func:`linearize`, ideally through :func:`align`; 2 or 3 exposures.
         offset: neighbour offset within CoarseNet's window: +-1 for 2 exposures, +-1 or +-2 for 3.
         weights: the CoarseNet weights whose flow network to use (as in :func:`coarse`).
-        device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
-        fp32: compute in float32 on CUDA too (default fp16 there).
-        num_streams: frames processed concurrently; None: the default of every node
-            (:func:`~vs_hdrvid.bridge.default_streams`: one frame at a time for a network).
+        device, fp32, num_streams: as for :func:`coarse`.
 
     Returns:
         RGBS clip: planes u, v (pixels, x then y) and the forward-backward confidence in [0, 1].

@@ -36,10 +36,7 @@ def refine(clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathLike | N
         weights: ``None`` for the shipped ``refine-2exp``/``refine-3exp`` matching the pattern, a
             registry name, a folder holding the weights files and their ``MANIFEST.json``, or one
             such file.
-        device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
-        fp32: compute in float32 on CUDA too (default fp16 there; CPU is always fp32).
-        num_streams: frames processed concurrently; None: the default of every node
-            (:func:`~vs_hdrvid.bridge.default_streams`: one frame at a time for a network).
+        device, fp32, num_streams: as for :func:`coarse`.
 
     Returns:
         RGBS linear HDR on the input's radiometric scale, with the reference frame's props.

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import torch
 
+from vs_hdrvid.ops._checks import check_positive
 from vs_hdrvid.ops.color import LUMA_COEFFS, rgb_to_luminance
 from vs_hdrvid.ops.warp import flow_warp, forward_backward_confidence, through_similarity, warp_similarity
 
@@ -58,8 +59,7 @@ def encode_luminance(lum: np.ndarray, gamma: float = 2.2) -> np.ndarray:
         lum = lum @ _LUMA_709
     if lum.ndim != 2:
         raise ValueError(f"luminance must be (H, W) or (H, W, 3), got {lum.shape}")
-    if gamma <= 0:
-        raise ValueError(f"gamma must be positive, got {gamma}")
+    check_positive(gamma, "gamma")
     enc = np.clip(np.nan_to_num(lum, nan=0.0), 0.0, 1.0) ** (1.0 / gamma)
     return np.round(enc * 255.0).astype(np.uint8)
 

@@ -17,12 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._checks import check_float, check_positive
+
 __all__ = ["gamma_to_linear", "linear_to_gamma", "CRF", "estimate_crf_debevec"]
-
-
-def _check_float(x: object, name: str = "x") -> None:
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
 
 
 def gamma_to_linear(L: Tensor, gamma: float = 2.2) -> Tensor:
@@ -31,9 +28,8 @@ def gamma_to_linear(L: Tensor, gamma: float = 2.2) -> Tensor:
     Shape:
         any -> same.
     """
-    _check_float(L, "L")
-    if gamma <= 0:
-        raise ValueError(f"gamma must be positive, got {gamma}")
+    check_float(L, "L")
+    check_positive(gamma, "gamma")
     return L.clamp(0, 1).pow(gamma)
 
 
@@ -43,9 +39,8 @@ def linear_to_gamma(x: Tensor, gamma: float = 2.2) -> Tensor:
     Shape:
         any -> same.
     """
-    _check_float(x)
-    if gamma <= 0:
-        raise ValueError(f"gamma must be positive, got {gamma}")
+    check_float(x)
+    check_positive(gamma, "gamma")
     return x.clamp(0, 1).pow(1.0 / gamma)
 
 
@@ -164,7 +159,7 @@ class CRF:
         return self._cache[key]
 
     def _check_input(self, x: Tensor, name: str) -> int:
-        _check_float(x, name)
+        check_float(x, name)
         if x.dim() < 3:
             raise ValueError(f"{name} must be (..., C, H, W), got {tuple(x.shape)}")
         c = x.shape[-3]

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ._checks import check_float, check_positive
 from .color import rgb_to_luminance
 
 __all__ = [
@@ -56,11 +57,6 @@ BT709_ALPHA = 1.09929682680944
 BT709_BETA = 0.018053968510807
 
 
-def _check_tensor(x: object, name: str = "x") -> None:
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
-
-
 def _up(x: Tensor) -> Tensor:
     """float16/bfloat16 -> float32 for the evaluation of steep curves."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
@@ -80,9 +76,8 @@ def mulaw(x: Tensor, mu: float = 5000.0) -> Tensor:
     Shape:
         any -> same.
     """
-    _check_tensor(x)
-    if mu <= 0:
-        raise ValueError(f"mu must be positive, got {mu}")
+    check_float(x)
+    check_positive(mu, "mu")
     y = torch.log1p(mu * _up(x).clamp_min(0)) / math.log1p(mu)
     return y.to(x.dtype)
 
@@ -93,9 +88,8 @@ def inverse_mulaw(y: Tensor, mu: float = 5000.0) -> Tensor:
     Shape:
         any -> same.
     """
-    _check_tensor(y, "y")
-    if mu <= 0:
-        raise ValueError(f"mu must be positive, got {mu}")
+    check_float(y, "y")
+    check_positive(mu, "mu")
     x = torch.expm1(_up(y) * math.log1p(mu)) / mu
     return x.to(y.dtype)
 
@@ -124,7 +118,7 @@ def pq_encode(nits: Tensor) -> Tensor:
     Shape:
         any -> same.
     """
-    _check_tensor(nits, "nits")
+    check_float(nits, "nits")
     x = _up(nits)
     out = x / PQ_PEAK_NITS if x is nits else x.div_(PQ_PEAK_NITS)
     return pq_encode_normalized_(out).to(nits.dtype)
@@ -159,7 +153,7 @@ def pq_decode(signal: Tensor) -> Tensor:
     Shape:
         any -> same.
     """
-    _check_tensor(signal, "signal")
+    check_float(signal, "signal")
     ep = _up(signal).clamp(0, 1).pow(1 / PQ_M2)
     y = ((ep - PQ_C1).clamp_min(0) / (PQ_C2 - PQ_C3 * ep)).pow(1 / PQ_M1)
     return (y * PQ_PEAK_NITS).to(signal.dtype)
@@ -174,7 +168,7 @@ def hlg_oetf(e: Tensor) -> Tensor:
     Shape:
         any -> same.
     """
-    _check_tensor(e, "e")
+    check_float(e, "e")
     x = _up(e).clamp(0, 1)
     low = torch.sqrt(3 * x)
     high = HLG_A * torch.log((12 * x - HLG_B).clamp_min(1e-12)) + HLG_C
@@ -187,7 +181,7 @@ def hlg_inverse_oetf(signal: Tensor) -> Tensor:
     Shape:
         any -> same.
     """
-    _check_tensor(signal, "signal")
+    check_float(signal, "signal")
     s = _up(signal).clamp(0, 1)
     low = s * s / 3
     high = (torch.exp((s - HLG_C) / HLG_A) + HLG_B) / 12
@@ -221,7 +215,7 @@ def hlg_ootf(e: Tensor, peak_nits: float = 1000.0) -> Tensor:
     Shape:
         ``(..., 3, H, W)`` -> same.
     """
-    _check_tensor(e, "e")
+    check_float(e, "e")
     gamma = hlg_system_gamma(peak_nits)
     x = _up(e).clamp_min(0)
     ys = rgb_to_luminance(x, "2020")
@@ -241,7 +235,7 @@ def hlg_ootf_inverse(nits: Tensor, peak_nits: float = 1000.0) -> Tensor:
     Shape:
         ``(..., 3, H, W)`` -> same.
     """
-    _check_tensor(nits, "nits")
+    check_float(nits, "nits")
     gamma = hlg_system_gamma(peak_nits)
     fd = _up(nits).clamp_min(0) / peak_nits
     yd = rgb_to_luminance(fd, "2020").clamp_min(1e-12)
@@ -317,7 +311,7 @@ def log_average_luminance(x: Tensor, eps: float = 1e-6, primaries: str = "709") 
     Shape:
         ``(B, 3, H, W)`` or ``(B, 1, H, W)`` -> ``(B,)``.
     """
-    _check_tensor(x)
+    check_float(x)
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"x must be (B, 1|3, H, W), got {tuple(x.shape)}")
     y = _luminance(_up(x).clamp_min(0), primaries)
@@ -351,7 +345,7 @@ def reinhard(
     Shape:
         ``(B, 3, H, W)`` or ``(B, 1, H, W)`` -> same.
     """
-    _check_tensor(x)
+    check_float(x)
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"x must be (B, 1|3, H, W), got {tuple(x.shape)}")
     if key <= 0 or (white is not None and white <= 0):
@@ -387,7 +381,7 @@ def bt709_oetf(x: Tensor) -> Tensor:
     Shape:
         any -> same.
     """
-    _check_tensor(x)
+    check_float(x)
     xf = _up(x).clamp(0, 1)
     high = BT709_ALPHA * xf.clamp_min(BT709_BETA).pow(0.45) - (BT709_ALPHA - 1)
     return torch.where(xf < BT709_BETA, 4.5 * xf, high).to(x.dtype)
@@ -399,7 +393,7 @@ def bt709_inverse_oetf(v: Tensor) -> Tensor:
     Shape:
         any -> same.
     """
-    _check_tensor(v, "v")
+    check_float(v, "v")
     vf = _up(v).clamp(0, 1)
     high = ((vf.clamp_min(4.5 * BT709_BETA) + BT709_ALPHA - 1) / BT709_ALPHA).pow(1 / 0.45)
     return torch.where(vf < 4.5 * BT709_BETA, vf / 4.5, high).to(v.dtype)
@@ -411,7 +405,7 @@ def srgb_encode(x: Tensor) -> Tensor:
     Shape:
         any -> same.
     """
-    _check_tensor(x)
+    check_float(x)
     xf = _up(x).clamp(0, 1)
     high = 1.055 * xf.clamp_min(0.0031308).pow(1 / 2.4) - 0.055
     return torch.where(xf <= 0.0031308, 12.92 * xf, high).to(x.dtype)
@@ -423,7 +417,7 @@ def srgb_decode(v: Tensor) -> Tensor:
     Shape:
         any -> same.
     """
-    _check_tensor(v, "v")
+    check_float(v, "v")
     vf = _up(v).clamp(0, 1)
     high = ((vf.clamp_min(0.04045) + 0.055) / 1.055).pow(2.4)
     return torch.where(vf <= 0.04045, vf / 12.92, high).to(v.dtype)
