@@ -16,7 +16,6 @@ import torch
 import vapoursynth as vs
 
 from .. import weights as weights_mod
-from ..models.blocks import radiance_to_ldr  # noqa: F401  (imported from here by train/adapt.py)
 from ._common import COUNT_PROP, PATTERN_PROP, error, recall
 
 __all__ = ["load_network", "network_period", "MIN_SIZE", "RGBS"]

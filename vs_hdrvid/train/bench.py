@@ -66,7 +66,7 @@ def bench_train(stage: str = "coarse", seconds: float = 60.0, exposures: int = 2
         "fast_path": {...}, "speedup"}``; each phase has ``steps``, ``seconds``, ``steps_per_s``,
         ``pixels_per_s``, ``warmup_s``.
     """
-    from vs_hdrvid.bridge import resolve_device
+    from vs_hdrvid.devices import resolve_device
     from vs_hdrvid.train.loop import _to, make_optimizer, train_step
     from vs_hdrvid.train.stages import make_stage
 

@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from vs_hdrvid import weights as W
-from vs_hdrvid.bridge import resolve_device
+from vs_hdrvid.devices import resolve_device
 from vs_hdrvid.train.config import TrainConfig
 from vs_hdrvid.train.data import window_length
 from vs_hdrvid.train.fastpath import FastPath
@@ -103,7 +103,9 @@ def validate(stage: Stage, val, batch: int) -> dict[str, float]:
                         generator=torch.Generator())  # leaves the global RNG alone (resume-exact)
     for b in loader:
         b = _to(b, stage.device)
-        for k, v in stage.validate(b).items():
+        with torch.no_grad():
+            res = stage.validate(b)
+        for k, v in res.items():
             values.setdefault(k, []).append(v.float().cpu())
         ref_ev.append(b["evs"][:, b["evs"].shape[1] // 2].cpu())
     for name, net in stage.nets.items():
