@@ -56,10 +56,10 @@ def test_adapt_runs_on_the_training_loop_resumes_and_writes_its_weights(tmp_path
     assert [s for s, _ in hist] == [1, 2, 3]
 
     net, entry = W.load("dealthdr-2exp", folder=tmp_path / "adapted")  # sha256 checked
-    assert entry["recipe"]["stages"].startswith("self-supervised adaptation")
-    assert "L_ema" in entry["recipe"]["losses"] and entry["recipe"]["command"].startswith("vs-hdrvid adapt ")
-    assert "AdamW" in entry["recipe"]["lr_schedule"] and entry["recipe"]["continued_from"]["sha256"]
-    assert entry["deviations"] == W.read_manifest(W.WEIGHTS_DIR)["dealthdr_2exp.safetensors"]["deviations"]
+    assert entry.recipe["stages"].startswith("self-supervised adaptation")
+    assert "L_ema" in entry.recipe["losses"] and entry.recipe["command"].startswith("vs-hdrvid adapt ")
+    assert "AdamW" in entry.recipe["lr_schedule"] and entry.recipe["continued_from"]["sha256"]
+    assert entry.deviations == W.read_manifest(W.WEIGHTS_DIR)["dealthdr_2exp.safetensors"].deviations
 
 
 def test_adapt_refuses_bad_options(tmp_path, footage):

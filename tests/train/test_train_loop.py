@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 import pytest
 import torch
@@ -90,13 +89,13 @@ def test_coarse_run_checkpoints_resumes_and_ships(tmp_path, cfg):
     net, entry = W.load("coarse-2exp", folder=folder)  # sha256 checked
     assert type(net).__name__ == "CoarseNet"
     for key in ("network", "config", "sha256", "parameters", "recipe", "metrics", "deviations"):
-        assert key in entry
-    rec = entry["recipe"]
+        assert key in entry.to_dict()
+    rec = entry.recipe
     assert rec["steps"] == 4 and rec["batch"] == 2 and rec["patch"] == 32 and rec["resumed_from"]
     assert rec["data"]["preset"] == "micro" and rec["data"]["generator_version"] and rec["data"]["seed"] == 4
-    assert entry["parameters"] == sum(p.numel() for p in net.parameters())
-    assert entry["metrics"]["val_psnr_mu"] > 0 and "val_psnr_mu_reference_only" in entry["metrics"]
-    assert any("perceptual" in d for d in entry["deviations"])
+    assert entry.parameters == sum(p.numel() for p in net.parameters())
+    assert entry.metrics["val_psnr_mu"] > 0 and "val_psnr_mu_reference_only" in entry.metrics
+    assert any("perceptual" in d for d in entry.deviations)
     assert (folder / "curves" / "coarse_2exp.png").is_file()
     # a corrupted file is refused
     raw = bytearray((folder / "coarse_2exp.safetensors").read_bytes())
@@ -109,15 +108,14 @@ def test_coarse_run_checkpoints_resumes_and_ships(tmp_path, cfg):
 def test_refine_continues_from_shipped_coarse(tmp_path, cfg):
     train(cfg(steps=1, ckpt_every=100, ship="always"))
     out = train(cfg(stage="refine", steps=1, batch=1, ckpt_every=100))
-    entry = json.loads((tmp_path / "weights" / "MANIFEST.json").read_text())["refine_2exp.safetensors"]
-    coarse_sha = json.loads((tmp_path / "weights" / "MANIFEST.json").read_text())["coarse_2exp.safetensors"]["sha256"]
-    assert out["step"] == 1 and entry["recipe"]["coarse_sha256"] == coarse_sha
-    assert {"val_psnr_mu", "val_psnr_mu_coarse", "val_psnr_mu_reference_only"} <= set(entry["metrics"])
+    manifest = W.read_manifest(tmp_path / "weights")
+    entry, coarse_sha = manifest["refine_2exp.safetensors"], manifest["coarse_2exp.safetensors"].sha256
+    assert out["step"] == 1 and entry.recipe["coarse_sha256"] == coarse_sha
+    assert {"val_psnr_mu", "val_psnr_mu_coarse", "val_psnr_mu_reference_only"} <= set(entry.metrics)
     net, _ = W.load("refine-2exp", folder=tmp_path / "weights")
     assert type(net).__name__ == "RefineNet" and net.config.coarse_residual
-    assert REFINE_RESIDUAL_DEVIATION in entry["deviations"]
-    assert REFINE_RESIDUAL_DEVIATION not in json.loads((tmp_path / "weights" / "MANIFEST.json").read_text()
-                                                       )["coarse_2exp.safetensors"]["deviations"]
+    assert REFINE_RESIDUAL_DEVIATION in entry.deviations
+    assert REFINE_RESIDUAL_DEVIATION not in manifest["coarse_2exp.safetensors"].deviations
 
 
 def test_spynet_stage_trains_the_flow_net_only(tmp_path, cfg):

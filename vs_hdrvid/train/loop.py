@@ -152,7 +152,8 @@ def _save_ckpt(path: Path, stage: Stage, opt: torch.optim.Optimizer, step: int, 
     state = {"config": cfg.to_dict(), "step": step, "wall_time_s": wall, "history": history,
              "nets": {k: v.state_dict() for k, v in stage.nets.items()},
              "net_configs": {k: v.config.to_dict() for k, v in stage.nets.items()},
-             "optimizer": opt.state_dict(), "rng": _rng_state(), "init": notes, "previous": previous}
+             "optimizer": opt.state_dict(), "rng": _rng_state(), "init": notes,
+             "previous": {k: e.to_dict() for k, e in previous.items()}}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".pt.part")
     torch.save(state, tmp)
@@ -189,7 +190,8 @@ def train(cfg: TrainConfig) -> dict:
         for k, net in stage.nets.items():
             net.load_state_dict(ckpt["nets"][k])
         step, wall0, history = ckpt["step"], ckpt["wall_time_s"], ckpt["history"]
-        stage.init_notes, stage.previous = ckpt.get("init", []), ckpt.get("previous", {})
+        stage.init_notes = ckpt.get("init", [])
+        stage.previous = {k: W.ManifestEntry.from_dict(e) for k, e in ckpt.get("previous", {}).items()}
         resumed_from = f"{ckpt_path} (step {step})"
     else:
         stage.init()
@@ -324,10 +326,10 @@ def _ship(stage: Stage, cfg: TrainConfig, train_ds, val_ds, step: int, wall: flo
                     "window_refs": f"references valid for the {window_length('refine', cfg.exposures)}-frame refine window"}
         judged = files[stage.ship_files[-1]]  # finetune: both files or neither, judged by the final output
         old = manifest.get(judged)
-        if cfg.ship == "auto" and old is not None and old.get("metrics", {}).get("val_protocol") == protocol \
-                and old["metrics"].get("val_psnr_mu", -math.inf) > val["val_psnr_mu"]:
+        if cfg.ship == "auto" and old is not None and old.metrics.get("val_protocol") == protocol \
+                and old.metrics.get("val_psnr_mu", -math.inf) > val["val_psnr_mu"]:
             log.warning("train: not shipping %s: val PSNR-mu %.3f is below the shipped %.3f (use --ship always)",
-                        ", ".join(files.values()), val["val_psnr_mu"], old["metrics"]["val_psnr_mu"])
+                        ", ".join(files.values()), val["val_psnr_mu"], old.metrics["val_psnr_mu"])
             return []
         start = val.get("val_psnr_mu_merge")  # a correction of the classical merge must not be worse than it
         if cfg.ship == "auto" and start is not None and val["val_psnr_mu"] < start:
@@ -338,30 +340,28 @@ def _ship(stage: Stage, cfg: TrainConfig, train_ds, val_ds, step: int, wall: flo
     for key, file in files.items():
         name = f"{key}-{cfg.exposures}exp"
         net = stage.nets[key]
-        config = json.loads(json.dumps(net.config.to_dict()))
-        digest = digests[key] = W.save(net, folder / file, config)
         prev = stage.previous.get(key)
-        recipe = {
+        config = json.loads(json.dumps(net.config.to_dict()))
+        metrics = {k: round(v, 4) for k, v in val.items() if k != "step"}
+        if protocol is not None:
+            metrics["val_protocol"] = protocol
+        entry = W.write(net, name, folder, metrics=metrics,
+                        deviations=stage.net_deviations(key, config) + stage.run_deviations(device))
+        digests[key] = entry.sha256
+        entry.recipe = {
             "stages": f"{cfg.stage} ({'+'.join(stage.trained)} trained)", "data": train_ds.describe(),
             "steps": step, "batch": cfg.batch, "patch": cfg.patch, "lr_schedule": stage.schedule_text(),
             **stage.recipe(key, digests),
             "device": _device_name(device), "fast_path": fast.describe(),
             "wall_time_s": round(wall, 1), "resumed_from": resumed_from, "init": stage.init_notes,
             "command": stage.command(),
-            "continued_from": ({"sha256": prev["sha256"], "recipe": prev.get("recipe"), "metrics": prev.get("metrics")}
-                               if prev else None),
+            "continued_from": {"sha256": prev.sha256, "recipe": prev.recipe, "metrics": prev.metrics} if prev else None,
         }
-        metrics = {k: round(v, 4) for k, v in val.items() if k != "step"}
-        if protocol is not None:
-            metrics["val_protocol"] = protocol
-        entry = {"network": W.REGISTRY[name].network, "config": config, "sha256": digest,
-                 "parameters": sum(p.numel() for p in net.parameters()), "recipe": recipe, "metrics": metrics,
-                 "deviations": stage.net_deviations(key, config) + stage.run_deviations(device)}
-        W.register_in_manifest(file, entry, folder)
+        W.register_in_manifest(W.REGISTRY[name].file, entry, folder)
         (folder / "curves").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / "curve.png", folder / "curves" / f"{Path(file).stem}.png")
         shipped.append(str(folder / file))
-        log.info("train: shipped %s (sha256 %s)", folder / file, digest[:16])
+        log.info("train: shipped %s (sha256 %s)", folder / file, entry.sha256[:16])
     return shipped
 
 

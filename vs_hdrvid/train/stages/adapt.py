@@ -170,7 +170,8 @@ class AdaptStage(Stage):
 
     @property
     def deviations(self) -> list[str]:  # type: ignore[override]
-        return self.previous.get("dealthdr", {}).get("deviations", [])
+        prev = self.previous.get("dealthdr")
+        return prev.deviations if prev else []
 
     @property
     def losses(self) -> str:  # type: ignore[override]
@@ -189,7 +190,7 @@ class AdaptStage(Stage):
         net, entry = W.load(NAME, device=self.device, folder=folder)
         self.nets = {"dealthdr": net, "ema": copy.deepcopy(net)}
         self.previous["dealthdr"] = entry
-        self.init_notes.append(f"{folder / W.REGISTRY[NAME].file} (sha256 {entry['sha256'][:16]})")
+        self.init_notes.append(f"{folder / W.REGISTRY[NAME].file} (sha256 {entry.sha256[:16]})")
 
     def datasets(self, val: bool = True) -> tuple[Any, ...]:
         cfg = self.cfg

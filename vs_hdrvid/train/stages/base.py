@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
@@ -79,7 +78,7 @@ def weights_dir(cfg: TrainConfig) -> Path:
 
 
 def load_shipped(name: str, cfg: TrainConfig, device: torch.device, folder: Path | None = None
-                 ) -> tuple[nn.Module, dict] | None:
+                 ) -> tuple[nn.Module, W.ManifestEntry] | None:
     """The shipped network ``name`` (sha256-checked) and its manifest entry, or None if absent."""
     folder = weights_dir(cfg) if folder is None else folder
     spec = W.REGISTRY[name]
@@ -102,12 +101,10 @@ def load_into(net: nn.Module, path: Path, key: str) -> str:
     if path.suffix == ".safetensors":
         entry = W.read_manifest(path.parent).get(path.name)
         digest = W.sha256_of(path)
-        if entry is not None and entry["sha256"] != digest:
-            raise W.WeightsError(f"{path}: sha256 {digest} but the manifest expects {entry['sha256']}")
-        with safe_open(str(path), "pt") as f:
-            stored = json.loads((f.metadata() or {}).get("config", "null"))
-        if stored is not None and stored != json.loads(json.dumps(net.config.to_dict())):
-            raise ValueError(f"train: {path} holds a network with config {stored}, not {net.config.to_dict()}")
+        if entry is not None and entry.sha256 != digest:
+            raise W.WeightsError(f"{path}: sha256 {digest} but the manifest expects {entry.sha256}")
+        if entry is not None and entry.config != json.loads(json.dumps(net.config.to_dict())):
+            raise ValueError(f"train: {path} holds a network with config {entry.config}, not {net.config.to_dict()}")
         net.load_state_dict(load_file(str(path)))
         return f"{path} (sha256 {digest[:16]})"
     state = torch.load(path, map_location="cpu", weights_only=False)
@@ -151,7 +148,7 @@ class Stage:
         self.cfg, self.opt, self.device = cfg, cfg.options, device
         self.nets: dict[str, nn.Module] = {}
         self.init_notes: list[str] = []
-        self.previous: dict[str, dict] = {}  # shipped entries continued from
+        self.previous: dict[str, W.ManifestEntry] = {}  # shipped entries continued from
 
     # -- set-up
     def init(self) -> None:

@@ -71,7 +71,7 @@ def shipped_coarse(stage: Stage, require: bool) -> CoarseNet | None:
     shipped = load_shipped(name, cfg, stage.device)
     if shipped is not None and shipped[0].config == coarse_config(cfg):
         stage.previous["coarse"] = shipped[1]
-        stage.init_notes.append(f"CoarseNet {W.REGISTRY[name].file} (shipped, sha256 {shipped[1]['sha256'][:16]})")
+        stage.init_notes.append(f"CoarseNet {W.REGISTRY[name].file} (shipped, sha256 {shipped[1].sha256[:16]})")
         return shipped[0]
     if shipped is not None:
         log.warning("train: the shipped %s is not blend=%s flow_refine=%s; not continuing it",

@@ -95,7 +95,8 @@ class RefineStage(CoarseNetStage):
     def recipe(self, key: str, digests: dict[str, str]) -> dict[str, Any]:
         out = super().recipe(key, digests)
         if key == "refine":
-            out["coarse_sha256"] = digests.get("coarse") or self.previous.get("coarse", {}).get("sha256")
+            prev = self.previous.get("coarse")
+            out["coarse_sha256"] = digests.get("coarse") or (prev.sha256 if prev else None)
         return out
 
     def net_deviations(self, key: str, config: dict) -> list[str]:
