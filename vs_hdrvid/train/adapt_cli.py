@@ -8,7 +8,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import sys
 
 __all__ = ["add_cli", "run_cli"]
 
@@ -68,21 +67,6 @@ def run_cli(args: argparse.Namespace) -> int:
     """Run ``adapt``; returns the exit status (one error line on failure)."""
     import vapoursynth as vs
 
-    from vs_hdrvid.cli import fail
-    from vs_hdrvid.train.cli import log_to_stderr
-    from vs_hdrvid.train.loop import train
+    from vs_hdrvid.train.cli import run_training
 
-    log_to_stderr()
-    try:
-        cfg = config_from_args(args)
-    except ValueError as e:
-        return fail(e, 2)
-    try:
-        res = train(cfg)
-    except ValueError as e:
-        return fail(e, 2)
-    except (OSError, RuntimeError, vs.Error) as e:
-        return fail(e, 1)
-    for f in res["shipped"]:
-        print(f"vs-hdrvid adapt: wrote {f}", file=sys.stderr)
-    return 0
+    return run_training(args, config_from_args, "adapt", errors=(vs.Error,))

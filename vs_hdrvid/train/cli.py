@@ -20,7 +20,7 @@ import sys
 
 from vs_hdrvid.train.config import TrainConfig
 
-__all__ = ["add_cli", "run_cli", "config_from_args", "log_to_stderr", "minutes_type", "add_option_arguments",
+__all__ = ["add_cli", "run_cli", "run_training", "config_from_args", "log_to_stderr", "minutes_type", "add_option_arguments",
            "option_values"]
 
 _OPTIONS = ("exposures", "root", "preset", "val_preset", "steps", "max_minutes", "batch", "patch", "lr",
@@ -157,19 +157,24 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run_cli(args: argparse.Namespace) -> int:
     """Run ``train`` from parsed arguments; returns the exit status (one error line on failure)."""
-    from vs_hdrvid.train.loop import train
+    return run_training(args, config_from_args, "train")
 
+
+def run_training(args: argparse.Namespace, make_config, command: str, errors: tuple = ()) -> int:
+    """Build a run's config from ``args`` and train it: exit status 2 for a bad config, 1 for a run
+    that fails (``OSError``, ``RuntimeError``, ``ValueError`` and ``errors``), each one line."""
     from vs_hdrvid.cli import fail
+    from vs_hdrvid.train.loop import train
 
     log_to_stderr()
     try:
-        cfg = config_from_args(args)
+        cfg = make_config(args)
     except ValueError as e:
         return fail(e, 2)
     try:
         summary = train(cfg)
-    except (OSError, RuntimeError, ValueError) as e:
+    except (OSError, RuntimeError, ValueError, *errors) as e:
         return fail(e, 1)
     for f in summary["shipped"]:
-        print(f"vs-hdrvid train: wrote {f}", file=sys.stderr)
+        print(f"vs-hdrvid {command}: wrote {f}", file=sys.stderr)
     return 0
