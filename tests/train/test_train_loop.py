@@ -107,7 +107,7 @@ def test_coarse_run_checkpoints_resumes_and_ships(tmp_path, cfg):
 
 def test_refine_continues_from_shipped_coarse(tmp_path, cfg):
     train(cfg(steps=1, ckpt_every=100, ship="always"))
-    out = train(cfg(stage="refine", steps=1, batch=1, ckpt_every=100))
+    out = train(cfg(stage="refine", steps=1, batch=1, ckpt_every=100, ship="always"))
     manifest = W.read_manifest(tmp_path / "weights")
     entry, coarse_sha = manifest["refine_2exp.safetensors"], manifest["coarse_2exp.safetensors"].sha256
     assert out["step"] == 1 and entry.recipe["coarse_sha256"] == coarse_sha
@@ -189,3 +189,21 @@ def test_a_stage_is_one_registered_class(tmp_path, root):
         assert TrainConfig.from_dict({"stage": "toy", "scale": 3.0}).options.scale == 3.0
     finally:
         REGISTRY.pop("toy")
+
+
+def test_refine_restarts_its_residual_when_the_coarse_net_changed(tmp_path, cfg):
+    """A RefineNet residual learnt over one CoarseNet's output is no start for another's: after the
+    coarse net is retrained, refine starts from its zero-initialised residual (the coarse HDR)."""
+    train(cfg(steps=1, ckpt_every=100, ship="always"))
+    train(cfg(stage="refine", steps=1, batch=1, ckpt_every=100, ship="always"))
+    again = W.read_manifest(tmp_path / "weights")["refine_2exp.safetensors"]
+    train(cfg(stage="refine", steps=1, batch=1, ckpt_every=100, ship="always", out_name="refine-again", init_from=""))
+    same_coarse = W.read_manifest(tmp_path / "weights")["refine_2exp.safetensors"]
+    assert same_coarse.recipe["continued_from"]["sha256"] == again.sha256  # same coarse: continued
+
+    train(cfg(steps=2, ckpt_every=100, ship="always", out_name="coarse-again"))  # another CoarseNet
+    train(cfg(stage="refine", steps=1, batch=1, ckpt_every=100, ship="always", out_name="refine-new", init_from=""))
+    fresh = W.read_manifest(tmp_path / "weights")["refine_2exp.safetensors"]
+    coarse = W.read_manifest(tmp_path / "weights")["coarse_2exp.safetensors"]
+    assert fresh.recipe["continued_from"] is None and fresh.recipe["coarse_sha256"] == coarse.sha256
+    assert not any("RefineNet" in note for note in fresh.recipe["init"])

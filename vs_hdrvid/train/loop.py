@@ -331,10 +331,10 @@ def _ship(stage: Stage, cfg: TrainConfig, train_ds, val_ds, step: int, wall: flo
             log.warning("train: not shipping %s: val PSNR-mu %.3f is below the shipped %.3f (use --ship always)",
                         ", ".join(files.values()), val["val_psnr_mu"], old.metrics["val_psnr_mu"])
             return []
-        start = val.get("val_psnr_mu_merge")  # a correction of the classical merge must not be worse than it
-        if cfg.ship == "auto" and start is not None and val["val_psnr_mu"] < start:
-            log.warning("train: not shipping %s: val PSNR-mu %.3f is below the %.3f of the merge it corrects",
-                        ", ".join(files.values()), val["val_psnr_mu"], start)
+        start = val.get(stage.start_metric) if stage.start_metric else None  # a correction must not be
+        if cfg.ship == "auto" and start is not None and val["val_psnr_mu"] < start:  # worse than what it corrects
+            log.warning("train: not shipping %s: val PSNR-mu %.3f is below the %.3f of the %s it corrects",
+                        ", ".join(files.values()), val["val_psnr_mu"], start, stage.start_metric.removeprefix("val_psnr_mu_"))
             return []
     shipped, digests = [], {}
     for key, file in files.items():

@@ -140,6 +140,7 @@ class Stage:
     trained: ClassVar[tuple[str, ...]] = ("coarse",)
     ship_files: ClassVar[tuple[str, ...]] = ()
     metric: ClassVar[str | None] = "val_psnr_mu"  # None: the stage has no validation
+    start_metric: ClassVar[str | None] = None  # the validation of what the network corrects, if any
     losses: ClassVar[str] = ""  # the manifest's recipe.losses
     deviations: ClassVar[list[str]] = CHEN_DATA_DEVIATIONS
     flow_scale: float = 1.0  # the flow net's lr relative to the base lr

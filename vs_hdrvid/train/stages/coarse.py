@@ -164,6 +164,7 @@ class CoarseStage(CoarseNetStage):
     summary = "CoarseNet end to end (mu-law L1)"
     Options = CoarseOptions
     ship_files = ("coarse",)
+    start_metric = "val_psnr_mu_merge"  # blend="merge": the merge it starts from
     losses = ("mu-law L1 (Chen et al. eq. 1, mu=5000) on clip(H/H_sat, 0, 1); for blend='merge' the mean over "
               "crops of log(1e-4 + each crop's mu-law L1) (losses.log_mu_l1)")
 

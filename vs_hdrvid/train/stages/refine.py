@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from vs_hdrvid.train.stages.base import load_into, load_shipped, ref_only, regis
 from vs_hdrvid.train.stages.coarse import CoarseNetStage, CoarseOptions, run_coarse_window, shipped_coarse
 
 __all__ = ["RefineOptions", "RefineStage", "FinetuneStage", "REFINE_RESIDUAL_DEVIATION"]
+
+log = logging.getLogger("vs_hdrvid.train")
 
 REFINE_RESIDUAL_DEVIATION = (
     "RefineNet's reconstruction predicts a zero-initialised mu-law residual over the reference's coarse HDR "
@@ -50,6 +53,7 @@ class RefineStage(CoarseNetStage):
     kind = "refine"
     ship_files = ("refine",)
     trained = ("refine",)
+    start_metric = "val_psnr_mu_coarse"  # its zero-initialised residual starts from the coarse HDR
     losses = ("eq. 6 L1 normalised by the badly exposed area (floored at 5% of the pixels) + perc_weight x "
               "(multi-scale gradient L1 + (1 - SSIM)) in the mu-law domain, substituting the VGG16 perceptual loss")
 
@@ -62,11 +66,15 @@ class RefineStage(CoarseNetStage):
             self.init_notes.append(load_into(self.nets["refine"], Path(cfg.init_from), "refine"))
             return
         shipped = None if cfg.init_from == "none" else load_shipped(f"refine-{n}exp", cfg, self.device)
-        if shipped is not None and shipped[0].config == config:
+        coarse_sha = self.previous["coarse"].sha256
+        if shipped is not None and shipped[0].config == config and shipped[1].recipe.get("coarse_sha256") == coarse_sha:
             self.nets["refine"], self.previous["refine"] = shipped
             self.init_notes.append(f"RefineNet {W.REGISTRY[f'refine-{n}exp'].file} (shipped)")
-        else:
-            self.nets["refine"] = RefineNet(config)
+            return
+        if shipped is not None:  # a residual learnt over another CoarseNet's output is no start for this one
+            log.info("train: the shipped RefineNet corrects another CoarseNet (sha256 %s, now %s); starting from "
+                     "its zero-initialised residual", str(shipped[1].recipe.get("coarse_sha256"))[:16], coarse_sha[:16])
+        self.nets["refine"] = RefineNet(config)
 
     def _forward(self, batch):
         n = self.cfg.exposures
