@@ -27,9 +27,7 @@ def wdir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench-weights")
     torch.manual_seed(0)
     cfg = DeAltHDRConfig.small()
-    sha = W.save(DeAltHDR(cfg), folder / "dealthdr_2exp.safetensors", cfg.to_dict())
-    W.register_in_manifest("dealthdr_2exp.safetensors", {"network": "DeAltHDR", "config": cfg.to_dict(),
-                                                         "sha256": sha}, folder)
+    W.write(DeAltHDR(cfg), "dealthdr-2exp", folder)
     return folder
 
 

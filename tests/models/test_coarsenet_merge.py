@@ -97,3 +97,23 @@ def test_merge_design_needs_init_flows():
     net = CoarseNet(CoarseNetConfig.for_exposures(2, "merge"))
     with pytest.raises(ValueError, match="init_flows"):
         net(torch.rand(1, 3, 3, 16, 16), torch.tensor(EVS[2]))
+
+
+def test_a_negative_correction_of_vanishing_merge_weights_stays_finite(monkeypatch):
+    """Where the merge trusts no frame its weights fall to 1e-45; a negative log-weight residual
+    must not underflow them to 0 / 0 there (those pixels keep the merge's weights)."""
+    import vs_hdrvid.models.coarsenet as coarsenet
+
+    net = CoarseNet(CoarseNetConfig.for_exposures(2, "merge", False)).eval()
+    ldrs, evs, flows, conf = _window(2)
+    real = coarsenet.merge_weights
+
+    def vanishing(frames, ev, valid, ref):
+        w, clipped = real(frames, ev, valid, ref)
+        w[..., :4, :] = torch.finfo(torch.float32).tiny * 2.0 ** -22  # 1.4e-45, the smallest float
+        return w, clipped
+    monkeypatch.setattr(coarsenet, "merge_weights", vanishing)
+    with torch.no_grad():
+        net.weightnet.out_conv.bias[:3 * 3] = -8.0  # every frame's weight x e^-8
+        out = net(ldrs, evs, flows, conf)
+    assert torch.isfinite(out.hdr).all() and torch.isfinite(out.weights).all()

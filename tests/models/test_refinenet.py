@@ -100,3 +100,24 @@ def test_refinenet_config():
         RefineNetConfig(num_frames=4)
     with pytest.raises(ValueError):
         RefineNet(RefineNetConfig(**SMALL))(torch.rand(1, 5, 3, 8, 8), torch.rand(1, 5, 3, 8, 8), torch.zeros(5))
+
+
+@pytest.mark.parametrize("align,fusion", [(False, True), (True, False), (False, False)])
+def test_table5_variants_without_alignment_or_attention(align, fusion):
+    """Chen et al. Table 5 rows 3-4: without deformable alignment no PCD module runs (features
+    fused unaligned), without temporal attention a convolution fuses the concatenation; both
+    keep the zero-initialised residual start and train end to end."""
+    torch.manual_seed(1)
+    cfg = RefineNetConfig(deformable_align=align, attention_fusion=fusion, **SMALL)
+    net = RefineNet(cfg)
+    assert (net.align is None) != align
+    assert isinstance(net.fusion, TemporalAttentionFusion) == fusion
+    assert not any(isinstance(m, DeformConvPack) for m in net.modules()) or align
+    evs = torch.tensor([1.5, -1.5, 1.5])
+    hdrs, ldrs = torch.rand(2, 3, 3, 24, 16) * 2**1.5, torch.rand(2, 3, 3, 24, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(hdrs, ldrs, evs).refined, hdrs[:, 1], rtol=1e-4, atol=1e-5)
+    torch.nn.init.normal_(net.conv_last.weight, std=0.1)
+    net.train()(hdrs, ldrs, evs).hdr.mean().backward()
+    assert all(p.grad is not None for p in net.parameters())
+    assert RefineNetConfig.from_dict(cfg.to_dict()) == cfg

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 import vapoursynth as vs
 
 import vs_hdrvid as hv
-from vs_hdrvid.bridge import NodeRunner, resolve_device, window_index
+from vs_hdrvid.bridge import NodeRunner, window_index
+from vs_hdrvid.devices import resolve_device
 from vs_hdrvid.nodes._window import ExposureWindow
 from vs_hdrvid.ops.alignment import similarity_between
 

@@ -30,11 +30,7 @@ def wdir(tmp_path_factory):
     torch.manual_seed(0)
     cfg = DeAltHDRConfig.from_dict(DeAltHDRConfig.small().to_dict() | {"dim": 8})
     net = DeAltHDR(cfg)
-    spec = W.REGISTRY["dealthdr-2exp"]
-    sha = W.save(net, folder / spec.file, cfg.to_dict())
-    W.register_in_manifest(spec.file, {"network": spec.network, "config": cfg.to_dict(), "sha256": sha,
-                                       "parameters": sum(p.numel() for p in net.parameters()),
-                                       "recipe": {"training": "none (tests)"}}, folder)
+    W.write(net, "dealthdr-2exp", folder, recipe={"training": "none (tests)"})
     return folder
 
 

@@ -8,7 +8,8 @@ import pytest
 import vapoursynth as vs
 
 import vs_hdrvid as hv
-from vs_hdrvid.bridge import NodeRunner, default_streams, resolve_device
+from vs_hdrvid.bridge import NodeRunner, default_streams
+from vs_hdrvid.devices import resolve_device
 
 from conftest import make_sequence, planes
 

@@ -12,8 +12,8 @@ from vs_hdrvid import weights as W
 from vs_hdrvid.models.dealthdr import DeAltHDR, DeAltHDRConfig
 from vs_hdrvid.train.config import MIN_LR, TrainConfig
 from vs_hdrvid.train.data import WindowDataset
-from vs_hdrvid.train.loop import DEALTHDR_DEVIATIONS, LOSSES, train
-from vs_hdrvid.train.stages import sample_sensitivity
+from vs_hdrvid.train.loop import train
+from vs_hdrvid.train.stages.dealthdr import DEALTHDR_DEVIATIONS, DeAltHDRStage, sample_sensitivity
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def _cfg(tmp_path, root, **kw) -> TrainConfig:
                 val_at_start=False, init_from="none", runs_dir=str(tmp_path / "runs"),
                 weights_dir=str(tmp_path / "weights"), synth_if_missing=False, model="small")
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.from_dict(base)
 
 
 def test_sample_sensitivity_branch_frequencies():
@@ -63,7 +63,7 @@ def test_cosine_schedule_and_config_checks():
     with pytest.raises(ValueError, match="2-exposure"):
         TrainConfig(stage="dealthdr", exposures=3)
     with pytest.raises(ValueError, match="model"):
-        TrainConfig(stage="dealthdr", model="huge")
+        TrainConfig.from_dict({"stage": "dealthdr", "model": "huge"})
 
 
 def test_dealthdr_windows_use_the_degraded_scenes_only(root):
@@ -105,18 +105,18 @@ def test_dealthdr_stage_trains_and_ships(runs):
 
     net, entry = W.load("dealthdr-2exp", folder=tmp / "weights")  # sha256 checked
     assert isinstance(net, DeAltHDR) and net.config == DeAltHDRConfig.small()
-    assert entry["network"] == "DeAltHDR" and entry["parameters"] == sum(p.numel() for p in net.parameters())
-    rec = entry["recipe"]
+    assert entry.network == "DeAltHDR" and entry.parameters == sum(p.numel() for p in net.parameters())
+    rec = entry.recipe
     assert rec["steps"] == 1 and rec["batch"] == 1 and rec["patch"] == 32
     assert "AdamW" in rec["lr_schedule"] and "cosine" in rec["lr_schedule"]
-    assert rec["losses"] == LOSSES["dealthdr"] and rec["perc_weight"] == 0.5 and rec["flow_weight"] == 0.01
+    assert rec["losses"] == DeAltHDRStage.losses and rec["perc_weight"] == 0.5 and rec["flow_weight"] == 0.01
     assert "30% flow only" in rec["branches"] and "30% attention only" in rec["branches"]
     assert "tone perturbation" not in rec["augmentation"]
     assert rec["data"]["preset"] == "micro" and rec["data"]["exposures"] == 2
-    assert entry["deviations"][:len(DEALTHDR_DEVIATIONS)] == DEALTHDR_DEVIATIONS
-    assert any("DeAltHDRConfig.small" in d for d in entry["deviations"])
-    assert {"val_psnr_mu", "val_psnr_mu_s0", "val_psnr_mu_sinf", "val_psnr_mu_reference_only"} <= set(entry["metrics"])
-    assert "--model small" in json.dumps(entry)
+    assert entry.deviations[:len(DEALTHDR_DEVIATIONS)] == DEALTHDR_DEVIATIONS
+    assert any("DeAltHDRConfig.small" in d for d in entry.deviations)
+    assert {"val_psnr_mu", "val_psnr_mu_s0", "val_psnr_mu_sinf", "val_psnr_mu_reference_only"} <= set(entry.metrics)
+    assert "--model small" in json.dumps(entry.to_dict())
 
 
 def test_dealthdr_resume_continues_history_schedule_and_optimiser(runs):
@@ -142,9 +142,9 @@ def test_dealthdr_resume_draws_the_same_branches_as_an_uninterrupted_run(runs):
 
 def test_dealthdr_stage_continues_shipped_weights_of_the_same_width(tmp_path, root):
     train(_cfg(tmp_path, root, steps=1))
-    sha = W.read_manifest(tmp_path / "weights")["dealthdr_2exp.safetensors"]["sha256"]
+    sha = W.read_manifest(tmp_path / "weights")["dealthdr_2exp.safetensors"].sha256
     out = train(_cfg(tmp_path, root, steps=1, init_from="", out_name="again", ship="always"))
     entry = W.read_manifest(tmp_path / "weights")["dealthdr_2exp.safetensors"]
-    assert out["shipped"] and entry["sha256"] != sha
+    assert out["shipped"] and entry.sha256 != sha
     ckpt = torch.load(tmp_path / "runs" / "again" / "ckpt.pt", weights_only=False)
     assert any("(shipped)" in note for note in ckpt["init"])

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 import pytest
 import torch
@@ -10,7 +9,8 @@ import torch
 from vs_hdrvid import weights as W
 from vs_hdrvid.train.cli import add_cli, config_from_args
 from vs_hdrvid.train.config import TrainConfig
-from vs_hdrvid.train.loop import REFINE_RESIDUAL_DEVIATION, train
+from vs_hdrvid.train.loop import train
+from vs_hdrvid.train.stages.refine import REFINE_RESIDUAL_DEVIATION
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def _cfg(tmp_path, root, **kw) -> TrainConfig:
                 log_every=1, val_every=100, val_at_start=False, init_from="none", runs_dir=str(tmp_path / "runs"),
                 weights_dir=str(tmp_path / "weights"), synth_if_missing=False)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.from_dict(base)
 
 
 def test_config_rejects_unknown_keys_and_bad_values():
@@ -89,13 +89,13 @@ def test_coarse_run_checkpoints_resumes_and_ships(tmp_path, cfg):
     net, entry = W.load("coarse-2exp", folder=folder)  # sha256 checked
     assert type(net).__name__ == "CoarseNet"
     for key in ("network", "config", "sha256", "parameters", "recipe", "metrics", "deviations"):
-        assert key in entry
-    rec = entry["recipe"]
+        assert key in entry.to_dict()
+    rec = entry.recipe
     assert rec["steps"] == 4 and rec["batch"] == 2 and rec["patch"] == 32 and rec["resumed_from"]
     assert rec["data"]["preset"] == "micro" and rec["data"]["generator_version"] and rec["data"]["seed"] == 4
-    assert entry["parameters"] == sum(p.numel() for p in net.parameters())
-    assert entry["metrics"]["val_psnr_mu"] > 0 and "val_psnr_mu_reference_only" in entry["metrics"]
-    assert any("perceptual" in d for d in entry["deviations"])
+    assert entry.parameters == sum(p.numel() for p in net.parameters())
+    assert entry.metrics["val_psnr_mu"] > 0 and "val_psnr_mu_reference_only" in entry.metrics
+    assert any("perceptual" in d for d in entry.deviations)
     assert (folder / "curves" / "coarse_2exp.png").is_file()
     # a corrupted file is refused
     raw = bytearray((folder / "coarse_2exp.safetensors").read_bytes())
@@ -107,16 +107,15 @@ def test_coarse_run_checkpoints_resumes_and_ships(tmp_path, cfg):
 
 def test_refine_continues_from_shipped_coarse(tmp_path, cfg):
     train(cfg(steps=1, ckpt_every=100, ship="always"))
-    out = train(cfg(stage="refine", steps=1, batch=1, ckpt_every=100))
-    entry = json.loads((tmp_path / "weights" / "MANIFEST.json").read_text())["refine_2exp.safetensors"]
-    coarse_sha = json.loads((tmp_path / "weights" / "MANIFEST.json").read_text())["coarse_2exp.safetensors"]["sha256"]
-    assert out["step"] == 1 and entry["recipe"]["coarse_sha256"] == coarse_sha
-    assert {"val_psnr_mu", "val_psnr_mu_coarse", "val_psnr_mu_reference_only"} <= set(entry["metrics"])
+    out = train(cfg(stage="refine", steps=1, batch=1, ckpt_every=100, ship="always"))
+    manifest = W.read_manifest(tmp_path / "weights")
+    entry, coarse_sha = manifest["refine_2exp.safetensors"], manifest["coarse_2exp.safetensors"].sha256
+    assert out["step"] == 1 and entry.recipe["coarse_sha256"] == coarse_sha
+    assert {"val_psnr_mu", "val_psnr_mu_coarse", "val_psnr_mu_reference_only"} <= set(entry.metrics)
     net, _ = W.load("refine-2exp", folder=tmp_path / "weights")
     assert type(net).__name__ == "RefineNet" and net.config.coarse_residual
-    assert REFINE_RESIDUAL_DEVIATION in entry["deviations"]
-    assert REFINE_RESIDUAL_DEVIATION not in json.loads((tmp_path / "weights" / "MANIFEST.json").read_text()
-                                                       )["coarse_2exp.safetensors"]["deviations"]
+    assert REFINE_RESIDUAL_DEVIATION in entry.deviations
+    assert REFINE_RESIDUAL_DEVIATION not in manifest["coarse_2exp.safetensors"].deviations
 
 
 def test_spynet_stage_trains_the_flow_net_only(tmp_path, cfg):
@@ -125,3 +124,86 @@ def test_spynet_stage_trains_the_flow_net_only(tmp_path, cfg):
     ckpt = torch.load(tmp_path / "runs" / "spynet-2exp" / "ckpt.pt", weights_only=False)
     names = {g["name"] for g in ckpt["optimizer"]["param_groups"]}
     assert names == {"flownet"}
+
+
+def test_each_stage_offers_its_own_options_only():
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command"))
+    cfg = config_from_args(parser.parse_args(["train", "dealthdr", "--model", "paper", "--flow-weight", "0.1"]))
+    assert (cfg.options.model, cfg.options.flow_weight, cfg.options.perc_weight) == ("paper", 0.1, 0.5)
+    cfg = config_from_args(parser.parse_args(["train", "refine", "--no-flow-refine"]))
+    assert cfg.options.flow_refine is False and cfg.options.blend == "merge"
+    assert cfg.run_identity()["flow_refine"] is False
+    with pytest.raises(SystemExit):  # a DeAltHDR option is not a CoarseNet one
+        parser.parse_args(["train", "coarse", "--model", "paper"])
+    flat = TrainConfig.from_dict(cfg.to_dict())
+    assert flat == cfg and flat.to_dict() == cfg.to_dict()
+
+
+def test_a_stage_is_one_registered_class(tmp_path, root):
+    """What adding a stage takes: a registered Stage subclass (here a toy that learns a gain on
+    the reference); the loop, the command line's stage list and the config know it at once."""
+    from dataclasses import dataclass, field
+
+    from vs_hdrvid.models.blocks import ldr_to_hdr
+    from vs_hdrvid.ops.metrics import psnr_mu
+    from vs_hdrvid.train.stages import stage_names
+    from vs_hdrvid.train.stages.base import REGISTRY, Stage, StageOptions, register
+
+    @dataclass(frozen=True)
+    class GainConfig:  # every network carries its config (stored in checkpoints and manifests)
+        def to_dict(self):
+            return {}
+
+    class Gain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config, self.g = GainConfig(), torch.nn.Parameter(torch.zeros(()))
+
+    @dataclass(frozen=True)
+    class ToyOptions(StageOptions):
+        scale: float = field(default=2.0, metadata={"help": "a toy option"})
+
+    @register
+    class ToyStage(Stage):
+        name, Options, trained, metric = "toy", ToyOptions, ("gain",), "val_psnr_mu"
+
+        def init(self):
+            self.nets["gain"] = Gain()
+
+        def _out(self, batch):
+            ref = ldr_to_hdr(batch["ldrs"][:, 1], batch["evs"][:, 1])
+            return ref * torch.exp(self.opt.scale * self.nets["gain"].g)
+
+        def loss(self, batch):
+            loss = (self._out(batch) - batch["gt"][:, 0]).abs().mean()
+            return loss, {"l1": loss.item()}
+
+        def validate(self, batch):
+            return {"val_psnr_mu": psnr_mu(self._out(batch), batch["gt"][:, 0], batch["h_sat"])}
+
+    try:
+        assert "toy" in stage_names()
+        out = train(_cfg(tmp_path, root, stage="toy", scale=1.0, ship="never"))
+        assert out["step"] == 3 and "val_psnr_mu" in out["val"]
+        assert TrainConfig.from_dict({"stage": "toy", "scale": 3.0}).options.scale == 3.0
+    finally:
+        REGISTRY.pop("toy")
+
+
+def test_refine_restarts_its_residual_when_the_coarse_net_changed(tmp_path, cfg):
+    """A RefineNet residual learnt over one CoarseNet's output is no start for another's: after the
+    coarse net is retrained, refine starts from its zero-initialised residual (the coarse HDR)."""
+    train(cfg(steps=1, ckpt_every=100, ship="always"))
+    train(cfg(stage="refine", steps=1, batch=1, ckpt_every=100, ship="always"))
+    again = W.read_manifest(tmp_path / "weights")["refine_2exp.safetensors"]
+    train(cfg(stage="refine", steps=1, batch=1, ckpt_every=100, ship="always", out_name="refine-again", init_from=""))
+    same_coarse = W.read_manifest(tmp_path / "weights")["refine_2exp.safetensors"]
+    assert same_coarse.recipe["continued_from"]["sha256"] == again.sha256  # same coarse: continued
+
+    train(cfg(steps=2, ckpt_every=100, ship="always", out_name="coarse-again"))  # another CoarseNet
+    train(cfg(stage="refine", steps=1, batch=1, ckpt_every=100, ship="always", out_name="refine-new", init_from=""))
+    fresh = W.read_manifest(tmp_path / "weights")["refine_2exp.safetensors"]
+    coarse = W.read_manifest(tmp_path / "weights")["coarse_2exp.safetensors"]
+    assert fresh.recipe["continued_from"] is None and fresh.recipe["coarse_sha256"] == coarse.sha256
+    assert not any("RefineNet" in note for note in fresh.recipe["init"])

@@ -31,7 +31,7 @@ def test_plan_shares_the_budget_and_keeps_the_schedule():
     assert [i.name for i, _ in items] == [p.name for p in PLAN]
     assert sum(c.max_minutes for _, c in items) == pytest.approx(60)
     coarse = dict((i.name, c) for i, c in items)["coarse-2exp"]
-    assert (coarse.batch, coarse.patch, coarse.flow_refine, coarse.blend) == (4, 128, False, "merge")
+    assert (coarse.batch, coarse.patch, coarse.options.flow_refine, coarse.options.blend) == (4, 128, False, "merge")
     gpu = dict((i.name, c) for i, c in plan_configs(8, "gpu", ("coarse-2exp",)))
     assert list(gpu) == ["coarse-2exp"] and gpu["coarse-2exp"].batch == 16
     assert gpu["coarse-2exp"].max_minutes == pytest.approx(8)
@@ -67,7 +67,7 @@ def test_resume_of_another_design_is_refused_and_the_run_kept(tmp_path, root):
     ckpt = tmp_path / "runs" / "coarse-2exp" / "ckpt.pt"
     before = ckpt.read_bytes()
     with pytest.raises(ValueError, match="flow_refine"):
-        train(TrainConfig(**base, resume=True, flow_refine=False))
+        train(TrainConfig(**base, resume=True, options={"flow_refine": False}))
     assert ckpt.read_bytes() == before
 
 

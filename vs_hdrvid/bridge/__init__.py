@@ -7,12 +7,11 @@
 - :mod:`.runner`: :class:`NodeRunner`, a node's per-frame execution (slots, streams, uploads,
   scratch) and the one default of ``num_streams``.
 """
-from ..devices import resolve_device
 from .handoff import TOKEN_PROP, HandoffCache, handoff
 from .runner import NodeRunner, blank_like, default_streams
 from .transfer import Counters, HostPool, counters, frame_to_tensor, host_pool, new_frame, tensor_to_frame
 from .windows import clamped_shift, shift_clip, window_index
 
-__all__ = ["resolve_device", "TOKEN_PROP", "HandoffCache", "handoff", "NodeRunner", "blank_like",
+__all__ = ["TOKEN_PROP", "HandoffCache", "handoff", "NodeRunner", "blank_like",
            "default_streams", "Counters", "HostPool", "counters", "frame_to_tensor", "host_pool", "new_frame",
            "tensor_to_frame", "clamped_shift", "shift_clip", "window_index"]

@@ -81,12 +81,9 @@ def write_random_weights(folder: str | os.PathLike, periods: tuple[int, ...] = (
                 for level in model.flownet.basic:
                     torch.nn.init.zeros_(level[-1].weight)
                     torch.nn.init.zeros_(level[-1].bias)
-            sha = weights_mod.save(model, folder / spec.file, cfg.to_dict())
-            weights_mod.register_in_manifest(spec.file, {
-                "network": spec.network, "config": cfg.to_dict(), "sha256": sha,
-                "parameters": sum(p.numel() for p in model.parameters()),
-                "recipe": {"training": "none: random initialisation (tests and benchmarks only)", "seed": seed + n,
-                           "zero_flow": zero_flow}}, folder)
+            weights_mod.write(model, spec.name, folder, recipe={
+                "training": "none: random initialisation (tests and benchmarks only)", "seed": seed + n,
+                "zero_flow": zero_flow})
     return folder
 
 

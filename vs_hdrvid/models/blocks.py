@@ -233,4 +233,8 @@ class DeformConvPack(nn.Module):
         offset = torch.cat((o1, o2), dim=1)  # (B, 2*G*k*k, H, W)
         from torchvision.ops import deform_conv2d  # imported on use: torchvision takes seconds to load
 
+        if torch.bfloat16 in (x.dtype, offset.dtype):  # torchvision's kernels have no bfloat16: fp32 here
+            with torch.autocast(x.device.type, enabled=False):
+                return deform_conv2d(x.float(), offset.float(), self.weight, self.bias, padding=self.k // 2,
+                                     mask=mask.float().sigmoid())
         return deform_conv2d(x, offset, self.weight, self.bias, padding=self.k // 2, mask=mask.sigmoid())

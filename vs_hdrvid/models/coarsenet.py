@@ -347,6 +347,9 @@ class CoarseNet(nn.Module):
         out = self.weightnet(net_in)  # (B, 3M+3, H, W), zero at initialisation
         log_w = out[:, :3 * m].reshape(b, m, 3, h, w).clamp(-8.0, 8.0)
         weights = base_w * torch.exp(log_w)  # (B, M, 3, H, W)
+        # the merge's weights reach 1e-45 where it trusts no frame; there a negative correction
+        # underflows to zero everywhere (0 / 0), so those pixels keep the merge's own weights
+        weights = torch.where((weights.sum(1, keepdim=True) > 0), weights, base_w)
         hdr = blend_exposures(frames[:, sub], weights, evs[:, sub], all_clipped)
         hdr = mulaw_residual(hdr, out[:, 3 * m:], scale[:, 0])
         norm = weights / weights.sum(1, keepdim=True)

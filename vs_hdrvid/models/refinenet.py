@@ -52,6 +52,10 @@ class RefineNetConfig(ConfigMixin):
         mask_low, mask_high: thresholds of the output mask M (equation 5).
         coarse_residual: predict a zero-initialised mu-law residual over the reference's
             coarse HDR (see the module docstring); False: the paper's sigmoid regression.
+        deformable_align: PCD alignment of the features (False: Table 5's "w/o DA", the
+            features fused unaligned).
+        attention_fusion: temporal attention fusion (False: Table 5's "w/o TAF", a
+            convolution after the features' concatenation).
     """
 
     num_frames: int = 3
@@ -65,6 +69,8 @@ class RefineNetConfig(ConfigMixin):
     mask_low: float = 0.15
     mask_high: float = 0.9
     coarse_residual: bool = True
+    deformable_align: bool = True
+    attention_fusion: bool = True
 
     @classmethod
     def for_exposures(cls, n: int, num_frames: int = 3) -> RefineNetConfig:
@@ -157,6 +163,21 @@ class TemporalAttentionFusion(nn.Module):
         return self.act(self.fuse((feats * att).reshape(b, n * c, h, w)))
 
 
+class ConcatFusion(nn.Module):
+    """Table 5's fusion without temporal attention: a 3x3 convolution of the concatenated features.
+
+    Shape: ``(B, N, C, H, W)`` -> ``(B, C, H, W)``.
+    """
+
+    def __init__(self, nf: int = 64, num_frames: int = 3) -> None:
+        super().__init__()
+        self.fuse = nn.Conv2d(num_frames * nf, nf, 3, 1, 1)
+        self.act = nn.LeakyReLU(0.1, inplace=True)
+
+    def forward(self, feats: Tensor) -> Tensor:
+        return self.act(self.fuse(feats.flatten(1, 2)))
+
+
 class RefineNet(nn.Module):
     """Refines the coarse HDR of the reference frame from the coarse HDRs of its window.
 
@@ -183,12 +204,14 @@ class RefineNet(nn.Module):
         self.conv_first1 = nn.Conv2d(c_in, nf, 3, 1, 1)
         self.conv_first2 = nn.Conv2d(nf, nf, 3, 2, 1)
         self.front = nn.Sequential(*[ResidualBlock(nf) for _ in range(cfg.front_blocks)])
-        self.down = nn.ModuleList(  # L1 -> L2 -> L3: stride-2 conv, LeakyReLU, conv
-            nn.Sequential(nn.Conv2d(nf, nf, 3, 2, 1), nn.LeakyReLU(0.1, True), nn.Conv2d(nf, nf, 3, 1, 1))
-            for _ in range(2)
-        )
-        self.align = PCDAlign(nf, cfg.deformable_groups)
-        self.fusion = TemporalAttentionFusion(nf, cfg.num_frames)
+        self.down, self.align = None, None  # Table 5's "w/o DA": neither the pyramid nor PCD
+        if cfg.deformable_align:
+            self.down = nn.ModuleList(  # L1 -> L2 -> L3: stride-2 conv, LeakyReLU, conv
+                nn.Sequential(nn.Conv2d(nf, nf, 3, 2, 1), nn.LeakyReLU(0.1, True), nn.Conv2d(nf, nf, 3, 1, 1))
+                for _ in range(2)
+            )
+            self.align = PCDAlign(nf, cfg.deformable_groups)
+        self.fusion = (TemporalAttentionFusion if cfg.attention_fusion else ConcatFusion)(nf, cfg.num_frames)
         self.trunk = nn.Sequential(*[ResidualBlock(nf) for _ in range(cfg.back_blocks)])
         self.upconv = nn.ConvTranspose2d(2 * nf, nf, 4, 2, 1)
         self.hr_conv = nn.Conv2d(2 * nf, nf, 3, 1, 1)
@@ -223,11 +246,14 @@ class RefineNet(nn.Module):
         skip1 = act(self.conv_first1(x.reshape(b * n, -1, hp, wp)))  # (B*N, C, H, W)
         skip2 = act(self.conv_first2(skip1))  # (B*N, C, H/2, W/2)
         l1 = self.front(skip2)
-        l2 = act(self.down[0](l1))  # (B*N, C, H/4, W/4)
-        l3 = act(self.down[1](l2))  # (B*N, C, H/8, W/8)
-        pyr = [lv.reshape(b, n, *lv.shape[1:]) for lv in (l1, l2, l3)]  # (B, N, C, h, w) each
-        ref = [lv[:, n // 2] for lv in pyr]
-        aligned = torch.stack([self.align([lv[:, i] for lv in pyr], ref) for i in range(n)], dim=1)
+        if self.align is None:  # Table 5's "w/o DA": the features as they are
+            aligned = l1.reshape(b, n, *l1.shape[1:])
+        else:
+            l2 = act(self.down[0](l1))  # (B*N, C, H/4, W/4)
+            l3 = act(self.down[1](l2))  # (B*N, C, H/8, W/8)
+            pyr = [lv.reshape(b, n, *lv.shape[1:]) for lv in (l1, l2, l3)]  # (B, N, C, h, w) each
+            ref = [lv[:, n // 2] for lv in pyr]
+            aligned = torch.stack([self.align([lv[:, i] for lv in pyr], ref) for i in range(n)], dim=1)
 
         out = self.trunk(self.fusion(aligned))  # (B, C, H/2, W/2)
         skip2_ref = skip2.reshape(b, n, *skip2.shape[1:])[:, n // 2]

@@ -7,7 +7,6 @@ and the size and pattern checks. The tensor work they share lives beside the net
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -16,7 +15,6 @@ import torch
 import vapoursynth as vs
 
 from .. import weights as weights_mod
-from ..models.blocks import radiance_to_ldr  # noqa: F401  (imported from here by train/adapt.py)
 from ._common import COUNT_PROP, PATTERN_PROP, error, recall
 
 __all__ = ["load_network", "network_period", "MIN_SIZE", "RGBS"]
@@ -59,11 +57,12 @@ def _resolve_weights(kind: str, weights: str | os.PathLike | None, period: int, 
                               "folder or file")
     elif weights is not None:
         name = str(weights)
-    found = re.fullmatch(r"(\w+)-(\d)exp", name)
-    if found is None or found.group(1) != kind:
-        raise error(node, f"weights {name!r} are not {kind} weights; use {kind}-{period}exp")
-    if int(found.group(2)) != period:
-        raise error(node, f"weights {name!r} were trained for {found.group(2)}-exposure patterns but the "
+    spec = weights_mod.REGISTRY.get(name)
+    if spec is None or spec.kind != kind:
+        known = ", ".join(n for n, s in weights_mod.REGISTRY.items() if s.kind == kind)
+        raise error(node, f"weights {name!r} are not {kind} weights for a {period}-exposure pattern; known: {known}")
+    if spec.exposures != period:
+        raise error(node, f"weights {name!r} were trained for {spec.exposures}-exposure patterns but the "
                           f"clip has a {period}-exposure pattern; use {kind}-{period}exp")
     return name, folder
 

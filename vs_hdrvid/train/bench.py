@@ -19,12 +19,19 @@ from typing import Any
 
 import torch
 
-from vs_hdrvid.train.config import STAGES, TrainConfig
+from vs_hdrvid.train.config import TrainConfig
 from vs_hdrvid.train.fastpath import FastPath, cpu_features
 
-__all__ = ["bench_train", "add_cli", "run_cli"]
+__all__ = ["bench_train", "bench_stages", "add_cli", "run_cli"]
 
 WARMUP_STEPS = 3
+
+
+def bench_stages() -> tuple[str, ...]:
+    """The stages trained on the synthetic data (the ones a fixed-time benchmark can feed)."""
+    from vs_hdrvid.train.stages import stage_class, stage_names
+
+    return tuple(n for n in stage_names() if stage_class(n).metric is not None)
 
 
 def _phase(cfg: TrainConfig, nets0: dict, stage_cls, device, loader_items, fast: FastPath, seconds: float,
@@ -59,25 +66,25 @@ def bench_train(stage: str = "coarse", seconds: float = 60.0, exposures: int = 2
         "fast_path": {...}, "speedup"}``; each phase has ``steps``, ``seconds``, ``steps_per_s``,
         ``pixels_per_s``, ``warmup_s``.
     """
-    from vs_hdrvid.bridge import resolve_device
-    from vs_hdrvid.train.loop import _to, datasets, make_optimizer, train_step
+    from vs_hdrvid.devices import resolve_device
+    from vs_hdrvid.train.loop import _to, make_optimizer, train_step
     from vs_hdrvid.train.stages import make_stage
 
-    if stage not in STAGES:
-        raise ValueError(f"bench-train: stage must be one of {STAGES}, got {stage!r}")
+    if stage not in bench_stages():
+        raise ValueError(f"bench-train: stage must be one of {bench_stages()}, got {stage!r}")
     if not seconds > 0:
         raise ValueError(f"bench-train: --seconds must be positive, got {seconds}")
     from vs_hdrvid.train.plan import PLAN
 
     n = 2 if stage == "dealthdr" else exposures
     planned = next((p for p in PLAN if p.stage == stage and p.exposures == n), None)
-    overrides.setdefault("flow_refine", not (planned and planned.options.get("no_flow_refine")))
-    cfg = TrainConfig(stage=stage, exposures=n, synth_if_missing=False, ship="never", warmup=0, **overrides)
+    cfg = TrainConfig(stage=stage, exposures=n, synth_if_missing=False, ship="never", warmup=0,
+                      options=planned.options if planned else None, **overrides)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     built = make_stage(cfg, device)
     built.init()
-    (train_ds,) = datasets(cfg, built, val=False)
+    (train_ds,) = built.datasets(val=False)
     train_ds.preload()
     n_batches = WARMUP_STEPS + 1 + int(seconds * 50)  # far more than either phase can use
 
@@ -100,11 +107,11 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     """Register ``bench-train`` on an ``argparse`` subparsers object; returns its parser."""
     p = subparsers.add_parser("bench-train", help="training steps/s: fp32 eager against the fast path",
                               description=__doc__.splitlines()[0])
-    p.add_argument("--stage", choices=STAGES, default="coarse")
+    p.add_argument("--stage", choices=bench_stages(), default="coarse")
     p.add_argument("--exposures", type=int, choices=(2, 3), default=2)
     p.add_argument("--seconds", type=float, default=60.0, help="timed seconds per phase (default: 60)")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--batch", type=int, help="batch size (default: train-all's CPU profile for the stage)")
+    p.add_argument("--patch", type=int, help="patch side (default: train-all's CPU profile for the stage)")
     p.add_argument("--root", default="data/synth")
     p.add_argument("--preset", default="train")
     p.add_argument("--device", default="auto")
@@ -117,8 +124,11 @@ def run_cli(args: argparse.Namespace) -> int:
     from vs_hdrvid.cli import fail
 
     try:
-        res = bench_train(args.stage, args.seconds, args.exposures, args.compile, batch=args.batch,
-                          patch=args.patch, root=args.root, preset=args.preset, device=args.device)
+        from vs_hdrvid.train.plan import PROFILES
+
+        sizes = PROFILES["cpu"][args.stage] | {k: v for k, v in (("batch", args.batch), ("patch", args.patch)) if v}
+        res = bench_train(args.stage, args.seconds, args.exposures, args.compile, **sizes, root=args.root,
+                          preset=args.preset, device=args.device)
     except FileNotFoundError as e:
         return fail(f"{e}", 2)
     except ValueError as e:

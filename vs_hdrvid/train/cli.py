@@ -18,28 +18,64 @@ import logging
 import math
 import sys
 
-from vs_hdrvid.train.config import STAGES, TrainConfig
+from vs_hdrvid.train.config import TrainConfig
 
-__all__ = ["add_cli", "run_cli", "config_from_args", "log_to_stderr", "minutes_type"]
+__all__ = ["add_cli", "run_cli", "run_training", "config_from_args", "log_to_stderr", "minutes_type", "add_option_arguments",
+           "option_values"]
 
 _OPTIONS = ("exposures", "root", "preset", "val_preset", "steps", "max_minutes", "batch", "patch", "lr",
             "device", "resume", "out_name", "seed", "workers", "init_from", "threads", "val_every",
-            "ckpt_every", "log_every", "val_patch", "val_windows", "perc_weight", "flow_lr_scale",
-            "lr_halve_every", "weights_dir", "runs_dir", "ship", "val_at_start", "model", "flow_weight",
-            "blend", "flow_refine", "warmup", "head_lr_scale", "fp32", "compile")
+            "ckpt_every", "log_every", "val_patch", "val_windows", "lr_halve_every", "weights_dir", "runs_dir",
+            "ship", "val_at_start", "warmup", "fp32", "compile")
 
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register ``train`` on an ``argparse`` subparsers object; returns its parser."""
-    d = TrainConfig(stage="coarse")
+    """Register ``train`` (one sub-command per training stage, with its own options) on an
+    ``argparse`` subparsers object; returns its parser."""
+    from vs_hdrvid.train.stages import stage_class, stage_names
+
     p = subparsers.add_parser(
         "train", help="train the Chen et al. and DeAltHDR networks on synthetic data",
         description="Train a stage of the Chen et al. (ICCV 2021) networks: spynet (flow pretraining), "
                     "coarse (CoarseNet), refine (RefineNet, CoarseNet frozen), finetune (both); or dealthdr "
                     "(DeAltHDR on the degraded day/night scenes, 2 exposures). Without "
                     "--init-from a stage continues the shipped weights when present. Progress goes to stderr; "
-                    "the run folder holds ckpt.pt, log.jsonl and curve.png.")
-    p.add_argument("stage", choices=STAGES)
+                    "the run folder holds ckpt.pt, log.jsonl and curve.png. `vs-hdrvid train STAGE --help` "
+                    "lists a stage's own options.")
+    stages = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    for name in stage_names():
+        cls = stage_class(name)
+        if cls.metric is None:  # not trained on synthetic data (``adapt`` has its own command)
+            continue
+        sp = stages.add_parser(name, help=cls.summary, description=cls.summary)
+        _add_common(sp, name)
+        add_option_arguments(sp.add_argument_group(f"{name} options"), cls.Options)
+    return p
+
+
+def add_option_arguments(p, options_cls) -> None:
+    """A ``--name`` argument for each field of a stage's ``Options`` (``--no-name`` for a
+    boolean that defaults to True); unset arguments keep the field's default."""
+    import dataclasses
+
+    for f in options_cls.fields():
+        flag, meta = "--" + f.name.replace("_", "-"), f.metadata
+        if f.default is True:
+            p.add_argument("--no-" + flag[2:], dest=f.name, action="store_false", default=None, help=meta.get("help"))
+        elif f.default is False:
+            p.add_argument(flag, dest=f.name, action="store_true", default=None, help=meta.get("help"))
+        elif f.default is not dataclasses.MISSING and not isinstance(f.default, tuple) and f.default is not None:
+            p.add_argument(flag, dest=f.name, type=type(f.default), choices=meta.get("choices"), default=None,
+                           help=f"{meta.get('help', '')} (default: {f.default})")
+
+
+def option_values(args: argparse.Namespace, options_cls) -> dict:
+    """The stage options given on the command line (the others keep their defaults)."""
+    return {f.name: getattr(args, f.name) for f in options_cls.fields() if getattr(args, f.name, None) is not None}
+
+
+def _add_common(p: argparse.ArgumentParser, stage: str) -> None:
+    d = TrainConfig(stage="coarse")
     p.add_argument("--exposures", type=int, choices=(2, 3), default=d.exposures)
     p.add_argument("--root", default=d.root, help=f"synthetic data root (default: {d.root})")
     p.add_argument("--preset", default=d.preset, help="training preset (default: train)")
@@ -50,12 +86,10 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                         "validation says is better")
     p.add_argument("--batch", type=int, default=d.batch)
     p.add_argument("--patch", type=int, default=d.patch, help="square patch side, multiple of 16")
-    p.add_argument("--lr", type=float, default=None,
-                   help="base learning rate (default: 1e-4, finetune 2e-5, dealthdr 4e-4)")
+    from vs_hdrvid.train.stages import stage_class
+
+    p.add_argument("--lr", type=float, default=None, help=f"base learning rate (default: {stage_class(stage).lr:g})")
     p.add_argument("--lr-halve-every", type=int, default=0, help="halve lr every N steps (default: steps/2)")
-    p.add_argument("--flow-lr-scale", type=float, default=d.flow_lr_scale,
-                   help="flow net lr relative to --lr in end-to-end stages")
-    p.add_argument("--perc-weight", type=float, default=d.perc_weight, help="weight of the perceptual substitute")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     p.add_argument("--resume", action="store_true", help="continue runs/<out-name>/ckpt.pt")
@@ -75,21 +109,9 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default=d.runs_dir)
     p.add_argument("--ship", choices=("auto", "always", "never"), default=d.ship,
                    help="write shipped weights: auto = if none yet or validation is not worse")
-    p.add_argument("--model", choices=("small", "paper"), default=d.model,
-                   help="dealthdr: the CPU width (small) or the paper's depth with Turtle's width")
-    p.add_argument("--flow-weight", type=float, default=d.flow_weight,
-                   help="dealthdr: weight of the SpyNet's EPE against ground-truth flow")
-    p.add_argument("--blend", choices=("merge", "paper"), default=d.blend,
-                   help="CoarseNet's design: a correction of the DIS-aligned merge (merge) or the paper's")
     p.add_argument("--warmup", type=int, default=d.warmup, help="linear lr warm-up steps (0: none)")
-    p.add_argument("--head-lr-scale", type=float, default=d.head_lr_scale,
-                   help="lr of a blend=merge CoarseNet's zero-initialised output layer relative to --lr")
     p.add_argument("--fp32", action="store_true", help="the plain fp32 eager step (no fast path)")
     p.add_argument("--compile", action="store_true", help="torch.compile the trained networks")
-    p.add_argument("--no-flow-refine", dest="flow_refine", action="store_false",
-                   help="CoarseNet (blend=merge) without a flow network: the DIS flows as they are")
-    p.set_defaults(func=run_cli)
-    return p
 
 
 def minutes_type(text: str) -> float:
@@ -127,24 +149,32 @@ def log_to_stderr() -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(stage=args.stage, **{k: getattr(args, k) for k in _OPTIONS})
+    from vs_hdrvid.train.stages import stage_class
+
+    return TrainConfig(stage=args.stage, options=option_values(args, stage_class(args.stage).Options),
+                       **{k: getattr(args, k) for k in _OPTIONS})
 
 
 def run_cli(args: argparse.Namespace) -> int:
     """Run ``train`` from parsed arguments; returns the exit status (one error line on failure)."""
-    from vs_hdrvid.train.loop import train
+    return run_training(args, config_from_args, "train")
 
+
+def run_training(args: argparse.Namespace, make_config, command: str, errors: tuple = ()) -> int:
+    """Build a run's config from ``args`` and train it: exit status 2 for a bad config, 1 for a run
+    that fails (``OSError``, ``RuntimeError``, ``ValueError`` and ``errors``), each one line."""
     from vs_hdrvid.cli import fail
+    from vs_hdrvid.train.loop import train
 
     log_to_stderr()
     try:
-        cfg = config_from_args(args)
+        cfg = make_config(args)
     except ValueError as e:
         return fail(e, 2)
     try:
         summary = train(cfg)
-    except (OSError, RuntimeError, ValueError) as e:
+    except (OSError, RuntimeError, ValueError, *errors) as e:
         return fail(e, 1)
     for f in summary["shipped"]:
-        print(f"vs-hdrvid train: wrote {f}", file=sys.stderr)
+        print(f"vs-hdrvid {command}: wrote {f}", file=sys.stderr)
     return 0

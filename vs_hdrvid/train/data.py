@@ -41,7 +41,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -49,10 +48,11 @@ from torch.utils.data import Dataset
 
 from vs_hdrvid.ops.classical_flow import exposure_flow
 from vs_hdrvid.ops.exr import read_exr
+from vs_hdrvid.ops.images import read_image
 from vs_hdrvid.ops.warp import flow_warp
 from vs_hdrvid.synth.augment import Augment, perturb_tone, sample_augment
 
-__all__ = ["SceneArrays", "WindowDataset", "window_length", "list_scene_dirs", "read_ldr_u", "GAMMA",
+__all__ = ["SceneArrays", "WindowDataset", "window_length", "list_scene_dirs", "GAMMA",
            "prepare_classical_flows"]
 
 GAMMA = 2.2
@@ -70,34 +70,18 @@ def window_length(kind: str, exposures: int) -> int:
 
 
 def list_scene_dirs(root: str | Path, preset: str) -> list[Path]:
-    """Scene folders of a preset in ``index.json`` order (sorted names without an index).
+    """Scene folders of a preset in ``index.json`` order (:func:`~vs_hdrvid.synth.dataset.scene_folders`).
 
     Raises:
         FileNotFoundError: no scenes under ``<root>/<preset>``.
     """
-    base = Path(root) / preset
-    found = sorted(p for p in base.iterdir() if (p / "meta.json").is_file()) if base.is_dir() else []
+    from vs_hdrvid.synth.dataset import scene_folders
+
+    found = scene_folders(Path(root) / preset)
     if not found:
-        raise FileNotFoundError(f"no scenes under {base}; run `vs-hdrvid synth --preset {preset} --root {root}`")
-    index = base / "index.json"
-    if index.is_file():
-        data = json.loads(index.read_text())
-        entries = data.get("scenes", []) if isinstance(data, dict) else data
-        ids = [e if isinstance(e, str) else e.get("scene", e.get("scene_id")) for e in entries]
-        by_name = {p.name: p for p in found}
-        ordered = [by_name.pop(i) for i in ids if i in by_name]
-        return ordered + sorted(by_name.values())
+        raise FileNotFoundError(f"no scenes under {Path(root) / preset}; run `vs-hdrvid synth --preset {preset} "
+                                f"--root {root}`")
     return found
-
-
-def read_ldr_u(path: Path) -> np.ndarray:
-    """An LDR PNG as ``(3, H, W)`` uint8/uint16 RGB."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise OSError(f"cannot read {path}")
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=-1)
-    return np.ascontiguousarray(img[..., 2::-1].transpose(2, 0, 1))  # BGR(A) -> RGB, CHW
 
 
 def _compose(f01: np.ndarray, f12: np.ndarray) -> np.ndarray:
@@ -121,7 +105,7 @@ class SceneArrays:
         self.evs = np.array([float(x) for x in (self.path / "exposures.txt").read_text().split()], np.float32)
         n = len(self.evs)
         self.pattern = [float(e) for e in self.meta.get("exposures", self.evs[: self.meta["exposure_count"]])]
-        self.ldr = np.stack([read_ldr_u(self.path / "ldr" / f"{i:05d}.png") for i in range(n)])
+        self.ldr = np.stack([read_image(self.path / "ldr" / f"{i:05d}.png").transpose(2, 0, 1) for i in range(n)])
         self.scale = float(np.iinfo(self.ldr.dtype).max)
         self.gt = np.stack([read_exr(self.path / "gt" / f"{i:05d}.exr").transpose(2, 0, 1) for i in range(n)])
         self.gt = self.gt.astype(np.float16)

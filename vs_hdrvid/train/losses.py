@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vs_hdrvid.ops.metrics import MU, mu_law
+from vs_hdrvid.ops.metrics import MU, mu_law, ssim_map
 
-__all__ = ["tonemap", "mu_l1", "refine_l1", "gradient_l1", "ssim", "structure_loss", "epe"]
+__all__ = ["tonemap", "mu_l1", "refine_l1", "gradient_l1", "structure_loss", "epe"]
 
 
 def tonemap(h: Tensor, h_sat: float | Tensor, mu: float = MU) -> Tensor:
@@ -98,26 +98,6 @@ def gradient_l1(x: Tensor, y: Tensor, scales: int = 3) -> Tensor:
     return total / scales
 
 
-def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
-    """Mean SSIM (Wang et al. 2004) of images in [0, 1]: Gaussian window over the valid region,
-    ``C1 = 0.01**2``, ``C2 = 0.03**2``, channels as separate grey images. Differentiable.
-
-    Shape: ``(B, C, H, W)`` with ``H, W >= window`` -> scalar.
-    """
-    c = x.shape[1]
-    r = torch.arange(window, dtype=x.dtype, device=x.device) - (window - 1) / 2
-    g = torch.exp(-(r**2) / (2 * sigma**2))
-    g = g / g.sum()
-    w = (g[:, None] * g[None, :]).expand(c, 1, window, window)
-    filt = lambda z: F.conv2d(z, w, groups=c)  # noqa: E731
-    mx, my = filt(x), filt(y)
-    sxx, syy, sxy = filt(x * x) - mx * mx, filt(y * y) - my * my, filt(x * y) - mx * my
-    c1, c2 = 0.01**2, 0.03**2
-    num = (2 * mx * my + c1) * (2 * sxy + c2)
-    den = (mx * mx + my * my + c1) * (sxx + syy + c2)
-    return (num / den).mean()
-
-
 def structure_loss(pred: Tensor, gt: Tensor, h_sat: float | Tensor, scales: int = 3) -> Tensor:
     """Perceptual-loss substitute: ``gradient_l1 + (1 - SSIM)`` of the mu-law tonemapped images.
 
@@ -132,7 +112,7 @@ def structure_loss(pred: Tensor, gt: Tensor, h_sat: float | Tensor, scales: int 
     tp, tg = tonemap(pred, h_sat), tonemap(gt, h_sat)
     k = min(11, *tp.shape[-2:])
     k -= 1 - k % 2  # odd window no larger than the image
-    return gradient_l1(tp, tg, scales) + (1 - ssim(tp, tg, window=k))
+    return gradient_l1(tp, tg, scales) + (1 - ssim_map(tp, tg, window_size=k).mean())
 
 
 def epe(pred: Tensor, gt: Tensor, valid: Tensor | None = None) -> Tensor:

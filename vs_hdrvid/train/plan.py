@@ -36,7 +36,7 @@ HALVE_EVERY = 50_000
 
 @dataclass(frozen=True)
 class PlanItem:
-    """One network's run: its stage, pattern, share of the budget and per-profile settings."""
+    """One network's run: its stage, pattern, share of the budget and the stage's options."""
 
     name: str
     stage: str
@@ -46,21 +46,23 @@ class PlanItem:
 
 
 PLAN: tuple[PlanItem, ...] = (
-    PlanItem("coarse-2exp", "coarse", 2, 0.35, {"no_flow_refine": True}),
-    PlanItem("coarse-3exp", "coarse", 3, 0.25, {"no_flow_refine": True}),
+    PlanItem("coarse-2exp", "coarse", 2, 0.35, {"flow_refine": False}),
+    PlanItem("coarse-3exp", "coarse", 3, 0.25, {"flow_refine": False}),
     PlanItem("spynet-2exp", "spynet", 2, 0.10, {}),
-    PlanItem("refine-2exp", "refine", 2, 0.15, {}),
+    PlanItem("refine-2exp", "refine", 2, 0.15, {"flow_refine": False}),  # on the shipped coarse-2exp
     PlanItem("dealthdr-2exp", "dealthdr", 2, 0.15, {}),
 )
 
 #: Batch and patch per stage kind, for the 2-core CPU and for a lent H100/H200.
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {"coarse": {"batch": 4, "patch": 128}, "spynet": {"batch": 4, "patch": 96},
-            "refine": {"batch": 2, "patch": 64}, "dealthdr": {"batch": 4, "patch": 64}},
+            "refine": {"batch": 2, "patch": 64}, "finetune": {"batch": 2, "patch": 64},
+            "dealthdr": {"batch": 4, "patch": 64}},
     "gpu": {"coarse": {"batch": 16, "patch": 256}, "spynet": {"batch": 16, "patch": 256},
-            "refine": {"batch": 8, "patch": 256}, "dealthdr": {"batch": 8, "patch": 192}},
+            "refine": {"batch": 8, "patch": 256}, "finetune": {"batch": 8, "patch": 256},
+            "dealthdr": {"batch": 8, "patch": 192}},
     # the test suite's end-to-end run on the 64x48 ``micro`` preset
-    "tiny": {k: {"batch": 2, "patch": 32} for k in ("coarse", "spynet", "refine", "dealthdr")},
+    "tiny": {k: {"batch": 2, "patch": 32} for k in ("coarse", "spynet", "refine", "finetune", "dealthdr")},
 }
 
 
@@ -84,7 +86,7 @@ def plan_configs(minutes: float, profile: str = "cpu", only: tuple[str, ...] = (
         cfg = TrainConfig(stage=item.stage, exposures=item.exposures, steps=TOTAL_STEPS,
                           lr_halve_every=HALVE_EVERY if item.stage != "dealthdr" else 0,
                           max_minutes=minutes * item.share / total,
-                          flow_refine=not item.options.get("no_flow_refine", False),
+                          options=item.options,
                           batch=sizes["batch"], patch=sizes["patch"], **common)
         out.append((item, cfg))
     return out

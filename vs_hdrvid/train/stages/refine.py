@@ -1,0 +1,134 @@
+"""``refine`` and ``finetune``: RefineNet on the coarse HDRs of ``t-1, t, t+1`` (Chen et al. section 3.3).
+
+``refine`` trains RefineNet with the shipped CoarseNet frozen; ``finetune`` trains both at
+``lr 2e-5`` and ships both files. Loss: eq. 6 (the L1 normalised by the badly exposed area) +
+``perc_weight`` x the perceptual substitute.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vs_hdrvid import weights as W
+from vs_hdrvid.models.refinenet import RefineNet, RefineNetConfig
+from vs_hdrvid.ops.metrics import psnr_mu
+from vs_hdrvid.train.losses import refine_l1, structure_loss
+from vs_hdrvid.train.stages.base import load_into, load_shipped, ref_only, register
+from vs_hdrvid.train.stages.coarse import CoarseNetStage, CoarseOptions, run_coarse_window, shipped_coarse
+
+__all__ = ["RefineOptions", "RefineStage", "FinetuneStage", "REFINE_RESIDUAL_DEVIATION"]
+
+log = logging.getLogger("vs_hdrvid.train")
+
+REFINE_RESIDUAL_DEVIATION = (
+    "RefineNet's reconstruction predicts a zero-initialised mu-law residual over the reference's coarse HDR "
+    "(config.coarse_residual) instead of the paper's sigmoid regression, so training starts from CoarseNet's "
+    "output: a CPU budget does not bring a from-scratch head back up to CoarseNet's quality.")
+
+
+@dataclass(frozen=True)
+class RefineOptions(CoarseOptions):
+    perc_weight: float = field(default=0.5, metadata={"help": "weight of the perceptual substitute"})
+    deformable_align: bool = field(default=True, metadata={
+        "run": True, "help": "RefineNet's deformable alignment (--no-deformable-align: Table 5's w/o DA)"})
+    attention_fusion: bool = field(default=True, metadata={
+        "run": True, "help": "RefineNet's temporal attention fusion (--no-attention-fusion: Table 5's w/o TAF)"})
+
+    def refine_config(self, exposures: int) -> RefineNetConfig:
+        return dataclasses.replace(RefineNetConfig.for_exposures(exposures), deformable_align=self.deformable_align,
+                                   attention_fusion=self.attention_fusion)
+
+
+@register
+class RefineStage(CoarseNetStage):
+    name = "refine"
+    order = 2
+    summary = "RefineNet with the shipped CoarseNet frozen (eq. 6 + perceptual substitute)"
+    Options = RefineOptions
+    kind = "refine"
+    ship_files = ("refine",)
+    trained = ("refine",)
+    start_metric = "val_psnr_mu_coarse"  # its zero-initialised residual starts from the coarse HDR
+    losses = ("eq. 6 L1 normalised by the badly exposed area (floored at 5% of the pixels) + perc_weight x "
+              "(multi-scale gradient L1 + (1 - SSIM)) in the mu-law domain, substituting the VGG16 perceptual loss")
+
+    def init(self) -> None:
+        cfg, n = self.cfg, self.cfg.exposures
+        self.nets["coarse"] = shipped_coarse(self, require=True)
+        config = self.opt.refine_config(n)
+        if cfg.init_from and cfg.init_from != "none":
+            self.nets["refine"] = RefineNet(config)
+            self.init_notes.append(load_into(self.nets["refine"], Path(cfg.init_from), "refine"))
+            return
+        shipped = None if cfg.init_from == "none" else load_shipped(f"refine-{n}exp", cfg, self.device)
+        coarse_sha = self.previous["coarse"].sha256
+        if shipped is not None and shipped[0].config == config and shipped[1].recipe.get("coarse_sha256") == coarse_sha:
+            self.nets["refine"], self.previous["refine"] = shipped
+            self.init_notes.append(f"RefineNet {W.REGISTRY[f'refine-{n}exp'].file} (shipped)")
+            return
+        if shipped is not None:  # a residual learnt over another CoarseNet's output is no start for this one
+            log.info("train: the shipped RefineNet corrects another CoarseNet (sha256 %s, now %s); starting from "
+                     "its zero-initialised residual", str(shipped[1].recipe.get("coarse_sha256"))[:16], coarse_sha[:16])
+        self.nets["refine"] = RefineNet(config)
+
+    def _forward(self, batch):
+        n = self.cfg.exposures
+        ldrs, evs = batch["ldrs"], batch["evs"]
+        grad = "coarse" in self.trained
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            coarse = run_coarse_window(self.nets["coarse"], ldrs, evs, batch.get("init_flows"),
+                                       batch.get("init_conf"))  # (B, 3, 3, H, W)
+        return coarse, self.nets["refine"](coarse, ldrs[:, n - 1:n + 2], evs[:, n - 1:n + 2])
+
+    def loss(self, batch):
+        _, out = self._forward(batch)
+        gt, hs = batch["gt"][:, 1], batch["h_sat"]
+        l1 = refine_l1(out.hdr, gt, out.mask, hs)
+        perc = structure_loss(out.hdr, gt, hs)
+        return l1 + self.opt.perc_weight * perc, {"eq6_l1": l1.item(), "structure": perc.item()}
+
+    @torch.no_grad()
+    def validate(self, batch):
+        coarse, out = self._forward(batch)
+        gt, hs = batch["gt"][:, 1], batch["h_sat"]
+        return {"val_psnr_mu": psnr_mu(out.hdr, gt, hs),
+                "val_psnr_mu_coarse": psnr_mu(coarse[:, 1], gt, hs),
+                "val_psnr_mu_reference_only": psnr_mu(ref_only(batch, self.cfg.exposures), gt, hs)}
+
+    def recipe(self, key: str, digests: dict[str, str]) -> dict[str, Any]:
+        out = super().recipe(key, digests)
+        if key == "refine":
+            prev = self.previous.get("coarse")
+            out["coarse_sha256"] = digests.get("coarse") or (prev.sha256 if prev else None)
+        return out
+
+    def net_deviations(self, key: str, config: dict) -> list[str]:
+        return super().net_deviations(key, config) + [REFINE_RESIDUAL_DEVIATION] * (
+            key == "refine" and bool(config.get("coarse_residual")))
+
+
+@register
+class FinetuneStage(RefineStage):
+    name = "finetune"
+    order = 3
+    summary = "CoarseNet and RefineNet together with the refine loss"
+    lr = 2e-5
+    ship_files = ("coarse", "refine")
+    trained = ("coarse", "refine")
+    losses = "as refine, CoarseNet and RefineNet trained together"
+
+    @property
+    def flow_scale(self) -> float:  # type: ignore[override]
+        return self.opt.flow_lr_scale
+
+    def init(self) -> None:
+        n = self.cfg.exposures
+        if load_shipped(f"refine-{n}exp", self.cfg, self.device) is None and self.cfg.init_from in ("", "none"):
+            raise FileNotFoundError(f"train finetune: needs shipped coarse and refine weights; run "
+                                    f"`vs-hdrvid train refine --exposures {n}` first")
+        super().init()

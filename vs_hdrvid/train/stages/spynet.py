@@ -1,0 +1,70 @@
+"""``spynet``: CoarseNet's flow network alone against the ground-truth flows ``t -> neighbours``.
+
+EPE; with three exposures the ``t -> t+-2`` flows are composed from one-frame steps (see
+:mod:`vs_hdrvid.train.data`). With ``blend="merge"`` it learns to correct the DIS flows
+(``refine_init``) and validation reports the DIS flows' EPE beside it. Nothing is shipped:
+``coarse`` starts from this run's checkpoint.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from vs_hdrvid.models.coarsenet import CoarseNet
+from vs_hdrvid.train.losses import epe
+from vs_hdrvid.train.stages.base import Stage, load_into, register
+from vs_hdrvid.train.stages.coarse import CoarseDesign, CoarseNetStage, coarse_config, coarse_inputs, shipped_coarse
+
+__all__ = ["SpyNetStage"]
+
+
+@register
+class SpyNetStage(CoarseNetStage):
+    name = "spynet"
+    order = 0
+    summary = "CoarseNet's flow network on ground-truth flow (EPE)"
+    Options = CoarseDesign
+    kind = "flow"
+    metric = "val_epe"
+    losses = "EPE of the flow network's t->neighbour flows against ground truth (non-occluded for composed +-2 flows)"
+
+    def init(self) -> None:
+        cfg = self.cfg
+        if not self.opt.flow_refine and self.opt.blend == "merge":
+            raise ValueError("train spynet: --no-flow-refine leaves CoarseNet without a flow network to train")
+        net = None if cfg.init_from else shipped_coarse(self, require=False)
+        self.nets["coarse"] = net if net is not None else CoarseNet(coarse_config(cfg))
+        if cfg.init_from and cfg.init_from != "none":
+            self.init_notes.append(load_into(self.nets["coarse"], Path(cfg.init_from), "coarse"))
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": list(self.nets["coarse"].flownet.parameters()), "lr_scale": 1.0, "name": "flownet"}]
+
+    def to(self) -> None:
+        super().to()
+        self.nets["coarse"].weightnet.requires_grad_(False)
+
+    def schedule_text(self) -> str:
+        return Stage.schedule_text(self)
+
+    def loss(self, batch):
+        net = self.nets["coarse"]
+        ldrs, evs, init, _ = coarse_inputs(net, batch)
+        loss = epe(net.flows(ldrs, evs, init), batch["flows"], batch["flow_valid"])
+        return loss, {"epe": loss.item()}
+
+    @torch.no_grad()
+    def validate(self, batch):
+        net = self.nets["coarse"]
+        ldrs, evs, init, _ = coarse_inputs(net, batch)
+        v, gt = batch["flow_valid"], batch["flows"]
+
+        def per(f: Tensor) -> Tensor:  # mean end-point error over the valid pixels of each crop
+            err = (f - gt).pow(2).sum(2, keepdim=True).sqrt()  # (B, K, 1, H, W)
+            return (err * v).flatten(1).sum(1) / v.flatten(1).sum(1).clamp(min=1)
+        res = {"val_epe": per(net.flows(ldrs, evs, init)), "val_epe_zero_flow": per(torch.zeros_like(gt))}
+        if init is not None:
+            res["val_epe_classical"] = per(init)
+        return res
