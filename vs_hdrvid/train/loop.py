@@ -131,7 +131,8 @@ def _plot(history: dict, path: Path, title: str, metric: str) -> None:
             a.plot(steps[k - 1:], np.convolve(loss, np.ones(k) / k, "valid"), color="C0", label=f"mean of {k}")
             a.legend(fontsize=7)
     a.set(xlabel="step", ylabel="train loss", title=title)
-    a.set_yscale("log")
+    if history["train"] and min(loss for _, loss in history["train"]) > 0:  # log losses go negative
+        a.set_yscale("log")
     if history["val"]:
         vs = [v["step"] for v in history["val"]]
         b.plot(vs, [v[metric] for v in history["val"]], "o-", ms=3, label="network")
