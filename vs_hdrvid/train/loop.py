@@ -346,10 +346,7 @@ def _ship(stage: Stage, cfg: TrainConfig, train_ds, val_ds, step: int, wall: flo
         metrics = {k: round(v, 4) for k, v in val.items() if k != "step"}
         if protocol is not None:
             metrics["val_protocol"] = protocol
-        entry = W.write(net, name, folder, metrics=metrics,
-                        deviations=stage.net_deviations(key, config) + stage.run_deviations(device))
-        digests[key] = entry.sha256
-        entry.recipe = {
+        recipe = {
             "stages": f"{cfg.stage} ({'+'.join(stage.trained)} trained)", "data": train_ds.describe(),
             "steps": step, "batch": cfg.batch, "patch": cfg.patch, "lr_schedule": stage.schedule_text(),
             **stage.recipe(key, digests),
@@ -358,7 +355,9 @@ def _ship(stage: Stage, cfg: TrainConfig, train_ds, val_ds, step: int, wall: flo
             "command": stage.command(),
             "continued_from": {"sha256": prev.sha256, "recipe": prev.recipe, "metrics": prev.metrics} if prev else None,
         }
-        W.register_in_manifest(W.REGISTRY[name].file, entry, folder)
+        entry = W.write(net, name, folder, recipe=recipe, metrics=metrics,
+                        deviations=stage.net_deviations(key, config) + stage.run_deviations(device))
+        digests[key] = entry.sha256
         (folder / "curves").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / "curve.png", folder / "curves" / f"{Path(file).stem}.png")
         shipped.append(str(folder / file))
