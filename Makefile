@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@test -n "$(PY312)" || { echo "make: python3.12 not found; install it (e.g. pyenv install 3.12) and retry" >&2; exit 1; }
 	test -x $(BIN)/python || $(PY312) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,eval,ray]'  # ray: the --workers tests
+	$(BIN)/python -m pip install -q -e '.[test,eval,ray,onnx]'  # ray: the --workers tests; onnx: export-onnx
 	$(BIN)/vapoursynth config  # lets vspipe find this venv's Python (keyed by venv, user-level file)
 	touch $(STAMP)
 

@@ -1,4 +1,4 @@
-"""``vs-hdrvid``: reconstruct, demo, synth, eval, bench.
+"""``vs-hdrvid``: reconstruct, demo, synth, eval, bench, export-onnx.
 
 Every failure the user can fix ends in one line ``vs-hdrvid: error: ...`` and exit status 2 (bad
 input) or 1 (a failure while running); Ctrl-C ends with status 130 and SIGTERM with 143, both after
@@ -200,8 +200,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the nodes decide")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_reconstruct(sub)
-    for module in ("demo", "eval.bench", "eval.bench_nets", "eval.bench_dealthdr",
-                   "synth.cli", "eval.cli", "train.cli", "train.adapt_cli", "train.plan", "train.bench"):
+    for module in ("demo", "eval.bench", "eval.bench_nets", "eval.bench_dealthdr", "synth.cli", "eval.cli",
+                   "train.cli", "train.adapt_cli", "train.plan", "train.bench", "export.onnx"):
         mod = __import__(f"vs_hdrvid.{module}", fromlist=["add_cli"])
         mod.add_cli(sub).set_defaults(run=mod.run_cli)
     return parser
