@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from vs_hdrvid.models.blocks import (
     ConfigMixin,
     DeformConvPack,
+    deform_conv2d,
     hdr_scale,
     ldr_to_hdr,
     pad_to_multiple,
@@ -93,3 +94,23 @@ def test_deform_conv_pack_starts_as_half_masked_conv():
     x, guide = torch.rand(2, 8, 9, 11), torch.rand(2, 4, 9, 11)
     ref = 0.5 * F.conv2d(x, dcn.weight, padding=1) + dcn.bias.view(1, -1, 1, 1)
     assert torch.allclose(dcn(x, guide), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_deform_conv2d_equals_torchvision(groups):
+    from torchvision.ops import deform_conv2d as tv_deform_conv2d
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 13, 17, requires_grad=True)
+    offset = (4 * torch.randn(2, 2 * groups * 9, 13, 17)).requires_grad_()  # many taps leave the frame
+    mask = torch.rand(2, groups * 9, 13, 17, requires_grad=True)
+    weight, bias = torch.randn(6, 8, 3, 3, requires_grad=True), torch.randn(6, requires_grad=True)
+    ours = deform_conv2d(x, offset, weight, bias, mask, 1)
+    ref = tv_deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
+    assert torch.allclose(ours, ref, atol=1e-4)
+    g_ours = torch.autograd.grad(ours.square().sum(), (x, weight, mask))
+    g_ref = torch.autograd.grad(ref.square().sum(), (x, weight, mask))
+    for a, b in zip(g_ours, g_ref):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-3)
+    with torch.no_grad():  # the in-place path of inference
+        assert torch.allclose(deform_conv2d(x, offset, weight, bias, mask, 1), ref, atol=1e-4)

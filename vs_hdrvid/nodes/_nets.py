@@ -1,7 +1,8 @@
 """What the network nodes (:mod:`.coarse`, :mod:`.refine`, :mod:`.flow`, :mod:`.dealthdr`) share.
 
-Choosing and loading checked weights once per node (a small cache shares a model between nodes),
-and the size and pattern checks. The tensor work they share lives beside the networks:
+Choosing and loading checked weights once per node (a small cache shares a network between
+nodes), prepared for inference (:class:`~vs_hdrvid.models.inference.Inference`: precision, layout,
+compile, tiling), and the size and pattern checks. The tensor work they share lives beside the networks:
 :func:`~vs_hdrvid.models.blocks.radiance_to_ldr` and :func:`~vs_hdrvid.ops.warp.align_to_ref`.
 """
 from __future__ import annotations
@@ -15,7 +16,8 @@ import torch
 import vapoursynth as vs
 
 from .. import weights as weights_mod
-from ._common import COUNT_PROP, PATTERN_PROP, error, recall
+from ..models.inference import Inference, Tiling
+from ._common import COUNT_PROP, PATTERN_PROP, error, log, recall
 
 __all__ = ["load_network", "network_period", "MIN_SIZE", "RGBS"]
 
@@ -67,8 +69,8 @@ def _resolve_weights(kind: str, weights: str | os.PathLike | None, period: int, 
     return name, folder
 
 
-_models: OrderedDict[tuple, torch.nn.Module] = OrderedDict()
-_models_lock = threading.Lock()
+_engines: OrderedDict[tuple, Inference] = OrderedDict()
+_engines_lock = threading.Lock()
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -79,34 +81,44 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
-def load_network(kind: str, weights: str | os.PathLike | None, period: int, device: torch.device,
-                 dtype: torch.dtype, node: str) -> torch.nn.Module:
-    """The checked network for ``kind`` (``"coarse"`` or ``"refine"``) and the clip's pattern.
+def load_network(kind: str, weights: str | os.PathLike | None, period: int, device: torch.device, node: str,
+                 fp32: bool = False, compile: bool = False, tile: int | None = None,
+                 max_memory: float | None = None, size: tuple[int, int] | None = None) -> Inference:
+    """The checked network for ``kind`` and the clip's pattern, ready for inference.
 
-    Loaded once per (file, device, dtype) in eval mode; nodes made later share it while the file
-    and manifest are unchanged.
+    Loaded once per (file, device, precision, compile, tiling) in eval mode: nodes made later
+    share it while the file and manifest are unchanged. ``tile``/``max_memory`` (GiB) tile
+    frames of ``size`` (W, H) as :meth:`Tiling.for_network` says.
 
     Raises:
-        vs.Error: unknown weights, weights for another pattern length, or a missing or corrupt
-            file (the message names the file, its sha256 and the command that makes it).
+        vs.Error: unknown weights, weights for another pattern length, a missing or corrupt
+            file (the message names the file, its sha256 and the command that makes it), a
+            tile the network cannot use (the message names the minimum and the multiple).
     """
     name, folder = _resolve_weights(kind, weights, period, node)
+    try:
+        tiling = Tiling.for_network(kind, tile, max_memory, size)
+    except ValueError as e:
+        raise error(node, str(e)) from None
     path = folder / weights_mod.REGISTRY[name].file
     key = (name, os.fspath(path.resolve()), _stamp(path), _stamp(folder / weights_mod.MANIFEST),
-           str(device), dtype)
-    with _models_lock:
-        if key in _models:
-            _models.move_to_end(key)
-            return _models[key]
+           str(device), fp32, compile, tiling)
+    with _engines_lock:
+        if key in _engines:
+            _engines.move_to_end(key)
+            return _engines[key]
     try:
         model, _ = weights_mod.load(name, device, folder)
     except weights_mod.WeightsError as e:
         raise error(node, f"{e} (or pass weights= a folder that holds it)") from None
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
         raise error(node, f"cannot load {path}: {type(e).__name__}: {e}") from None
-    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    with _models_lock:
-        _models[key] = model
-        while len(_models) > 6:
-            _models.popitem(last=False)
-    return model
+    engine = Inference(model, kind, device, fp32=fp32, compile=compile, tiling=tiling)
+    if tiling is not None:
+        log.info("hdrvid.%s: %dx%d frames in tiles of %d pixels (overlap %d)", node, *(size or (0, 0)),
+                 tiling.tile, tiling.overlap)
+    with _engines_lock:
+        _engines[key] = engine
+        while len(_engines) > 6:
+            _engines.popitem(last=False)
+    return engine

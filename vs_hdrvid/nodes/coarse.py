@@ -23,8 +23,8 @@ NODE = "coarse"
 
 @renamed_args(lin="clip")
 def coarse(clip: vs.VideoNode, weights: str | os.PathLike | None = None, device: str = "auto",
-           fp32: bool = False, num_streams: int | None = None, flow: Sequence[vs.VideoNode] | None = None
-           ) -> vs.VideoNode:
+           fp32: bool = False, num_streams: int | None = None, flow: Sequence[vs.VideoNode] | None = None,
+           compile: bool = False, tile: int | None = None, max_memory: float | None = None) -> vs.VideoNode:
     """Coarse HDR of every frame by CoarseNet (Chen et al. 2021, sections 3.1-3.2).
 
     Each frame's window (``t-1..t+1`` for a 2-exposure pattern, ``t-2..t+2`` for 3; at the clip's
@@ -46,12 +46,21 @@ def coarse(clip: vs.VideoNode, weights: str | os.PathLike | None = None, device:
             registry name, a folder holding the weights files and their ``MANIFEST.json``, or
             one such file.
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
-        fp32: compute in float32 on CUDA too (default fp16 there; CPU is always fp32).
+        fp32: the exact float32 path. Default: float16 on CUDA; on a CPU with AMX or AVX512-BF16
+            (detected at run time) the convolutions in bfloat16 under autocast, the rest in
+            float32; elsewhere float32. Both in channels_last
+            (:class:`~vs_hdrvid.models.inference.Inference`).
         num_streams: frames processed concurrently; None: the default of every node
             (:func:`~vs_hdrvid.bridge.default_streams`: one frame at a time for a network).
         flow: ``blend="merge"`` weights only: the flow clips to start from, one per neighbour
             offset ``-(n-1)..-1, 1..n-1`` (RGBS u, v, confidence from frame n to that neighbour);
             None: ``classical_flow(clip, offset)`` (DIS, preset medium), as in training.
+        compile: ``torch.compile`` the network: the first frame waits for the compilation (a
+            minute on a 2-core CPU), the others run faster (``vs-hdrvid bench-nets --compile``).
+        tile: run the weight network on tiles of this side (a multiple of 8, at least 64) that
+            overlap by its receptive field: the same output up to rounding, in a fraction of the
+            memory. None: whole frames, unless ``max_memory`` asks for tiles.
+        max_memory: GiB the forward pass may take; larger frames are tiled to fit.
 
     Returns:
         RGBS linear HDR (``H = f^-1(L) / 2**EV``, the scale of the input) with the reference
@@ -59,12 +68,15 @@ def coarse(clip: vs.VideoNode, weights: str | os.PathLike | None = None, device:
 
     Raises:
         vs.Error: not a linearised clip, a pattern other than 2 or 3 exposures, frames under
-            32x32, weights for another pattern length, weights missing or failing their sha256.
+            32x32, weights for another pattern length, weights missing or failing their sha256,
+            a ``tile`` off the network's grid or under its minimum.
     """
     clip = check_linear(clip, NODE)
     period = network_period(clip, NODE)
     dev, dtype = pick_device(device, fp32, NODE)
-    net = load_network("coarse", weights, period, dev, dtype, NODE)
+    engine = load_network("coarse", weights, period, dev, NODE, fp32, compile, tile, max_memory,
+                          (clip.width, clip.height))
+    net = engine.model
     if net.config.num_exposures != period:
         raise error(NODE, f"the weights hold a {net.config.num_exposures}-exposure CoarseNet but the clip "
                           f"has a {period}-exposure pattern")
@@ -89,11 +101,11 @@ def coarse(clip: vs.VideoNode, weights: str | os.PathLike | None = None, device:
         ldr = radiance_to_ldr(w.frames, ev, gamma)  # (T, 3, H, W)
         if flows:  # the flows include the similarity: the networks pad for themselves
             init = torch.stack([runner.fetch(fr) for fr in f[k:]]).to(dtype)[None]  # (1, K, 3, H, W)
-            hdr = net(ldr[None], ev[None], init[:, :, :2], init[:, :, 2:3].clamp(0, 1), w.frames[None]).hdr[0]
+            hdr = engine(ldr[None], ev[None], init[:, :, :2], init[:, :, 2:3].clamp(0, 1), w.frames[None]).hdr[0]
             return runner.emit(hdr, RGBS, w.props)
         ldr = align_to_ref(ldr, w.to_ref, ref)
         x, crop = pad_to_multiple(ldr[None], multiple)  # (1, T, 3, H', W')
-        hdr = crop(net(x, ev[None]).hdr)[0]  # (3, H, W)
+        hdr = crop(engine(x, ev[None]).hdr)[0]  # (3, H, W)
         return runner.emit(hdr, RGBS, w.props)
 
     return remember(runner.map_frames(blank_like(clip), window.clips + flows, process), **recall(clip))

@@ -8,6 +8,7 @@ import vapoursynth as vs
 
 from ..bridge import NodeRunner, blank_like
 from ..models.blocks import pad_to_multiple, radiance_to_ldr
+from ..models.inference import Inference
 from ..ops.warp import align_to_ref, compose_affine, forward_backward_confidence, invert_affine, through_similarity
 from ._common import check_linear, error, pick_device, renamed_args
 from ._nets import RGBS, load_network, network_period
@@ -51,9 +52,10 @@ def flow(clip: vs.VideoNode, offset: int = 1, weights: str | os.PathLike | None 
                           f"CoarseNet window the flow network was trained on), got {offset!r}; "
                           "use hv.classical_flow for other offsets")
     dev, dtype = pick_device(device, fp32, NODE)
-    net = load_network("coarse", weights, period, dev, dtype, NODE)
+    engine = load_network("coarse", weights, period, dev, NODE, fp32)
+    net, precision = engine.model, engine.precision
     if net.needs_init_flows:
-        return _corrected_classical_flow(clip, offset, net, dev, dtype, num_streams)
+        return _corrected_classical_flow(clip, offset, engine, dev, dtype, num_streams)
     slots = list(range(-reach, reach + 1))  # CoarseNet's window
     union = sorted(set(slots) | {offset + o for o in slots})  # forward window, and the one around n+offset
     window = ExposureWindow(clip, union, period, NODE)
@@ -75,7 +77,8 @@ def flow(clip: vs.VideoNode, offset: int = 1, weights: str | os.PathLike | None 
         fw = align_to_ref(ldr[fw_idx], to_n[fw_idx], center)
         bw = align_to_ref(ldr[bw_idx], to_m[bw_idx], center)
         x, crop = pad_to_multiple(torch.stack((fw, bw)), multiple)  # (2, T, 3, H', W')
-        flows = crop(net.flows(x, torch.stack((ev[fw_idx], ev[bw_idx]))))  # (2, T-1, 2, H, W)
+        with precision.context(dev):
+            flows = crop(net.flows(x, torch.stack((ev[fw_idx], ev[bw_idx])))).float()  # (2, T-1, 2, H, W)
         total_fw = through_similarity(flows[0:1, out_fw], to_n[nbr:nbr + 1])  # n -> m
         total_bw = through_similarity(flows[1:2, out_bw], to_m[ref:ref + 1])  # m -> n
         conf = forward_backward_confidence(total_fw, total_bw)  # (1, 1, H, W)
@@ -84,13 +87,14 @@ def flow(clip: vs.VideoNode, offset: int = 1, weights: str | os.PathLike | None 
     return runner.map_frames(blank_like(clip), window.clips, process)
 
 
-def _corrected_classical_flow(clip: vs.VideoNode, offset: int, net: torch.nn.Module, dev: torch.device,
+def _corrected_classical_flow(clip: vs.VideoNode, offset: int, engine: Inference, dev: torch.device,
                               dtype: torch.dtype, num_streams: int | None) -> vs.VideoNode:
     """``flow`` for CoarseNet weights of the ``blend="merge"`` design: the DIS flow of
     :func:`classical_flow` as the network's flow network corrects it (the DIS flow itself when
     the network has none). The confidence is that of the DIS flow's forward-backward check."""
     from .classical_flow import classical_flow
 
+    net = engine.model
     if net.flownet is None:
         return classical_flow(clip, offset)
     reach = net.config.num_exposures - 1
@@ -105,7 +109,8 @@ def _corrected_classical_flow(clip: vs.VideoNode, offset: int, net: torch.nn.Mod
         w = window.gather(n, f[:k], runner)
         ev = w.ev.to(dev, dtype)
         init = torch.stack([runner.fetch(fr) for fr in f[k:]]).to(dtype)[None]  # (1, K, 3, H, W)
-        flows = net.flows(radiance_to_ldr(w.frames, ev, net.config.gamma)[None], ev[None], init[:, :, :2])
+        with engine.precision.context(dev):
+            flows = net.flows(radiance_to_ldr(w.frames, ev, net.config.gamma)[None], ev[None], init[:, :, :2])
         return runner.emit(torch.cat((flows[0, out].float(), init[0, out, 2:3].float().clamp(0, 1))), RGBS, w.props)
 
     return runner.map_frames(blank_like(clip), window.clips + init_clips, process)

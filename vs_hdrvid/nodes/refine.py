@@ -20,7 +20,8 @@ NODE = "refine"
 
 @renamed_args(coarse_clip="clip")
 def refine(clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathLike | None = None,
-           device: str = "auto", fp32: bool = False, num_streams: int | None = None) -> vs.VideoNode:
+           device: str = "auto", fp32: bool = False, num_streams: int | None = None, compile: bool = False,
+           tile: int | None = None, max_memory: float | None = None) -> vs.VideoNode:
     """Final HDR of every frame by RefineNet (Chen et al. 2021, section 3.3).
 
     The window of coarse HDRs ``t-1, t, t+1`` (exposure-aware at the clip's ends, as in
@@ -36,7 +37,8 @@ def refine(clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathLike | N
         weights: ``None`` for the shipped ``refine-2exp``/``refine-3exp`` matching the pattern, a
             registry name, a folder holding the weights files and their ``MANIFEST.json``, or one
             such file.
-        device, fp32, num_streams: as for :func:`coarse`.
+        device, fp32, num_streams, compile: as for :func:`coarse`.
+        tile, max_memory: as for :func:`coarse`; RefineNet runs whole on each tile (overlap 64).
 
     Returns:
         RGBS linear HDR on the input's radiometric scale, with the reference frame's props.
@@ -59,7 +61,9 @@ def refine(clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathLike | N
                           "hv.coarse made clip from")
     period = network_period(lin, NODE)
     dev, dtype = pick_device(device, fp32, NODE)
-    net = load_network("refine", weights, period, dev, dtype, NODE)
+    engine = load_network("refine", weights, period, dev, NODE, fp32, compile, tile, max_memory,
+                          (clip.width, clip.height))
+    net = engine.model
     half = net.config.num_frames // 2
     offsets = list(range(-half, half + 1))
     window = ExposureWindow(lin, offsets, period, NODE)
@@ -74,7 +78,7 @@ def refine(clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathLike | N
         ldrs = align_to_ref(radiance_to_ldr(w.frames, ev, GAMMA), w.to_ref, ref)
         hdrs = align_to_ref(hdrs, w.to_ref, ref)
         x, crop = pad_to_multiple(torch.stack((hdrs, ldrs)), 8)  # (2, N, 3, H', W')
-        out = crop(net(x[:1], x[1:], ev[None]).hdr)[0]  # (3, H, W)
+        out = crop(engine(x[:1], x[1:], ev[None]).hdr)[0]  # (3, H, W)
         return runner.emit(out, RGBS, w.props)
 
     return remember(runner.map_frames(blank_like(lin), window.clips + hdr_clips, process), **recall(lin))

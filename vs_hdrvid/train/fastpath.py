@@ -20,35 +20,17 @@ with another fast path.
 from __future__ import annotations
 
 import contextlib
-import platform
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
 import torch
 from torch import nn
 
+from vs_hdrvid.devices import cpu_features, native_bf16
+
 __all__ = ["FastPath", "cpu_features", "NCHW_STAGES"]
 
 NCHW_STAGES = ("spynet",)  # stages whose networks train faster in NCHW (bench-train, see above)
-
-
-def cpu_features() -> dict[str, object]:
-    """The CPU model and the instruction-set features that decide the fast path."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-                    break
-    except OSError:
-        pass
-    return {"model": model, "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
-            "avx512f": "avx512f" in flags, "avx2": "avx2" in flags, "threads": torch.get_num_threads(),
-            "torch_isa": torch.backends.cpu.get_cpu_capability()}
 
 
 @dataclass(frozen=True)
@@ -71,8 +53,7 @@ class FastPath:
         nhwc = stage not in NCHW_STAGES
         if device.type == "cuda":
             return cls(bf16=True, channels_last=nhwc, compile=compile)
-        feats = cpu_features()
-        return cls(bf16=bool(feats["amx_bf16"] or feats["avx512_bf16"]), channels_last=nhwc,
+        return cls(bf16=native_bf16(), channels_last=nhwc,
                    flush_denormal=True, compile=compile)
 
     def describe(self) -> dict[str, bool]:
