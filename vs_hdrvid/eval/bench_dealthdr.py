@@ -21,6 +21,7 @@ ratios only show that the dial works.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import platform
@@ -34,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .. import weights as weights_mod
 from ..models.dealthdr import DeAltHDR, DeAltHDRConfig
+from ..models.inference import Inference
 from .bench_nets import _devices, _size, add_bench_args, sizes_of
 from .report import write_figures
 
@@ -105,9 +107,10 @@ def _timed(net: DeAltHDR, ldrs: torch.Tensor, evs: torch.Tensor, s: float, repea
 
 
 @torch.inference_mode()
-def _gflops(net: DeAltHDR, ldrs: torch.Tensor, evs: torch.Tensor, s: float) -> float:
+def _gflops(net: Inference, ldrs: torch.Tensor, evs: torch.Tensor, s: float) -> float:
+    """GFLOPs of one forward (counted without autocast: the count does not depend on the precision)."""
     with FlopCounterMode(display=False) as counter:
-        net(ldrs, evs, s)
+        net.model(ldrs, evs, s)
     return counter.get_total_flops() / 1e9
 
 
@@ -123,8 +126,12 @@ def _dtype(device: torch.device, fp32: bool) -> torch.dtype:
 def run_bench(configs: list[str], sizes: list[tuple[int, int]], device: str = "all", s_values=S_BENCH,
               repeats: int = 2, fp32: bool = False, folder: str | os.PathLike | None = None,
               root: str = "data/synth", preset: str = "test", patch: int = 256, flops: bool = True,
-              log=None) -> dict:
-    """Seconds per frame, GFLOPs and attention ratio for every configuration, size, device and ``s``."""
+              compile: bool = False, compare_fp32: bool = False, log=None) -> dict:
+    """Seconds per frame, GFLOPs and attention ratio for every configuration, size, device and ``s``.
+
+    The network runs as the node runs it (:class:`~vs_hdrvid.models.inference.Inference`);
+    ``compare_fp32`` also times the exact float32 eager path beside each row (``fp32_seconds``).
+    """
     folder = os.fspath(folder or weights_mod.WEIGHTS_DIR)
     ldrs0, evs0, scene = real_window(root, preset, patch)
     rows, counted = [], {}
@@ -132,14 +139,18 @@ def run_bench(configs: list[str], sizes: list[tuple[int, int]], device: str = "a
         dev = torch.device(dev_name)
         dtype = _dtype(dev, fp32)
         for config in configs:
-            net, source = load_network(config, folder, dev, dtype)
-            params = sum(p.numel() for p in net.parameters())
+            model, source = load_network(config, folder, dev, dtype)
+            params = sum(p.numel() for p in model.parameters())
+            exact = Inference(copy.deepcopy(model), "dealthdr", dev, fp32=True) if compare_fp32 else None
+            net = Inference(model, "dealthdr", dev, fp32=fp32, compile=compile)
             for w, h in sizes:
                 ldrs, evs = _resized(ldrs0, w, h).to(dev, dtype), evs0.to(dev, dtype)
                 for s in s_values:
-                    row = {"config": config, "size": f"{w}x{h}", "device": dev_name, "dtype": str(dtype)[6:],
-                           "s": _fmt_s(s), "weights": source, "parameters": params}
+                    row = {"config": config, "size": f"{w}x{h}", "device": dev_name, "dtype": net.precision.name,
+                           "s": _fmt_s(s), "weights": source, "parameters": params, "path": net.describe()}
                     try:
+                        if exact is not None:
+                            row["fp32_seconds"], _ = _timed(exact, ldrs.float(), evs.float(), s, repeats)
                         row["seconds"], row["attention_ratio"] = _timed(net, ldrs, evs, s, repeats)
                         key = (config, w, h, s)
                         if flops and key not in counted:
@@ -152,7 +163,7 @@ def run_bench(configs: list[str], sizes: list[tuple[int, int]], device: str = "a
                     rows.append(row)
                     if log:
                         log(_format_row(row))
-            del net
+            del net, exact
     return {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
                        f"{torch.__version__}, {torch.get_num_threads()} threads"
                        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
@@ -165,7 +176,10 @@ def _format_row(row: dict) -> str:
     if "error" in row:
         return f"{head}  failed: {row['error']}"
     gf = f"{row['gflops']:9.1f}" if row.get("gflops") is not None else f"{'-':>9}"
-    return f"{head}  {row['seconds'] * 1e3:10.1f} {gf} {row['attention_ratio']:8.3f}"
+    line = f"{head}  {row['seconds'] * 1e3:10.1f} {gf} {row['attention_ratio']:8.3f}"
+    if "fp32_seconds" in row:
+        line += f"  fp32 eager {row['fp32_seconds'] * 1e3:.1f} ms ({row['fp32_seconds'] / row['seconds']:.2f}x)"
+    return line
 
 
 @torch.inference_mode()
@@ -184,7 +198,8 @@ def run_curve(folder: str | os.PathLike | None = None, root: str = "data/synth",
     folder = os.fspath(folder or weights_mod.WEIGHTS_DIR)
     dev = torch.device(_devices(device)[0])
     dtype = _dtype(dev, fp32)
-    net, source = load_network("shipped", folder, dev, dtype, require_trained=True)
+    model, source = load_network("shipped", folder, dev, dtype, require_trained=True)
+    net = Inference(model, "dealthdr", dev, fp32=fp32)
     ds = WindowDataset(root, preset, "dealthdr", 2, patch=patch, train=False, val_windows=windows)
     crops = [ds[i] for i in range(len(ds))]
     sync = _sync(dev)
@@ -219,7 +234,7 @@ def run_curve(folder: str | os.PathLike | None = None, root: str = "data/synth",
             log(f"s={point['s']:<5} PSNR-mu {point['psnr_mu']:7.3f} dB  {seconds * 1e3:9.1f} ms  "
                 f"{point['gflops']:8.2f} GFLOPs  attention {point['attention_ratio']:.3f}")
     size = f"{time_size[0]}x{time_size[1]}" if time_size else f"{patch}x{patch}"
-    return {"weights": source, "config": net.config.to_dict(), "device": str(dev), "dtype": str(dtype)[6:],
+    return {"weights": source, "config": net.config.to_dict(), "device": str(dev), "dtype": net.precision.name,
             "preset": preset, "root": root, "crops": len(crops), "crop": patch, "timed_size": size,
             "scenes": sorted({d.name for d in ds.dirs}), "threads": torch.get_num_threads(), "points": points}
 
@@ -268,6 +283,8 @@ def add_cli(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="sensitivities (default 0,15,inf; with --curve 0,0.5,1,15,100,inf)")
     p.add_argument("--no-flops", dest="flops", action="store_false", help="skip the FLOP count (one more forward)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (compile time not counted)")
+    p.add_argument("--compare-fp32", action="store_true", help="also time the exact fp32 eager path beside each row")
     p.add_argument("--root", default="data/synth", help="synthetic data root")
     p.add_argument("--preset", default="test", help="preset whose day/night scenes give the windows")
     p.add_argument("--patch", type=int, default=256, help="side of the real crops (multiple of 16)")
@@ -305,7 +322,8 @@ def run_cli(args: argparse.Namespace) -> int:
             say(f"vs-hdrvid bench-dealthdr: on {', '.join(devices)}; one forward pass per frame")
             say(f"{'config device dtype':<22} {'size':>9} {'s':<6}  {'ms/frame':>10} {'GFLOPs':>9} {'attn':>8}")
             res = run_bench(configs, sizes, args.device, args.s or S_BENCH, args.repeats, args.fp32, args.weights,
-                            args.root, args.preset, args.patch, args.flops, log=say)
+                            args.root, args.preset, args.patch, args.flops, args.compile, args.compare_fp32,
+                            log=say)
             say(f"window: {res['window']['scene']} ({args.patch} px crop resized to each size); weights: "
                 + "; ".join(sorted({f"{r['config']} {r['weights']}" for r in res['rows']})))
             say(f"machine: {res['machine']}")

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from .. import weights as weights_mod
+from ..models.inference import Inference, Tiling
 from .report import write_figures
 
 __all__ = ["add_cli", "run_cli", "run_bench_nets", "measure", "network_configs", "write_random_weights"]
@@ -87,8 +88,7 @@ def write_random_weights(folder: str | os.PathLike, periods: tuple[int, ...] = (
     return folder
 
 
-def _network(kind: str, period: int, device: torch.device, dtype: torch.dtype, folder: Path
-             ) -> tuple[torch.nn.Module, str]:
+def _network(kind: str, period: int, device: torch.device, folder: Path) -> tuple[torch.nn.Module, str]:
     """The trained network if ``folder`` holds it, else a randomly initialised one."""
     try:
         model, _ = weights_mod.load(f"{kind}-{period}exp", device, folder)
@@ -98,7 +98,7 @@ def _network(kind: str, period: int, device: torch.device, dtype: torch.dtype, f
         cfg = network_configs(period)[kind]
         model = weights_mod.REGISTRY[f"{kind}-{period}exp"].build(cfg.to_dict())
         source = "random initialisation"
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False), source
+    return model, source
 
 
 def _peak_rss_mib() -> float:
@@ -108,20 +108,25 @@ def _peak_rss_mib() -> float:
 
 
 def measure(kind: str, period: int, width: int, height: int, device: str = "cpu", fp32: bool = False,
-            repeats: int = 3, folder: str | os.PathLike | None = None) -> dict:
+            repeats: int = 3, folder: str | os.PathLike | None = None, compile: bool = False,
+            tile: int | None = None) -> dict:
     """Seconds per forward and peak memory of one network (run it in a fresh process for memory).
 
-    A first pass that takes under 5 s is a discarded warm-up; slower ones count as a repeat.
+    The network runs as the nodes run it (:class:`~vs_hdrvid.models.inference.Inference`; ``fp32``:
+    the exact float32 eager path). A first pass that takes under 5 s is a discarded warm-up;
+    slower ones count as a repeat. With ``compile`` the first pass compiles and is reported apart.
     """
     dev = torch.device(device)
-    dtype = torch.float16 if dev.type == "cuda" and not fp32 else torch.float32
-    net, source = _network(kind, period, dev, dtype, Path(folder or weights_mod.WEIGHTS_DIR))
+    model, source = _network(kind, period, dev, Path(folder or weights_mod.WEIGHTS_DIR))
+    tiling = Tiling.for_network(kind, tile) if tile else None
+    net = Inference(model, kind, dev, fp32=fp32, compile=compile, tiling=tiling)
+    dtype = net.precision.dtype
     pattern = PATTERNS[period]
-    frames = 2 * period - 1 if kind == "coarse" else net.config.num_frames
+    frames = 2 * period - 1 if kind == "coarse" else model.config.num_frames
     evs = torch.tensor([pattern[(i - frames // 2) % period] for i in range(frames)], device=dev, dtype=dtype)
     gen = torch.Generator().manual_seed(0)
     ldrs = torch.rand(1, frames, 3, height, width, generator=gen).to(dev, dtype)
-    if kind == "coarse" and net.needs_init_flows:  # the DIS flows come from classical_flow clips
+    if kind == "coarse" and model.needs_init_flows:  # the DIS flows come from classical_flow clips
         init = torch.zeros(1, frames - 1, 2, height, width, device=dev, dtype=dtype)
         conf = torch.ones(1, frames - 1, 1, height, width, device=dev, dtype=dtype)
         run = lambda: net(ldrs, evs, init, conf)  # noqa: E731
@@ -131,6 +136,12 @@ def measure(kind: str, period: int, width: int, height: int, device: str = "cpu"
         hdrs = ldrs.float().pow(2.2).mul(torch.exp2(-evs.float()).view(1, -1, 1, 1, 1)).to(dtype)
         run = lambda: net(hdrs, ldrs, evs)  # noqa: E731
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    compile_s = None
+    if compile:
+        start = time.perf_counter()
+        run()
+        sync()
+        compile_s = time.perf_counter() - start
     if dev.type == "cuda":
         sync()
         torch.cuda.reset_peak_memory_stats(dev)
@@ -139,17 +150,16 @@ def measure(kind: str, period: int, width: int, height: int, device: str = "cpu"
         base = _peak_rss_mib()
     times: list[float] = []
     warm = False
-    with torch.inference_mode():
-        while len(times) < repeats:
-            start = time.perf_counter()
-            run()
-            sync()
-            elapsed = time.perf_counter() - start
-            if not warm and elapsed < 5.0:  # a cheap first pass is the warm-up
-                warm = True
-                continue
+    while len(times) < repeats:
+        start = time.perf_counter()
+        run()
+        sync()
+        elapsed = time.perf_counter() - start
+        if not warm and elapsed < 5.0:  # a cheap first pass is the warm-up
             warm = True
-            times.append(elapsed)
+            continue
+        warm = True
+        times.append(elapsed)
     if dev.type == "cuda":
         peak = (torch.cuda.max_memory_allocated(dev) - base) / 2 ** 20
         total = torch.cuda.max_memory_allocated(dev) / 2 ** 20
@@ -157,9 +167,9 @@ def measure(kind: str, period: int, width: int, height: int, device: str = "cpu"
         total = _peak_rss_mib()
         peak = total - base
     return {"network": kind, "exposures": period, "size": f"{width}x{height}", "device": str(dev),
-            "dtype": str(dtype).replace("torch.", ""), "seconds": min(times), "seconds_all": times,
+            "dtype": net.precision.name, "seconds": min(times), "seconds_all": times,
             "forward_peak_mib": round(peak, 1), "process_peak_mib": round(total, 1), "weights": source,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "path": net.describe(), "compile_seconds": compile_s}
 
 
 def _in_child(**kwargs) -> dict:
@@ -186,32 +196,53 @@ def _devices(device: str) -> list[str]:
 
 def run_bench_nets(sizes: list[tuple[int, int]], device: str = "all", periods: tuple[int, ...] = (2,),
                    repeats: int = 2, fp32: bool = False, folder: str | os.PathLike | None = None,
+                   compile: bool = False, tile: int | None = None, compare_fp32: bool = False,
                    log=None) -> dict:
-    """CoarseNet and RefineNet seconds per frame and peak memory for each size, device and pattern."""
+    """CoarseNet and RefineNet seconds per frame and peak memory for each size, device and pattern.
+
+    ``compare_fp32``: each row also measures the exact float32 eager path (``fp32=True``, no
+    compile, no tiles) just before the chosen path, and gives their ratio as ``speedup``.
+    """
     folder = os.fspath(folder or weights_mod.WEIGHTS_DIR)
     rows = []
     for period in periods:
         for dev in _devices(device):
             for w, h in sizes:
-                args = dict(period=period, width=w, height=h, device=dev, fp32=fp32, repeats=repeats, folder=folder)
-                c, r = _in_child(kind="coarse", **args), _in_child(kind="refine", **args)
-                row = {"exposures": period, "size": f"{w}x{h}", "device": dev, "coarse": c, "refine": r}
+                args = dict(period=period, width=w, height=h, device=dev, repeats=repeats, folder=folder)
+                row = {"exposures": period, "size": f"{w}x{h}", "device": dev}
+                if compare_fp32:
+                    row["fp32_eager"] = {k: _in_child(kind=k, fp32=True, **args) for k in ("coarse", "refine")}
+                    if log:
+                        log(_format_row(row["fp32_eager"] | row))
+                c = _in_child(kind="coarse", fp32=fp32, compile=compile, tile=tile, **args)
+                r = _in_child(kind="refine", fp32=fp32, compile=compile, tile=tile, **args)
+                row |= {"coarse": c, "refine": r}
                 if "error" not in c and "error" not in r:
                     row["coarse_refine_seconds"] = c["seconds"] + r["seconds"]
                     row["peak_mib"] = max(c["forward_peak_mib"], r["forward_peak_mib"])
+                    base = row.get("fp32_eager", {})
+                    if all("seconds" in base.get(k, {}) for k in ("coarse", "refine")):
+                        row["speedup"] = {"coarse": base["coarse"]["seconds"] / c["seconds"],
+                                          "coarse_refine": (base["coarse"]["seconds"] + base["refine"]["seconds"])
+                                          / row["coarse_refine_seconds"]}
                 rows.append(row)
                 if log:
                     log(_format_row(row))
+    from ..devices import cpu_features
+
     return {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                       f"torch {torch.__version__}", "weights_folder": folder, "rows": rows}
+                       f"torch {torch.__version__}", "cpu": cpu_features(), "weights_folder": folder, "rows": rows}
 
 
 def _format_row(row: dict) -> str:
     c, r = row["coarse"], row["refine"]
-    head = f"{row['exposures']}-exp {row['device']:<6} {c.get('dtype', ''):<8} {row['size']:>10}"
+    path = c.get("path", {})
+    mode = c.get("dtype", "") + (" compiled" if path.get("compile") else "") + (
+        f" tile {path['tile']}" if path.get("tile") else "")
+    head = f"{row['exposures']}-exp {row['device']:<4} {mode:<22} {row['size']:>10}"
     if "error" in c or "error" in r:
         return f"{head}  failed: {c.get('error') or r.get('error')}"
-    return (f"{head}  {c['seconds']:9.3f} {row['coarse_refine_seconds']:9.3f}"
+    return (f"{head}  {c['seconds']:9.3f} {c['seconds'] + r['seconds']:9.3f}"
             f"  {c['forward_peak_mib']:9.0f} {r['forward_peak_mib']:9.0f}")
 
 
@@ -245,6 +276,10 @@ def add_cli(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        "CoarseNet+RefineNet (a benchmark, not a test)")
     add_bench_args(p, "640x360,1280x720,1920x1080")
     p.add_argument("--exposures", default="2", help="pattern lengths to measure: 2, 3 or 2,3")
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks (compile time reported apart)")
+    p.add_argument("--tile", type=int, help="run the networks on tiles of this side (as the nodes' tile=)")
+    p.add_argument("--compare-fp32", action="store_true",
+                   help="also measure the exact fp32 eager path beside each row and report the speedup")
     return p
 
 
@@ -264,7 +299,8 @@ def run_cli(args: argparse.Namespace) -> int:
         "of the forward pass (one fresh process per measurement)")
     say(f"{'pattern device dtype':<22} {'size':>9}  {'coarse s':>9} {'+refine s':>9}  {'coarse MiB':>9} "
         f"{'refine MiB':>9}")
-    res = run_bench_nets(sizes, args.device, periods, args.repeats, args.fp32, args.weights, log=say)
+    res = run_bench_nets(sizes, args.device, periods, args.repeats, args.fp32, args.weights, args.compile,
+                         args.tile, args.compare_fp32, log=say)
     sources = sorted({r[k]["weights"] for r in res["rows"] for k in ("coarse", "refine") if "weights" in r[k]})
     if any(s.startswith("random") for s in sources):
         say("weights: randomly initialised (no trained weights found in "
@@ -272,6 +308,13 @@ def run_cli(args: argparse.Namespace) -> int:
     threads = {r["coarse"].get("threads") for r in res["rows"]} - {None}
     say(f"machine: {res['machine']}, torch threads {', '.join(map(str, sorted(threads)))}; "
         "'+refine' = CoarseNet + RefineNet per output frame")
+    cpu = res["cpu"]
+    say(f"cpu: {cpu['model']}, AMX {'yes' if cpu['amx_bf16'] else 'no'}, AVX512-BF16 "
+        f"{'yes' if cpu['avx512_bf16'] else 'no'}, torch ISA {cpu['torch_isa']}")
     if args.json:
         write_figures(res, args.json)
+    for row in res["rows"]:
+        if "speedup" in row:
+            say(f"speedup {row['speedup']['coarse']:.2f}x over fp32 eager (CoarseNet, {row['size']}); "
+                f"CoarseNet+RefineNet {row['speedup']['coarse_refine']:.2f}x")
     return 1 if any("error" in r["coarse"] or "error" in r["refine"] for r in res["rows"]) else 0
