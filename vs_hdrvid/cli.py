@@ -104,6 +104,13 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--weights", help="folder of the network weights and their MANIFEST.json "
                    "(default: the shipped weights/)")
+    p.add_argument("--fp32", action="store_true", help="networks: the exact float32 path (default: bfloat16 "
+                   "convolutions where the CPU has AMX or AVX512-BF16, float16 on CUDA)")
+    p.add_argument("--compile", action="store_true", help="networks: torch.compile (the first frame waits for it)")
+    p.add_argument("--tile", type=_count, metavar="PX", help="coarse/refine: run the networks on tiles of this side "
+                   "(a multiple of 8, at least 64), seamless")
+    p.add_argument("--max-memory", type=float, metavar="GIB", help="coarse/refine: memory a forward pass may take; "
+                   "larger frames are tiled to fit (e.g. 8 for 4K on an 8 GB machine)")
     p.add_argument("--frames", type=_frames, help="A:B, a half-open frame range")
     p.add_argument("--peak-nits", type=float, default=1000.0, help="HDR10 mastering peak")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -148,7 +155,8 @@ def _reconstruct(args: argparse.Namespace, target) -> int:
     from .reconstruct import Options, build, write_output
 
     opts = Options(exposures=args.exposures, method=args.method, flow=args.flow, crf=args.crf,
-                   device=args.device, frames=args.frames, radius=args.radius, weights=args.weights, s=args.s)
+                   device=args.device, frames=args.frames, radius=args.radius, weights=args.weights, s=args.s,
+                   fp32=args.fp32, compile=args.compile, tile=args.tile, max_memory=args.max_memory)
     try:
         clip = source(args.input)
         hdr = build(clip, opts)

@@ -38,6 +38,10 @@ class Options:
     radius: int = 1
     weights: str | None = None  # folder of the network weights (default: weights/)
     s: float = 15.0  # dealthdr's FGMA sensitivity
+    fp32: bool = False  # networks: the exact float32 path (default: bf16 autocast where native, fp16 on CUDA)
+    compile: bool = False  # networks: torch.compile
+    tile: int | None = None  # coarse/refine: tile side in pixels
+    max_memory: float | None = None  # coarse/refine: GiB per forward pass; larger frames are tiled
 
 
 def output_kind(path: str) -> str:
@@ -71,12 +75,15 @@ def build(clip: vs.VideoNode, opts: Options) -> vs.VideoNode:
         hdr = nodes.merge(lin, radius=opts.radius, flow=flows, device=opts.device)
     elif opts.method in ("coarse", "refine"):
         lin = nodes.align(lin, device=opts.device)  # keeps the pattern linearize recorded
-        hdr = nodes.coarse(lin, weights=opts.weights, device=opts.device)
+        net = dict(weights=opts.weights, device=opts.device, fp32=opts.fp32, compile=opts.compile, tile=opts.tile,
+                   max_memory=opts.max_memory)
+        hdr = nodes.coarse(lin, **net)
         if opts.method == "refine":
-            hdr = nodes.refine(hdr, lin, weights=opts.weights, device=opts.device)
+            hdr = nodes.refine(hdr, lin, **net)
     elif opts.method == "dealthdr":
         lin = nodes.align(lin, device=opts.device)  # keeps the pattern linearize recorded
-        hdr = nodes.dealthdr(lin, s=opts.s, weights=opts.weights, device=opts.device)
+        hdr = nodes.dealthdr(lin, s=opts.s, weights=opts.weights, device=opts.device, fp32=opts.fp32,
+                             compile=opts.compile)
     else:
         raise ValueError(f"unknown method {opts.method!r}; choose from {', '.join(METHODS)}")
     if opts.frames is not None:

@@ -41,6 +41,11 @@ def test_method_table_and_frames():
     assert set(METHODS) >= {"reference", "merge", "merge+dis", "coarse", "refine", "dealthdr"}
     with pytest.raises(ValueError, match="unknown method"):
         method_argv("mrege")
+    assert method_argv("dealthdr@s0@fp32") == ["--method", "dealthdr", "--s", "0", "--fp32"]
+    assert method_argv("coarse@fp32") == ["--method", "coarse", "--fp32"]
+    for bad in ("merge@fp32", "coarse@s15", "refine@fp16"):
+        with pytest.raises(ValueError, match="unknown modifier"):
+            method_argv(bad)
     assert parse_frames("2:5", 10) == (2, 5)
     assert parse_frames(":3", 10) == (0, 3)
     assert parse_frames((4, 99), 10) == (4, 10)

@@ -39,8 +39,10 @@ METHODS: dict[str, tuple[str, ...]] = {
     "refine": ("--method", "refine"),
     "dealthdr": ("--method", "dealthdr"),
 }
-#: ``dealthdr@s<S>`` runs DeAltHDR at sensitivity ``S`` (a number or ``inf``), e.g. ``dealthdr@s0``.
-_DEALTHDR_AT = re.compile(r"dealthdr@s(inf|\d+(?:\.\d*)?)")
+#: ``dealthdr@s<S>`` runs DeAltHDR at sensitivity ``S`` (a number or ``inf``), e.g. ``dealthdr@s0``;
+#: ``@fp32`` after a network method runs its exact float32 path, e.g. ``coarse@fp32``.
+_SENSITIVITY = re.compile(r"s(inf|\d+(?:\.\d*)?)")
+NETWORKS = ("coarse", "refine", "dealthdr")
 
 #: Per-frame metrics, in report order.
 FRAME_METRICS: tuple[str, ...] = ("psnr_mu", "psnr_l", "ssim_mu")
@@ -50,12 +52,20 @@ Runner = Callable[[list[str]], int]
 
 def method_argv(method: str) -> list[str]:
     """Command-line arguments of a method spec; raises ``ValueError`` for unknown specs."""
-    at = _DEALTHDR_AT.fullmatch(method)
-    if at:
-        return ["--method", "dealthdr", "--s", at.group(1)]
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}, dealthdr@s<S>")
-    return list(METHODS[method])
+    base, *mods = method.split("@")
+    if base not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}, dealthdr@s<S>, <network>@fp32")
+    argv = list(METHODS[base])
+    for mod in mods:
+        at = _SENSITIVITY.fullmatch(mod)
+        if at and base == "dealthdr":
+            argv += ["--s", at.group(1)]
+        elif mod == "fp32" and base in NETWORKS:
+            argv.append("--fp32")
+        else:
+            raise ValueError(f"unknown modifier @{mod} in {method!r}: dealthdr takes @s<S>, the networks "
+                             f"({', '.join(NETWORKS)}) @fp32")
+    return argv
 
 
 def cli_runner(argv: list[str]) -> int:
