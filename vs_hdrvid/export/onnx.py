@@ -58,7 +58,7 @@ def _deform_translation() -> dict:
 
 
 def export_graph(graph: nn.Module, path: str | os.PathLike, size: tuple[int, int], dynamic: int = 0,
-                 deform: str = "grid", metadata: dict | None = None) -> Path:
+                 deform: str = "grid", metadata: dict | None = None, optimize: bool = True) -> Path:
     """Write ``graph`` to ``path`` as one ONNX file (no external data), atomically.
 
     Args:
@@ -67,6 +67,8 @@ def export_graph(graph: nn.Module, path: str | os.PathLike, size: tuple[int, int
         dynamic: 0 for a fixed size, else the multiple both sides must be of.
         deform: ``"op"`` when the graph holds torchvision's deformable convolution (opset 19).
         metadata: strings stored as the model's ``metadata_props``.
+        optimize: run the onnxscript optimizer (constant folding, fusions) on the file; a third of
+            the export's time, and what onnxruntime and OpenVINO also do when they load a file.
     """
     import onnx
 
@@ -88,7 +90,7 @@ def export_graph(graph: nn.Module, path: str | os.PathLike, size: tuple[int, int
         warnings.simplefilter("ignore")
         torch.onnx.export(graph, (x,), tmp, input_names=["input"], output_names=output_names(graph.kind, graph.outputs),
                           opset_version=OPSET_DEFORM if deform == "op" else OPSET, dynamo=True, external_data=False,
-                          verbose=False, **kwargs)
+                          optimize=optimize, verbose=False, **kwargs)
         proto = onnx.load(tmp)
         for key, value in (metadata or {}).items():
             entry = proto.metadata_props.add()
@@ -212,6 +214,11 @@ def check_size(model: nn.Module, kind: str, size: tuple[int, int], dynamic: bool
     if min(w, h) < max(m, MIN_SIDE):
         raise ExportError(f"size {w}x{h} is smaller than {kind}'s smallest frame side {max(m, MIN_SIDE)} "
                           f"(the network works on multiples of {m})")
+    if dynamic and kind == "coarse" and model.needs_init_flows:
+        raise ExportError("a coarse graph of the blend='merge' design (the shipped weights) has a fixed size: the "
+                          "merge's box filter (ops.merge._box_mean) indexes its last row by the frame height, which "
+                          "torch.export fixes at the example's; export --size WxH at the size vs-mlrt is given "
+                          "(the clip's, or its tilesize)")
     if dynamic and (w % m or h % m):
         raise ExportError(f"a --dynamic {kind} graph takes sides that are multiples of {m}; "
                           f"check it at such a size, not {w}x{h}")

@@ -234,7 +234,8 @@ class OnnxNetwork:
             model = copy.deepcopy(self.model).float().cpu().eval()  # the caller's module stays as it is
             graph = build_graph(model, self.kind, "all", self.deform, **options)
             log.info("exporting %s for %dx%d to %s", self.kind, w, h, path)
-            export_graph(graph, path, (w, h), 0, self.deform if self.kind == "refine" else "grid")
+            export_graph(graph, path, (w, h), 0, self.deform if self.kind == "refine" else "grid",
+                         optimize=False)  # onnxruntime and OpenVINO optimise when they load it
             if self.check:
                 session = self._open(path)
                 with torch.no_grad():
