@@ -109,12 +109,14 @@ def _peak_rss_mib() -> float:
 
 def measure(kind: str, period: int, width: int, height: int, device: str = "cpu", fp32: bool = False,
             repeats: int = 3, folder: str | os.PathLike | None = None, compile: bool = False,
-            tile: int | None = None) -> dict:
+            tile: int | None = None, profile: bool = False) -> dict:
     """Seconds per forward and peak memory of one network (run it in a fresh process for memory).
 
     The network runs as the nodes run it (:class:`~vs_hdrvid.models.inference.Inference`; ``fp32``:
     the exact float32 eager path). A first pass that takes under 5 s is a discarded warm-up;
-    slower ones count as a repeat. With ``compile`` the first pass compiles and is reported apart.
+    slower ones count as a repeat. With ``compile`` the first pass compiles and is reported apart;
+    with ``profile`` one more pass runs under ``torch.profiler`` and the operators taking the
+    most time are reported with their share (``kernels``).
     """
     dev = torch.device(device)
     model, source = _network(kind, period, dev, Path(folder or weights_mod.WEIGHTS_DIR))
@@ -160,6 +162,7 @@ def measure(kind: str, period: int, width: int, height: int, device: str = "cpu"
             continue
         warm = True
         times.append(elapsed)
+    kernels = _profile(run, dev) if profile else None
     if dev.type == "cuda":
         peak = (torch.cuda.max_memory_allocated(dev) - base) / 2 ** 20
         total = torch.cuda.max_memory_allocated(dev) / 2 ** 20
@@ -169,7 +172,25 @@ def measure(kind: str, period: int, width: int, height: int, device: str = "cpu"
     return {"network": kind, "exposures": period, "size": f"{width}x{height}", "device": str(dev),
             "dtype": net.precision.name, "seconds": min(times), "seconds_all": times,
             "forward_peak_mib": round(peak, 1), "process_peak_mib": round(total, 1), "weights": source,
-            "threads": torch.get_num_threads(), "path": net.describe(), "compile_seconds": compile_s}
+            "threads": torch.get_num_threads(), "path": net.describe(), "compile_seconds": compile_s,
+            "kernels": kernels}
+
+
+def _profile(run, dev: torch.device, top: int = 8) -> list[dict]:
+    """The ``top`` operators by their own time in one pass of ``run``, with their share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        run()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+    attr = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
+    total = sum(getattr(e, attr) for e in events) or 1.0
+    events.sort(key=lambda e: getattr(e, attr), reverse=True)
+    return [{"op": e.key, "ms": getattr(e, attr) / 1e3, "share": getattr(e, attr) / total, "calls": e.count}
+            for e in events[:top]]
 
 
 def _in_child(**kwargs) -> dict:
@@ -197,7 +218,7 @@ def _devices(device: str) -> list[str]:
 def run_bench_nets(sizes: list[tuple[int, int]], device: str = "all", periods: tuple[int, ...] = (2,),
                    repeats: int = 2, fp32: bool = False, folder: str | os.PathLike | None = None,
                    compile: bool = False, tile: int | None = None, compare_fp32: bool = False,
-                   log=None) -> dict:
+                   profile: bool = False, log=None) -> dict:
     """CoarseNet and RefineNet seconds per frame and peak memory for each size, device and pattern.
 
     ``compare_fp32``: each row also measures the exact float32 eager path (``fp32=True``, no
@@ -214,8 +235,8 @@ def run_bench_nets(sizes: list[tuple[int, int]], device: str = "all", periods: t
                     row["fp32_eager"] = {k: _in_child(kind=k, fp32=True, **args) for k in ("coarse", "refine")}
                     if log:
                         log(_format_row(row["fp32_eager"] | row))
-                c = _in_child(kind="coarse", fp32=fp32, compile=compile, tile=tile, **args)
-                r = _in_child(kind="refine", fp32=fp32, compile=compile, tile=tile, **args)
+                c = _in_child(kind="coarse", fp32=fp32, compile=compile, tile=tile, profile=profile, **args)
+                r = _in_child(kind="refine", fp32=fp32, compile=compile, tile=tile, profile=profile, **args)
                 row |= {"coarse": c, "refine": r}
                 if "error" not in c and "error" not in r:
                     row["coarse_refine_seconds"] = c["seconds"] + r["seconds"]
@@ -278,6 +299,7 @@ def add_cli(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--exposures", default="2", help="pattern lengths to measure: 2, 3 or 2,3")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (compile time reported apart)")
     p.add_argument("--tile", type=int, help="run the networks on tiles of this side (as the nodes' tile=)")
+    p.add_argument("--profile", action="store_true", help="also list the operators that take the time")
     p.add_argument("--compare-fp32", action="store_true",
                    help="also measure the exact fp32 eager path beside each row and report the speedup")
     return p
@@ -300,7 +322,7 @@ def run_cli(args: argparse.Namespace) -> int:
     say(f"{'pattern device dtype':<22} {'size':>9}  {'coarse s':>9} {'+refine s':>9}  {'coarse MiB':>9} "
         f"{'refine MiB':>9}")
     res = run_bench_nets(sizes, args.device, periods, args.repeats, args.fp32, args.weights, args.compile,
-                         args.tile, args.compare_fp32, log=say)
+                         args.tile, args.compare_fp32, args.profile, log=say)
     sources = sorted({r[k]["weights"] for r in res["rows"] for k in ("coarse", "refine") if "weights" in r[k]})
     if any(s.startswith("random") for s in sources):
         say("weights: randomly initialised (no trained weights found in "
@@ -308,6 +330,10 @@ def run_cli(args: argparse.Namespace) -> int:
     threads = {r["coarse"].get("threads") for r in res["rows"]} - {None}
     say(f"machine: {res['machine']}, torch threads {', '.join(map(str, sorted(threads)))}; "
         "'+refine' = CoarseNet + RefineNet per output frame")
+    for row in res["rows"] if args.profile else []:
+        for kind in ("coarse", "refine"):
+            ops = ", ".join(f"{k['op']} {k['share']:.0%}" for k in row[kind].get("kernels") or [])
+            say(f"profile {kind} {row['size']}: {ops}")
     cpu = res["cpu"]
     say(f"cpu: {cpu['model']}, AMX {'yes' if cpu['amx_bf16'] else 'no'}, AVX512-BF16 "
         f"{'yes' if cpu['avx512_bf16'] else 'no'}, torch ISA {cpu['torch_isa']}")

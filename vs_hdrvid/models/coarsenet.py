@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vs_hdrvid.models.blocks import (
@@ -122,8 +123,12 @@ class WeightNet(nn.Module):
         if self.skip is None:
             out = crop(self.body(xp))
         else:
-            feats = torch.cat((self.body(xp), self.skip(xp)), dim=1)  # (B, C + skip, H', W')
-            out = crop(self.head(feats))  # (B, out, H, W)
+            # head(cat(body, skip)) as two convolutions summed: the same arithmetic without
+            # writing a (B, C + skip, H', W') copy of two full-resolution feature maps
+            body, c = self.body(xp), self.config.decoder[-1]
+            w = self.head.weight
+            out = F.conv2d(body, w[:, :c], self.head.bias, padding=1) + F.conv2d(self.skip(xp), w[:, c:], padding=1)
+            out = crop(out)  # (B, out, H, W)
         if self.config.residual_head:
             return out
         return torch.sigmoid(out).reshape(b, self.config.num_images, 3, h, w)
