@@ -8,6 +8,7 @@ import vapoursynth as vs
 
 from ..bridge import NodeRunner, blank_like
 from ..ops.merge import MergeConfig, merge_exposures
+from ..ops.merge_window import merge_window
 from ..ops.warp import flow_warp, warp_similarity
 from ._common import check_linear, error, exposure_pattern, pick_device, recall, remember
 from ._flows import check_flow_clips
@@ -64,30 +65,48 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
                           "inside VapourSynth); use compile=False")
     runner = NodeRunner(NODE, dev, dtype, cache_frames=2 * len(offsets) + 2, num_streams=num_streams)
     cfg = config or MergeConfig()
-    merge_fn = torch.compile(merge_exposures, dynamic=False) if compile else merge_exposures
+    merge_fn = torch.compile(merge_exposures, dynamic=False) if compile else None
     ref = offsets.index(0)
     k = len(window.clips)
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         w = window.gather(n, f[:k], runner, stack=False)
-        t, (c, h, wd) = len(offsets), w.slots[0].shape
-        # the aligned window, written into this slot's scratch: the reference and unmoved frames
-        # copied, the others warped straight from their cached tensors
-        frames = runner.scratch("window", (1, t, c, h, wd), w.slots[0].dtype)
-        valid = runner.scratch("valid", (1, t, 1, h, wd))
+        c, h, wd = w.slots[0].shape
+        # each slot as cached, with the similarity that aligns it (warped band by band inside the
+        # merge), or warped by its flow here with the flow's confidence
+        frames, warps, valid = [], [], []
         for i, o in enumerate(offsets):
             x, to_ref = w.slots[i][None], w.to_ref[i]
             if o == 0 or (not flows and torch.equal(to_ref, _IDENTITY)):
-                frames[:, i] = x
-                valid[:, i] = 1
+                frames.append(x), warps.append(None), valid.append(None)
             elif flows:
                 fl = runner.fetch(f[k + neighbours.index(o)])[None]
-                frames[:, i] = flow_warp(x, fl[:, :2].to(x.dtype))
-                valid[:, i] = fl[:, 2:3].clamp(0, 1)
+                frames.append(flow_warp(x, fl[:, :2].to(x.dtype)))
+                warps.append(None), valid.append(fl[:, 2:3].clamp(0, 1))
             else:
-                warp_similarity(x, to_ref[None].to(dev), return_mask=True, out=frames[:, i], mask_out=valid[:, i])
+                frames.append(x), warps.append(to_ref[None].to(dev)), valid.append(None)
         out = runner.output((1, c, h, wd))
-        out = merge_fn(frames, w.ev.to(dev), valid, ref, cfg, out=out)
+        if compile:
+            stack, usable = _stacked_window(runner, frames, warps, valid)
+            out = merge_fn(stack, w.ev.to(dev), usable, ref, cfg, out=out)
+        else:
+            out = merge_window(frames, w.ev, ref, warps, valid, cfg, out=out)
         return runner.emit(out[0], f[ref].format, w.props)
 
     return remember(runner.map_frames(blank_like(clip), window.clips + flows, process), **recall(clip))
+
+
+def _stacked_window(runner: NodeRunner, frames: list[torch.Tensor], warps: list[torch.Tensor | None],
+                    valid: list[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The aligned window ``(1, T, C, H, W)`` and its validity ``(1, T, 1, H, W)`` in the slot's
+    scratch, for the compiled :func:`~vs_hdrvid.ops.merge.merge_exposures` (what merge_window equals)."""
+    t, (_, c, h, wd) = len(frames), frames[0].shape
+    stack = runner.scratch("window", (1, t, c, h, wd), frames[0].dtype)
+    usable = runner.scratch("valid", (1, t, 1, h, wd))
+    for i, (x, m, v) in enumerate(zip(frames, warps, valid)):
+        if m is not None:
+            warp_similarity(x, m, return_mask=True, out=stack[:, i], mask_out=usable[:, i])
+        else:
+            stack[:, i] = x
+            usable[:, i] = 1 if v is None else v
+    return stack, usable

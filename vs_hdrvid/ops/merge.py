@@ -70,23 +70,28 @@ def _box_mean(x: Tensor, k: int) -> Tensor:
     """Mean over the in-bounds part of a ``k x k`` window (``k`` odd), separable.
 
     Equals ``F.avg_pool2d(x, k, 1, k // 2, count_include_pad=False)`` up to rounding, with
-    ``2 (k - 1)`` shifted adds instead of ``k**2`` taps per pixel.
+    ``2 (k - 1)`` shifted adds instead of ``k**2`` taps per pixel; the first add of each direction
+    writes a new buffer (no copy of the input first). The taps are summed in the order
+    ``x_j + x_{j+1} + x_{j-1} + x_{j+2} + ...``, which :func:`vs_hdrvid.ops.merge_window` relies on.
 
     Shape:
         ``(B, C, H, W)`` -> same.
     """
     r = k // 2
     h, w = x.shape[-2:]
+    if r == 0:
+        return x.clone()
     if h < k or w < k:  # windows clipped on both sides
         return F.avg_pool2d(x, k, 1, r, count_include_pad=False)
-    row = x.clone()
-    for s in range(1, r + 1):  # horizontal sums of the in-bounds taps
-        row[..., :-s] += x[..., s:]
-        row[..., s:] += x[..., :-s]
-    out = row.clone()
-    for s in range(1, r + 1):
-        out[..., :-s, :] += row[..., s:, :]
-        out[..., s:, :] += row[..., :-s, :]
+    out = x
+    for dim, n in ((-1, w), (-2, h)):  # horizontal sums of the in-bounds taps, then vertical
+        src, out = out, torch.empty_like(x)
+        torch.add(src.narrow(dim, 0, n - 1), src.narrow(dim, 1, n - 1), out=out.narrow(dim, 0, n - 1))
+        out.narrow(dim, n - 1, 1).copy_(src.narrow(dim, n - 1, 1))
+        out.narrow(dim, 1, n - 1).add_(src.narrow(dim, 0, n - 1))
+        for s in range(2, r + 1):
+            out.narrow(dim, 0, n - s).add_(src.narrow(dim, s, n - s))
+            out.narrow(dim, s, n - s).add_(src.narrow(dim, 0, n - s))
     out /= k * k
     for s in range(r):  # the border rows and columns saw fewer taps
         fix = k / (k - r + s)
@@ -100,13 +105,22 @@ def _box_mean(x: Tensor, k: int) -> Tensor:
 def _min_filter_(x: Tensor, k: int) -> Tensor:
     """Minimum over the in-bounds part of a ``k x k`` window (``k`` odd), in place and separable.
 
-    Equals ``-F.max_pool2d(-x, k, 1, k // 2)``.
+    Equals ``-F.max_pool2d(-x, k, 1, k // 2)`` exactly (a minimum does not round). For ``k = 3``
+    each direction is two passes: the minimum of neighbouring pairs, then of neighbouring pairs
+    of those.
     """
     r = k // 2
     h, w = x.shape[-2:]
     if h <= r or w <= r:
         return x.copy_(-F.max_pool2d(-x, k, 1, r))
     for dim, n in ((-1, w), (-2, h)):
+        if r == 1:
+            pair = torch.minimum(x.narrow(dim, 0, n - 1), x.narrow(dim, 1, n - 1))  # min(x_j, x_j+1)
+            if n > 2:
+                torch.minimum(pair.narrow(dim, 0, n - 2), pair.narrow(dim, 1, n - 2), out=x.narrow(dim, 1, n - 2))
+            x.narrow(dim, 0, 1).copy_(pair.narrow(dim, 0, 1))
+            x.narrow(dim, n - 1, 1).copy_(pair.narrow(dim, n - 2, 1))
+            continue
         src = x.clone()
         for s in range(1, r + 1):
             lo, hi = src.narrow(dim, 0, n - s), src.narrow(dim, s, n - s)

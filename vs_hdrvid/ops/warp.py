@@ -27,6 +27,7 @@ __all__ = [
     "flow_warp",
     "resize_flow",
     "warp_similarity",
+    "SimilarityBands",
     "similarity_to_flow",
     "compose_affine",
     "invert_affine",
@@ -275,13 +276,74 @@ def _inside_columns(inv: Tensor, src_hw: tuple[int, int], out_hw: tuple[int, int
     return first, last
 
 
-def _inside_mask_(out: Tensor, first: Tensor, last: Tensor) -> Tensor:
-    """Write ``first <= x <= last`` (per row, as 0/1) into ``out`` ``(B, 1, R, W')``."""
-    xs = torch.arange(out.shape[-1], dtype=first.dtype, device=out.device)
+def _inside_mask_(out: Tensor, first: Tensor, last: Tensor, x0: int = 0) -> Tensor:
+    """Write ``first <= x <= last`` (per row, as 0/1) into ``out`` ``(B, 1, R, W')`` holding columns ``x0..``."""
+    xs = torch.arange(x0, x0 + out.shape[-1], dtype=first.dtype, device=out.device)
     # comparisons written into float and multiplied: vectorised, unlike bool masks
     inside = torch.ge(xs, first, out=torch.empty(out.shape, dtype=first.dtype, device=out.device))
     inside.mul_(torch.le(xs, last, out=torch.empty_like(inside)))
     return out.copy_(inside)
+
+
+class SimilarityBands:
+    """:func:`warp_similarity` of ``x`` by ``M``, computed for one band of output rows at a time.
+
+    For a consumer that works band by band (the merge): each call returns the warped rows and
+    their validity mask, bit for bit the rows :func:`warp_similarity` gives for the whole frame
+    (every output pixel is sampled independently, at the same grid coordinates), without a
+    frame-sized warped copy. ``warp_similarity`` itself runs through it.
+
+    Args:
+        x: source image ``(B, C, H, W)``.
+        M: ``(B, 2, 3)`` matrix mapping source points to output points.
+        padding_mode, mode: as for :func:`warp_similarity`.
+        dsize: output ``(H, W)``; the input size when None. At least 2 x 2, as the source.
+
+    Shape:
+        a call with rows ``r0:r1`` -> ``(B, C, r1 - r0, W')``.
+    """
+
+    def __init__(self, x: Tensor, M: Tensor, padding_mode: str = "border", mode: str = "bilinear",
+                 dsize: tuple[int, int] | None = None):
+        self.b, self.c, h, w = x.shape
+        self.src_hw, self.out_hw = (h, w), (dsize if dsize is not None else (h, w))
+        if min(*self.src_hw, *self.out_hw) < 2:
+            raise ValueError(f"frames must be at least 2x2 pixels, got {h}x{w} -> {self.out_hw}")
+        self.dtype, self.padding_mode, self.mode = x.dtype, padding_mode, mode
+        self.sample_dtype = _sample_dtype(x.dtype)
+        self.src = x.to(self.sample_dtype)
+        self.inv = _source_map(M)
+        self._columns: tuple[Tensor, Tensor] | None = None
+
+    def image(self, rows: slice) -> Tensor:
+        """The warped output rows ``rows``, in the sampling dtype (float32 for float16 input)."""
+        grid = _affine_grid(self.inv, self.src_hw, self.out_hw, self.sample_dtype, rows)
+        return F.grid_sample(self.src, grid, mode=self.mode, padding_mode=self.padding_mode, align_corners=True)
+
+    def columns(self, rows: slice) -> tuple[Tensor, Tensor]:
+        """First and last output column inside the source, per row of ``rows``: ``(B, 1, R, 1)`` each."""
+        if self._columns is None:
+            self._columns = _inside_columns(self.inv, self.src_hw, self.out_hw, self.dtype)
+        first, last = self._columns
+        return first[..., rows, :], last[..., rows, :]
+
+    def inside(self, rows: slice) -> tuple[int, int]:
+        """Columns ``c0:c1`` inside the source in every row of ``rows`` (``c0 >= c1`` when none):
+        the mask is 1 there, so a consumer need only apply it to the columns either side."""
+        first, last = self.columns(rows)
+        ow = self.out_hw[1]
+        c0, c1 = int(first.max()), int(last.min()) + 1
+        return min(max(c0, 0), ow), min(max(c1, 0), ow)
+
+    def mask(self, rows: slice, cols: slice = slice(None), out: Tensor | None = None) -> Tensor:
+        """The validity mask (1 where ``M^-1 q`` lies inside the source) of rows ``rows``, columns ``cols``."""
+        first, last = self.columns(rows)
+        ow = self.out_hw[1]
+        c0, c1, _ = cols.indices(ow)
+        shape = (self.b, 1, first.shape[-2], c1 - c0)
+        if out is None:
+            out = torch.empty(shape, dtype=self.dtype, device=self.src.device)
+        return _inside_mask_(out, first, last, c0)
 
 
 def warp_similarity(x: Tensor, M: Tensor, padding_mode: str = "border", mode: str = "bilinear",
@@ -318,27 +380,32 @@ def warp_similarity(x: Tensor, M: Tensor, padding_mode: str = "border", mode: st
     for t, shape, name in ((out, (b, c, oh, ow), "out"), (mask_out, (b, 1, oh, ow), "mask_out")):
         if t is not None and tuple(t.shape) != shape:
             raise ValueError(f"{name} must be {shape}, got {tuple(t.shape)}")
-    dtype = _sample_dtype(x.dtype)
-    inv = _source_map(M)
     if min(h, w, oh, ow) < 2:  # degenerate sizes: kornia's own normalisation
+        dtype = _sample_dtype(x.dtype)
         warped = warp_affine(x.to(dtype), M.to(dtype), dsize=(oh, ow), mode=mode, padding_mode=padding_mode,
                              align_corners=True).to(x.dtype)
         out = warped if out is None else out.copy_(warped)
+        if not return_mask:
+            return out
+        bands = None
     else:
         # band by band on CPU: a band's grid and samples are recycled small buffers rather than
         # frame-sized allocations the kernel page-faults in on every call
-        src = x.to(dtype)
+        bands = SimilarityBands(x, M, padding_mode, mode, (oh, ow))
         out = torch.empty(b, c, oh, ow, dtype=x.dtype, device=x.device) if out is None else out
         for rows in row_bands(oh, ow, x.device):
-            grid = _affine_grid(inv, (h, w), (oh, ow), dtype, rows)
-            out[..., rows, :] = F.grid_sample(src, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
-    if not return_mask:
-        return out
-    first, last = _inside_columns(inv, (h, w), (oh, ow), x.dtype)
+            out[..., rows, :] = bands.image(rows)
+        if not return_mask:
+            return out
     if mask_out is None:
         mask_out = torch.empty(b, 1, oh, ow, dtype=x.dtype, device=x.device)
+    if bands is None:
+        first, last = _inside_columns(_source_map(M), (h, w), (oh, ow), x.dtype)
+        for rows in row_bands(oh, ow, x.device):
+            _inside_mask_(mask_out[..., rows, :], first[..., rows, :], last[..., rows, :])
+        return out, mask_out
     for rows in row_bands(oh, ow, x.device):
-        _inside_mask_(mask_out[..., rows, :], first[..., rows, :], last[..., rows, :])
+        bands.mask(rows, out=mask_out[..., rows, :])
     return out, mask_out
 
 
