@@ -24,7 +24,9 @@ from vs_hdrvid import weights as weights_mod
 from vs_hdrvid.cli import main
 from vs_hdrvid.eval.bench_nets import network_configs
 from vs_hdrvid.export import runtime
-from vs_hdrvid.export.graphs import build_graph, deform_conv_grid, layout, window_attention
+from vs_hdrvid.export.graphs import build_graph, layout
+from vs_hdrvid.export.onnx import export_graph
+from vs_hdrvid.export.rewrites import window_attention
 from vs_hdrvid.export.onnx import sample_window
 from vs_hdrvid.models.coarsenet import CoarseNetConfig
 from vs_hdrvid.models.dealthdr import DeAltHDRConfig
@@ -75,18 +77,33 @@ def weights_dir(tmp_path_factory, nets):
 # ---------------------------------------------------------------- the rewrites, in torch
 
 
-def test_deform_conv_grid_equals_torchvision():
-    from torchvision.ops import deform_conv2d
+def test_deform_op_graph_runs_onnx_deformconv(nets, tmp_path):
+    """deform="op": torchvision's deformable convolution, as ONNX DeformConv (onnxruntime's CPU kernel)."""
+    import onnx
 
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 8, 11, 13, generator=gen)
-    offset = torch.randn(2, 2 * 4 * 9, 11, 13, generator=gen) * 3  # 4 offset groups, far outside at the edges
-    mask = torch.rand(2, 4 * 9, 11, 13, generator=gen)
-    weight, bias = torch.randn(6, 8, 3, 3, generator=gen), torch.randn(6, generator=gen)
-    want = deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
-    got = deform_conv_grid(x, offset, weight, bias, mask, padding=1)
-    assert got.shape == want.shape
-    assert (got - want).abs().max() < 1e-4
+    graph = build_graph(nets["refine"], "refine", "hdr", deform="op")
+    x = sample_window(graph, (40, 32), 2)
+    with torch.no_grad():  # torchvision's kernel against the network's own GridSample arithmetic
+        assert (graph(x) - graph.reference(nets["refine"], x)).abs().max() < 1e-5
+    align = graph.net.align  # one deformable convolution of the graph, exported alone (the whole takes long)
+    dcn = align.dcn[0]
+
+    class One(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dcn = dcn
+
+        def forward(self, x):
+            return self.dcn(x[:, :16], x[:, 16:])
+
+    one = One().eval()
+    one.channels, one.kind, one.outputs = 32, "refine", "hdr"
+    path = export_graph(one, tmp_path / "dcn.onnx", (20, 16), deform="op", optimize=False)
+    assert "DeformConv" in {n.op_type for n in onnx.load(path).graph.node}
+    y = torch.randn(1, 32, 16, 20, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = one(y).numpy()
+    assert np.abs(_ort(path, y) - want).max() < 1e-4
 
 
 def test_window_attention_equals_masked_attention():
@@ -229,7 +246,7 @@ def test_backend_not_installed(monkeypatch, backend, package):
 
     def missing(name, *args):
         if name in ("onnxruntime", "openvino"):
-            raise ImportError(f"No module named {name!r}")
+            raise ModuleNotFoundError(f"No module named {name!r}")
         return real(name, *args)
 
     monkeypatch.setattr(runtime.importlib, "import_module", missing)

@@ -15,15 +15,16 @@ nodes make them, so a script feeds the clips that ``hv.linearize`` and ``hv.clas
 Where torch.onnx cannot express a module as written, the graph computes the same values another way
 (the parity check of :mod:`vs_hdrvid.export.onnx` compares them with the module's own forward):
 
-- RefineNet's modulated deformable convolution (``torchvision.ops.deform_conv2d``) has no ONNX
-  translation in torch.onnx. ``deform="op"`` emits ONNX's ``DeformConv`` (opset 19; onnxruntime's
-  CPU provider runs it, OpenVINO's ONNX reader has no rule for it), ``deform="grid"`` the same
-  arithmetic as nine ``GridSample`` taps and 1x1 convolutions (:func:`deform_conv_grid`), which
-  every runtime runs.
+- RefineNet's modulated deformable convolution: ``torchvision.ops.deform_conv2d`` has no ONNX
+  translation in torch.onnx. ``deform="grid"`` exports the network's own
+  :func:`~vs_hdrvid.models.blocks.deform_conv2d` (the same arithmetic as one ``GridSample`` of the
+  nine taps and a matrix product), which every runtime runs; ``deform="op"`` calls torchvision's
+  and emits ONNX's ``DeformConv`` for it (opset 19; onnxruntime's CPU provider runs it, OpenVINO's
+  ONNX reader has no rule for it).
 - DeAltHDR tests its mask (``if mask.any()``), loops over chunks of the masked pixels and chooses
   each frame's encoder by its exposure (``bool(short.all())``): branches on values, which
   ``torch.export`` refuses. The graph gathers the masked pixels in one go
-  (:func:`window_attention`, ``NonZero``: its cost still follows ``s``) and is built for one
+  (:func:`~vs_hdrvid.export.rewrites.window_attention`, ``NonZero``: its cost still follows ``s``) and is built for one
   pattern of short and long frames in the window and one sensitivity ``s``, both fixed per graph.
 
 Convention: planes in the order of :func:`layout`; frames in time order, reference at the centre;
@@ -32,19 +33,19 @@ flow clips RGBS (u, v, confidence) from the reference to each neighbour, neighbo
 from __future__ import annotations
 
 import math
-import types
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models.blocks import DeformConvPack, pad_to_multiple, radiance_to_ldr
+from ..models.blocks import pad_to_multiple, radiance_to_ldr
 from ..ops.metrics import MU, mu_law
 from ..ops.warp import flow_warp
+from .rewrites import (exportable_pair_spynet, resize_flow_exportable, use_torchvision_deform,
+                       window_attention)
 
-__all__ = ["KINDS", "DEFORMS", "Plane", "layout", "multiple_of", "build_graph", "deform_conv_grid",
-           "window_attention", "output_names"]
+__all__ = ["KINDS", "DEFORMS", "Plane", "layout", "multiple_of", "build_graph", "output_names"]
 
 KINDS = ("coarse", "refine", "dealthdr")
 DEFORMS = ("grid", "op")
@@ -242,7 +243,7 @@ class DeAltHDRGraph(_Graph):
             nonlocal total
             size = tuple(cur.shape[-2:])
             mask = level_mask(d, s, size)  # (B*N, 1, h, w)
-            fl = fwd.flatten(0, 1) if level == 0 else _resize_flow(fwd.flatten(0, 1), size)
+            fl = fwd.flatten(0, 1) if level == 0 else resize_flow_exportable(fwd.flatten(0, 1), size)
             masked.append(mask.sum())
             total = total + mask.numel()
             nbrs = feats[level][:, nb]
@@ -266,32 +267,6 @@ class DeAltHDRGraph(_Graph):
         return hdr, torch.stack(masked).sum() / total, crop(fwd)
 
 
-def _resize_flow(flow: Tensor, size: tuple[int, int]) -> Tensor:
-    """:func:`~vs_hdrvid.ops.warp.resize_flow` (bilinear, pixel-area convention) to another size,
-    without turning symbolic sizes into numbers (``int(size)``), so that a graph keeps them dynamic."""
-    h, w = flow.shape[-2:]
-    out = F.interpolate(flow, size=size, mode="bilinear", align_corners=False)
-    return torch.cat((out[:, :1] * (size[1] / w), out[:, 1:] * (size[0] / h)), 1)
-
-
-def _pair_spynet_forward(self: nn.Module, ref: Tensor, sup: Tensor) -> Tensor:
-    """:meth:`PairSpyNet.forward <vs_hdrvid.models.spynet.PairSpyNet.forward>` with :func:`_resize_flow`."""
-    x, crop = pad_to_multiple(torch.cat((ref, sup), 1), 2 ** (self.config.levels - 1))
-    pyramid = [x]  # finest last
-    for _ in range(self.config.levels - 1):
-        pyramid.insert(0, F.avg_pool2d(pyramid[0], 2))
-    flow = x.new_zeros(ref.shape[0], 2, *pyramid[0].shape[-2:])
-    for level, (module, img) in enumerate(zip(self.basic, pyramid)):
-        if level > 0:
-            flow = _resize_flow(flow, img.shape[-2:])
-        warped = flow_warp(img[:, 3:], flow) if level > 0 else img[:, 3:]
-        flow = flow + module(torch.cat((img[:, :3], warped, flow), 1))
-    flow = crop(flow)
-    if self.config.max_flow > 0:
-        flow = flow.clamp(-self.config.max_flow, self.config.max_flow)
-    return flow
-
-
 def _fgma(fgma: nn.Module, cur: Tensor, nbr: Tensor, flow: Tensor, mask: Tensor, s: float) -> Tensor:
     """:class:`~vs_hdrvid.models.fgma.FGMA` without data-dependent branches (``s = 0``: no attention,
     ``s = inf``: every pixel, else the masked pixels)."""
@@ -304,99 +279,6 @@ def _fgma(fgma: nn.Module, cur: Tensor, nbr: Tensor, flow: Tensor, mask: Tensor,
     return torch.cat((warped, mask, att), dim=1)
 
 
-def window_attention(q: Tensor, k: Tensor, v: Tensor, flow: Tensor, heads: int, window: int,
-                     bias: Tensor | None = None, mask: Tensor | None = None, q_proj: nn.Conv2d | None = None) -> Tensor:
-    """:func:`~vs_hdrvid.models.fgma.masked_window_attention` as an exportable graph.
-
-    The masked query pixels (all of them when ``mask`` is None) are gathered with ``NonZero`` in one
-    go (no chunk loop, no test for an empty mask: one spare query, pixel 0, is always added and its
-    result written to a row that is dropped, since onnxruntime fails on an empty gather), and the
-    ``window x window`` keys around each flow target (rounded, clamped to the frame; zero outside it)
-    are read one window row at a time, so that memory stays at ``window`` rows per masked pixel.
-
-    Shape: ``q, k, v (B, C, H, W)`` (``q`` unprojected when ``q_proj`` is given), ``flow (B, 2, H, W)``,
-    ``mask (B, 1, H, W)`` 0/1 -> ``(B, C, H, W)``, zero where the mask is 0.
-    """
-    b, c, h, w = q.shape
-    r, d, n = window // 2, c // heads, b * h * w
-    hp, wp = h + 2 * r, w + 2 * r
-    kp = F.pad(k, (r, r, r, r)).permute(0, 2, 3, 1).reshape(b * hp * wp, c)
-    vp = F.pad(v, (r, r, r, r)).permute(0, 2, 3, 1).reshape(b * hp * wp, c)
-    qf = q.permute(0, 2, 3, 1).reshape(n, c)
-    fl = flow.permute(0, 2, 3, 1).reshape(n, 2)
-    if mask is None:
-        sel = dest = torch.arange(n, device=q.device)
-    else:
-        hits = mask.flatten().nonzero().squeeze(1)
-        sel = torch.cat((hits, hits.new_zeros(1)))
-        dest = torch.cat((hits, hits.new_full((1,), n)))
-    m = sel.shape[0]
-    bi, pix = sel // (h * w), sel % (h * w)
-    f = fl[sel]
-    cy = (pix // w + f[:, 1].round().long()).clamp(0, h - 1)
-    cx = (pix % w + f[:, 0].round().long()).clamp(0, w - 1)
-    base = bi * (hp * wp) + cy * wp + cx  # (M,): window top-left in the padded map
-    qs = qf[sel]
-    if q_proj is not None:
-        qs = F.linear(qs, q_proj.weight.reshape(c, c), q_proj.bias)
-    qs = qs.reshape(m, heads, d)
-    cols = torch.arange(window, device=q.device)
-    rows = [base[:, None] + (i * wp + cols)[None] for i in range(window)]  # (M, window) each
-    logits = torch.cat([torch.einsum("mhd,mkhd->mhk", qs, kp[idx].reshape(m, window, heads, d)) for idx in rows],
-                       -1) / math.sqrt(d)  # (M, heads, K)
-    if bias is not None:
-        logits = logits + bias[None]
-    att = logits.softmax(-1)
-    out = sum(torch.einsum("mhk,mkhd->mhd", att[..., i * window:(i + 1) * window], vp[idx].reshape(m, window, heads, d))
-              for i, idx in enumerate(rows)).reshape(m, c)
-    if mask is not None:
-        out = q.new_zeros(n + 1, c).index_copy(0, dest, out)[:n]
-    return out.reshape(b, h, w, c).permute(0, 3, 1, 2)
-
-
-def deform_conv_grid(x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor,
-                     padding: int) -> Tensor:
-    """``torchvision.ops.deform_conv2d`` (stride 1, dilation 1, one weight group) from ``grid_sample``.
-
-    Every kernel tap samples its offset group's channels bilinearly at ``p - padding + tap + offset``
-    (zero outside the frame, as torchvision's kernel), all taps in one ``grid_sample`` (stacked
-    along the height), is multiplied by its mask, and one 1x1 convolution of the ``C * k * k``
-    samples applies the weight: a graph of a few nodes, holding ``k * k`` feature maps at once.
-
-    Shape: ``x (B, C, H, W)``, ``offset (B, 2*G*k*k, H, W)`` (per group and tap: dy, dx),
-    ``weight (O, C, k, k)``, ``mask (B, G*k*k, H, W)`` -> ``(B, O, H, W)``.
-    """
-    b, c, h, w = x.shape
-    o, _, kh, kw = weight.shape
-    taps = kh * kw
-    g = offset.shape[1] // (2 * taps)
-    off = offset.reshape(b, g, taps, 2, h, w)
-    tap_y = torch.arange(kh, device=x.device, dtype=x.dtype).repeat_interleave(kw).view(1, 1, taps, 1, 1) - padding
-    tap_x = torch.arange(kw, device=x.device, dtype=x.dtype).repeat(kh).view(1, 1, taps, 1, 1) - padding
-    py = torch.arange(h, device=x.device, dtype=x.dtype).view(1, 1, 1, h, 1) + tap_y + off[:, :, :, 0]
-    px = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, 1, 1, w) + tap_x + off[:, :, :, 1]
-    grid = torch.stack((px * (2.0 / max(w - 1, 1)) - 1, py * (2.0 / max(h - 1, 1)) - 1), -1)  # (B, G, K, H, W, 2)
-    sampled = F.grid_sample(x.reshape(b * g, c // g, h, w), grid.reshape(b * g, taps * h, w, 2), mode="bilinear",
-                            padding_mode="zeros", align_corners=True)  # (B*G, C/G, K*H, W)
-    sampled = sampled.reshape(b, g, c // g, taps, h, w) * mask.reshape(b, g, 1, taps, h, w)
-    return F.conv2d(sampled.reshape(b, c * taps, h, w), weight.reshape(o, c * taps, 1, 1), bias)
-
-
-def _grid_deform_forward(self: DeformConvPack, x: Tensor, guide: Tensor) -> Tensor:
-    o1, o2, mask = self.offset_mask(guide).chunk(3, dim=1)
-    offset = torch.cat((o1, o2), dim=1)
-    return deform_conv_grid(x, offset, self.weight, self.bias, mask.sigmoid(), self.k // 2)
-
-
-def use_grid_deform(model: nn.Module) -> nn.Module:
-    """Make every :class:`DeformConvPack` of ``model`` compute through :func:`deform_conv_grid`
-    (on this instance: copy the model first to keep the original)."""
-    for mod in model.modules():
-        if isinstance(mod, DeformConvPack):
-            mod.forward = types.MethodType(_grid_deform_forward, mod)
-    return model
-
-
 def build_graph(model: nn.Module, kind: str, outputs: str = "hdr", deform: str = "grid",
                 short: tuple[bool, ...] | None = None, s: float = 15.0, flows: bool = False) -> nn.Module:
     """The exportable graph of ``model`` (a CoarseNet, RefineNet or DeAltHDR, left unchanged).
@@ -405,7 +287,7 @@ def build_graph(model: nn.Module, kind: str, outputs: str = "hdr", deform: str =
         model: the loaded network.
         kind: ``"coarse"``, ``"refine"`` or ``"dealthdr"``.
         outputs: ``"hdr"`` (one output, vs-mlrt's form) or ``"all"`` (every field of the output).
-        deform: RefineNet only: ``"grid"`` (:func:`deform_conv_grid`) or ``"op"`` (ONNX DeformConv).
+        deform: RefineNet only: ``"grid"`` (GridSample, the network's own) or ``"op"`` (ONNX DeformConv).
         short: DeAltHDR only: which window frames are short exposures (default: the centre's
             exposure alternating, the centre short).
         s: DeAltHDR only: the FGMA sensitivity the graph is built for.
@@ -422,8 +304,8 @@ def build_graph(model: nn.Module, kind: str, outputs: str = "hdr", deform: str =
     if kind == "coarse":
         return CoarseGraph(model, kind, outputs)
     if kind == "refine":
-        return RefineGraph(use_grid_deform(model) if deform == "grid" else model, kind, outputs)
+        return RefineGraph(use_torchvision_deform(model) if deform == "op" else model, kind, outputs)
     t = model.config.frames
     short = tuple(i % 2 == t // 2 % 2 for i in range(t)) if short is None else tuple(short)
-    model.flownet.forward = types.MethodType(_pair_spynet_forward, model.flownet)
+    exportable_pair_spynet(model.flownet)
     return DeAltHDRGraph(model, outputs, short, s, flows)

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -88,9 +89,13 @@ def export_graph(graph: nn.Module, path: str | os.PathLike, size: tuple[int, int
     chatter = io.StringIO()  # torch.onnx prints its progress on stdout, which stays free for data
     with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
         warnings.simplefilter("ignore")
-        torch.onnx.export(graph, (x,), tmp, input_names=["input"], output_names=output_names(graph.kind, graph.outputs),
-                          opset_version=OPSET_DEFORM if deform == "op" else OPSET, dynamo=True, external_data=False,
-                          optimize=optimize, verbose=False, **kwargs)
+        try:
+            torch.onnx.export(graph, (x,), tmp, input_names=["input"],
+                              output_names=output_names(graph.kind, graph.outputs),
+                              opset_version=OPSET_DEFORM if deform == "op" else OPSET, dynamo=True,
+                              external_data=False, optimize=optimize, verbose=False, **kwargs)
+        except Exception as e:  # torch.onnx's message is a page of advice: keep its exception summary
+            raise RuntimeError(f"torch.onnx cannot export the {graph.kind} graph: {_summary(e)}") from e
         proto = onnx.load(tmp)
         for key, value in (metadata or {}).items():
             entry = proto.metadata_props.add()
@@ -98,6 +103,13 @@ def export_graph(graph: nn.Module, path: str | os.PathLike, size: tuple[int, int
         onnx.save(proto, tmp)
     log.debug("torch.onnx: %s", chatter.getvalue())
     return path
+
+
+def _summary(e: BaseException) -> str:
+    """The first line of torch.onnx's "Exception summary" (the cause), else the message's first line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    causes = re.findall(r"^<class '[\w.]+'>: (.+)$", text, flags=re.M)
+    return (causes[0] if causes else text.strip().splitlines()[0] if text.strip() else type(e).__name__)[:400]
 
 
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -181,8 +193,11 @@ def check_file(path: str | os.PathLike, graph: nn.Module, model: nn.Module, x: T
     for name, run, module in (("ort", _ort_run, "onnxruntime"), ("ov", _ov_run, "openvino")):
         try:
             __import__(module)
-        except ImportError:
+        except ModuleNotFoundError:
             report[name] = {"skipped": f"{module} is not installed"}
+            continue
+        except ImportError as e:  # e.g. openvino beside vapoursynth-mlrt-ov's own OpenVINO libraries
+            report[name] = {"skipped": f"{module} does not import here: {' '.join(str(e).split())[:200]}"}
             continue
         try:
             outs = run(Path(path), x.numpy())

@@ -83,10 +83,16 @@ def resolve_backend(name: str, device: torch.device | str = "cpu") -> Backend:
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
     device = torch.device(device)
+    package = "openvino" if name == "ov" else "onnxruntime"
     try:
-        module = importlib.import_module("openvino" if name == "ov" else "onnxruntime")
-    except ImportError:
+        module = importlib.import_module(package)
+    except ModuleNotFoundError:
         raise BackendError(f"backend={name!r} needs {_INSTALL[name]}, which is not installed") from None
+    except ImportError as e:  # installed but broken, or another copy of its libraries loaded first
+        why = " ".join(str(e).split())[:300]
+        hint = (" (vapoursynth-mlrt-ov's plugin loads its own OpenVINO into every VapourSynth process: use "
+                "core.ov.Model there, or uninstall that plugin)" if name == "ov" else "")
+        raise BackendError(f"backend={name!r}: {package} is installed but does not import: {why}{hint}") from None
     if name == "ov":
         if device.type != "cpu":
             raise BackendError(f"backend='ov' runs on the CPU here, not on {device}; use device='cpu' or "
@@ -193,7 +199,8 @@ class OnnxNetwork:
                 parts.append(flat(torch.cat((flows.float(), conf), 2)))
             options: dict = {}
         elif self.kind == "refine":
-            hdrs, ldrs, evs = (dict(zip(("hdrs", "ldrs", "evs"), args)) | kwargs).values()
+            a = dict(zip(("hdrs", "ldrs", "evs"), args)) | kwargs
+            hdrs, ldrs, evs = a["hdrs"], a["ldrs"], a["evs"]
             b, t, _, h, w = hdrs.shape
             evs = torch.as_tensor(evs, dtype=torch.float32, device=hdrs.device).expand(b, t)
             parts, options = [flat(hdrs.float()), flat(radiance(ldrs.float(), evs))], {}
@@ -271,7 +278,7 @@ class OnnxNetwork:
     @torch.inference_mode()
     def __call__(self, *args, **kwargs):
         x, options = self._pack(args, kwargs)
-        dtype = next(a for a in args if isinstance(a, Tensor)).dtype
+        dtype = next(a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)).dtype
         session = self._session(x, options)
         samples = [self._run(session, x[i:i + 1]) for i in range(x.shape[0])]
         outs = [torch.cat([s[j] for s in samples]) if samples[0][j].dim() else torch.stack([s[j] for s in samples]).mean()
