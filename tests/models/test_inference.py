@@ -39,12 +39,12 @@ def test_networks_without_tiles_and_bad_budgets_are_refused():
 
 def test_memory_budget_tiles_only_what_does_not_fit():
     assert Tiling.for_network("coarse", max_memory=64.0, size=(1920, 1080)) is None
-    plan = Tiling.for_network("coarse", max_memory=8.0, size=(3840, 2160))
+    plan = Tiling.for_network("coarse", max_memory=5.0, size=(3840, 2160))
     rule = TILE_RULES["coarse"]
     assert plan is not None and plan.tile % rule.multiple == 0
     peak = 3840 * 2160 * rule.fixed_per_pixel + (plan.tile + 2 * plan.overlap) ** 2 * (
         rule.bytes_per_pixel - rule.fixed_per_pixel)
-    assert peak <= 8.0 * 2 ** 30
+    assert peak <= 5.0 * 2 ** 30
 
 
 def test_spans_cover_the_side_on_the_grid():

@@ -88,11 +88,14 @@ class TileRule:
 
 #: Per network kind. CoarseNet's weight network: three stride-2 stages of two 3x3 convolutions,
 #: three 4x4 transposed convolutions, a 3x3 skip and head: receptive field 71 pixels (radius 35,
-#: rounded up to the grid). RefineNet: ~45 3x3 convolutions at 1/2 to 1/8 resolution and
-#: deformable offsets; 128 pixels keep tiled and untiled within 1e-3 (``tests/models``).
+#: rounded up to the grid), so its tiles equal the whole frame up to rounding. RefineNet: ~45 3x3
+#: convolutions at 1/2 to 1/8 resolution and deformable offsets; 64 pixels keep tiled and untiled
+#: within 1e-3 (``tests/models/test_inference.py``). Memory: ``bench-nets`` forward peaks at
+#: 1280x720 in bfloat16 autocast (769 MiB CoarseNet, 2516 MiB RefineNet; tiled at 128 px, 469
+#: and 546 MiB, of which the tiles' share is what their area predicts).
 TILE_RULES: dict[str, TileRule] = {
-    "coarse": TileRule(multiple=8, overlap=40, bytes_per_pixel=2600.0, fixed_per_pixel=700.0),
-    "refine": TileRule(multiple=8, overlap=128, bytes_per_pixel=3300.0),
+    "coarse": TileRule(multiple=8, overlap=40, bytes_per_pixel=900.0, fixed_per_pixel=500.0),
+    "refine": TileRule(multiple=8, overlap=64, bytes_per_pixel=2900.0, fixed_per_pixel=450.0),
 }
 
 

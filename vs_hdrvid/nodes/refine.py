@@ -38,7 +38,7 @@ def refine(clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathLike | N
             registry name, a folder holding the weights files and their ``MANIFEST.json``, or one
             such file.
         device, fp32, num_streams, compile: as for :func:`coarse`.
-        tile, max_memory: as for :func:`coarse`; RefineNet runs whole on each tile (overlap 64).
+        tile, max_memory: as for :func:`coarse`; RefineNet runs whole on each tile (overlap 64 pixels).
 
     Returns:
         RGBS linear HDR on the input's radiometric scale, with the reference frame's props.
