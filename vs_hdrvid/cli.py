@@ -111,6 +111,8 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
                    "(a multiple of 8, at least 64), seamless")
     p.add_argument("--max-memory", type=float, metavar="GIB", help="coarse/refine: memory a forward pass may take; "
                    "larger frames are tiled to fit (e.g. 8 for 4K on an 8 GB machine)")
+    p.add_argument("--backend", choices=("torch", "ort", "ov", "trt"), default="torch",
+                   help="networks: torch, or their ONNX graphs through onnxruntime, OpenVINO or TensorRT")
     p.add_argument("--frames", type=_frames, help="A:B, a half-open frame range")
     p.add_argument("--peak-nits", type=float, default=1000.0, help="HDR10 mastering peak")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -156,7 +158,8 @@ def _reconstruct(args: argparse.Namespace, target) -> int:
 
     opts = Options(exposures=args.exposures, method=args.method, flow=args.flow, crf=args.crf,
                    device=args.device, frames=args.frames, radius=args.radius, weights=args.weights, s=args.s,
-                   fp32=args.fp32, compile=args.compile, tile=args.tile, max_memory=args.max_memory)
+                   fp32=args.fp32, compile=args.compile, tile=args.tile, max_memory=args.max_memory,
+                   backend=args.backend)
     try:
         clip = source(args.input)
         hdr = build(clip, opts)

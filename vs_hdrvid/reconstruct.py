@@ -42,6 +42,7 @@ class Options:
     compile: bool = False  # networks: torch.compile
     tile: int | None = None  # coarse/refine: tile side in pixels
     max_memory: float | None = None  # coarse/refine: GiB per forward pass; larger frames are tiled
+    backend: str = "torch"  # networks: torch, or ort/ov/trt for their ONNX graphs
 
 
 def output_kind(path: str) -> str:
@@ -76,14 +77,14 @@ def build(clip: vs.VideoNode, opts: Options) -> vs.VideoNode:
     elif opts.method in ("coarse", "refine"):
         lin = nodes.align(lin, device=opts.device)  # keeps the pattern linearize recorded
         net = dict(weights=opts.weights, device=opts.device, fp32=opts.fp32, compile=opts.compile, tile=opts.tile,
-                   max_memory=opts.max_memory)
+                   max_memory=opts.max_memory, backend=opts.backend)
         hdr = nodes.coarse(lin, **net)
         if opts.method == "refine":
             hdr = nodes.refine(hdr, lin, **net)
     elif opts.method == "dealthdr":
         lin = nodes.align(lin, device=opts.device)  # keeps the pattern linearize recorded
         hdr = nodes.dealthdr(lin, s=opts.s, weights=opts.weights, device=opts.device, fp32=opts.fp32,
-                             compile=opts.compile)
+                             compile=opts.compile, backend=opts.backend)
     else:
         raise ValueError(f"unknown method {opts.method!r}; choose from {', '.join(METHODS)}")
     if opts.frames is not None:

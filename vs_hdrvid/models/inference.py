@@ -206,11 +206,21 @@ class Inference:
         fp32: the exact float32 path (no bfloat16 or float16).
         compile: ``torch.compile`` the forward pass.
         tiling: tile the frame (:meth:`Tiling.for_network`); None: whole frames.
+        backend: ``"torch"``, or ``"ort"``/``"ov"``/``"trt"`` to run the network's ONNX graph
+            through onnxruntime, OpenVINO or TensorRT (:class:`~vs_hdrvid.export.runtime.OnnxNetwork`,
+            float32, exported and checked against torch at the first frame of each size).
+
+    Raises:
+        ValueError: tiles or compile asked of an ONNX backend, tiles of a network without a rule.
+        BackendError: the backend's runtime is not installed (the message names the package).
     """
 
     def __init__(self, model: nn.Module, kind: str, device: torch.device, fp32: bool = False,
-                 compile: bool = False, tiling: Tiling | None = None) -> None:
-        self.kind, self.device, self.tiling = kind, device, tiling
+                 compile: bool = False, tiling: Tiling | None = None, backend: str = "torch") -> None:
+        self.kind, self.device, self.tiling, self.backend = kind, device, tiling, backend
+        if backend != "torch":
+            self._onnx(model, kind, device, compile, tiling, backend)
+            return
         self.precision = Precision.choose(device, fp32)
         model = model.to(device=device, dtype=self.precision.dtype).eval().requires_grad_(False)
         self.channels_last = not fp32  # fp32=True: the layout of training, bit for bit
@@ -233,6 +243,18 @@ class Inference:
         self.compiled = compile
         self._forward = forward
 
+    def _onnx(self, model: nn.Module, kind: str, device: torch.device, compile: bool, tiling: Tiling | None,
+              backend: str) -> None:
+        from ..export.runtime import OnnxNetwork, resolve_backend
+
+        if compile or tiling is not None:
+            raise ValueError(f"backend={backend!r} runs the exported graph as it is: tile= and compile= are for "
+                             "backend='torch'")
+        resolve_backend(backend, device)  # the package to install, before any frame
+        self.precision, self.channels_last, self.compiled = Precision(torch.float32), False, False
+        self.model = model.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
+        self._forward = OnnxNetwork(self.model, kind, backend=backend, device=device)
+
     @property
     def config(self) -> Any:
         return self.model.config
@@ -240,7 +262,7 @@ class Inference:
     def describe(self) -> dict[str, Any]:
         """What the forward pass uses, for logs and benchmark reports."""
         return {"precision": self.precision.name, "channels_last": self.channels_last, "compile": self.compiled,
-                "tile": None if self.tiling is None else self.tiling.tile}
+                "tile": None if self.tiling is None else self.tiling.tile, "backend": self.backend}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with self.precision.context(self.device):

@@ -83,7 +83,8 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 def load_network(kind: str, weights: str | os.PathLike | None, period: int, device: torch.device, node: str,
                  fp32: bool = False, compile: bool = False, tile: int | None = None,
-                 max_memory: float | None = None, size: tuple[int, int] | None = None) -> Inference:
+                 max_memory: float | None = None, size: tuple[int, int] | None = None,
+                 backend: str = "torch") -> Inference:
     """The checked network for ``kind`` and the clip's pattern, ready for inference.
 
     Loaded once per (file, device, precision, compile, tiling) in eval mode: nodes made later
@@ -93,7 +94,8 @@ def load_network(kind: str, weights: str | os.PathLike | None, period: int, devi
     Raises:
         vs.Error: unknown weights, weights for another pattern length, a missing or corrupt
             file (the message names the file, its sha256 and the command that makes it), a
-            tile the network cannot use (the message names the minimum and the multiple).
+            tile the network cannot use (the message names the minimum and the multiple), a
+            ``backend`` whose runtime is not installed (the message names the package).
     """
     name, folder = _resolve_weights(kind, weights, period, node)
     try:
@@ -102,7 +104,7 @@ def load_network(kind: str, weights: str | os.PathLike | None, period: int, devi
         raise error(node, str(e)) from None
     path = folder / weights_mod.REGISTRY[name].file
     key = (name, os.fspath(path.resolve()), _stamp(path), _stamp(folder / weights_mod.MANIFEST),
-           str(device), fp32, compile, tiling)
+           str(device), fp32, compile, tiling, backend)
     with _engines_lock:
         if key in _engines:
             _engines.move_to_end(key)
@@ -113,7 +115,10 @@ def load_network(kind: str, weights: str | os.PathLike | None, period: int, devi
         raise error(node, f"{e} (or pass weights= a folder that holds it)") from None
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
         raise error(node, f"cannot load {path}: {type(e).__name__}: {e}") from None
-    engine = Inference(model, kind, device, fp32=fp32, compile=compile, tiling=tiling)
+    try:
+        engine = Inference(model, kind, device, fp32=fp32, compile=compile, tiling=tiling, backend=backend)
+    except (ValueError, RuntimeError) as e:  # a backend not installed names its package
+        raise error(node, str(e)) from None
     if tiling is not None:
         log.info("hdrvid.%s: %dx%d frames in tiles of %d pixels (overlap %d)", node, *(size or (0, 0)),
                  tiling.tile, tiling.overlap)

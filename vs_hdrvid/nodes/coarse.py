@@ -24,7 +24,8 @@ NODE = "coarse"
 @renamed_args(lin="clip")
 def coarse(clip: vs.VideoNode, weights: str | os.PathLike | None = None, device: str = "auto",
            fp32: bool = False, num_streams: int | None = None, flow: Sequence[vs.VideoNode] | None = None,
-           compile: bool = False, tile: int | None = None, max_memory: float | None = None) -> vs.VideoNode:
+           compile: bool = False, tile: int | None = None, max_memory: float | None = None,
+           backend: str = "torch") -> vs.VideoNode:
     """Coarse HDR of every frame by CoarseNet (Chen et al. 2021, sections 3.1-3.2).
 
     Each frame's window (``t-1..t+1`` for a 2-exposure pattern, ``t-2..t+2`` for 3; at the clip's
@@ -61,6 +62,9 @@ def coarse(clip: vs.VideoNode, weights: str | os.PathLike | None = None, device:
             overlap by its receptive field: the same output up to rounding, in a fraction of the
             memory. None: whole frames, unless ``max_memory`` asks for tiles.
         max_memory: GiB the forward pass may take; larger frames are tiled to fit.
+        backend: ``"torch"``; ``"ort"``, ``"ov"`` or ``"trt"`` run the network's ONNX graph
+            (``vs-hdrvid export-onnx``, docs/onnx.md) through onnxruntime, OpenVINO or TensorRT in
+            float32, exported and checked against torch at the first frame of each size.
 
     Returns:
         RGBS linear HDR (``H = f^-1(L) / 2**EV``, the scale of the input) with the reference
@@ -69,13 +73,14 @@ def coarse(clip: vs.VideoNode, weights: str | os.PathLike | None = None, device:
     Raises:
         vs.Error: not a linearised clip, a pattern other than 2 or 3 exposures, frames under
             32x32, weights for another pattern length, weights missing or failing their sha256,
-            a ``tile`` off the network's grid or under its minimum.
+            a ``tile`` off the network's grid or under its minimum, a ``backend`` whose runtime is
+            not installed (the message names the package to install).
     """
     clip = check_linear(clip, NODE)
     period = network_period(clip, NODE)
-    dev, dtype = pick_device(device, fp32, NODE)
+    dev, dtype = pick_device(device, fp32 or backend != "torch", NODE)  # ONNX graphs run in float32
     engine = load_network("coarse", weights, period, dev, NODE, fp32, compile, tile, max_memory,
-                          (clip.width, clip.height))
+                          (clip.width, clip.height), backend)
     net = engine.model
     if net.config.num_exposures != period:
         raise error(NODE, f"the weights hold a {net.config.num_exposures}-exposure CoarseNet but the clip "

@@ -46,7 +46,7 @@ def _warn_ratio(pattern: list[float]) -> None:
 @renamed_args(lin="clip")
 def dealthdr(clip: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] | None = None,
              weights: str | os.PathLike | None = None, device: str = "auto", fp32: bool = False,
-             num_streams: int | None = None, compile: bool = False) -> vs.VideoNode:
+             num_streams: int | None = None, compile: bool = False, backend: str = "torch") -> vs.VideoNode:
     """HDR of every frame by DeAltHDR (flow-guided masked attention, dual exposure encoders).
 
     Each frame's window ``t-2..t+2`` (at the clip's ends the nearest frame of the same exposure
@@ -65,8 +65,8 @@ def dealthdr(clip: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] |
             used instead of the network's SpyNet; the reverse flows come from the same clips.
         weights: ``None`` for the shipped ``dealthdr-2exp``, a folder holding the weights file and
             its ``MANIFEST.json``, or the file itself.
-        device, fp32, num_streams, compile: as for :func:`coarse` (no tiling: the flows and the
-            attention reach across the frame).
+        device, fp32, num_streams, compile, backend: as for :func:`coarse` (no tiling: the flows
+            and the attention reach across the frame).
 
     Returns:
         RGBS linear HDR on the input's radiance scale, with the reference frame's props.
@@ -88,8 +88,8 @@ def dealthdr(clip: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] |
     if known is not None:
         _warn_ratio(list(known))
         warned[0] = True
-    dev, dtype = pick_device(device, fp32, NODE)
-    engine = load_network("dealthdr", weights, period, dev, NODE, fp32, compile)
+    dev, dtype = pick_device(device, fp32 or backend != "torch", NODE)  # ONNX graphs run in float32
+    engine = load_network("dealthdr", weights, period, dev, NODE, fp32, compile, backend=backend)
     net = engine.model
     window = ExposureWindow(clip, OFFSETS, period, NODE)
     extra: list[vs.VideoNode] = []

@@ -21,7 +21,7 @@ NODE = "refine"
 @renamed_args(coarse_clip="clip")
 def refine(clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathLike | None = None,
            device: str = "auto", fp32: bool = False, num_streams: int | None = None, compile: bool = False,
-           tile: int | None = None, max_memory: float | None = None) -> vs.VideoNode:
+           tile: int | None = None, max_memory: float | None = None, backend: str = "torch") -> vs.VideoNode:
     """Final HDR of every frame by RefineNet (Chen et al. 2021, section 3.3).
 
     The window of coarse HDRs ``t-1, t, t+1`` (exposure-aware at the clip's ends, as in
@@ -37,7 +37,7 @@ def refine(clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathLike | N
         weights: ``None`` for the shipped ``refine-2exp``/``refine-3exp`` matching the pattern, a
             registry name, a folder holding the weights files and their ``MANIFEST.json``, or one
             such file.
-        device, fp32, num_streams, compile: as for :func:`coarse`.
+        device, fp32, num_streams, compile, backend: as for :func:`coarse`.
         tile, max_memory: as for :func:`coarse`; RefineNet runs whole on each tile (overlap 64 pixels).
 
     Returns:
@@ -60,9 +60,9 @@ def refine(clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathLike | N
                           f"({lin.num_frames} frames of {lin.width}x{lin.height}) must match; pass lin the clip "
                           "hv.coarse made clip from")
     period = network_period(lin, NODE)
-    dev, dtype = pick_device(device, fp32, NODE)
+    dev, dtype = pick_device(device, fp32 or backend != "torch", NODE)  # ONNX graphs run in float32
     engine = load_network("refine", weights, period, dev, NODE, fp32, compile, tile, max_memory,
-                          (clip.width, clip.height))
+                          (clip.width, clip.height), backend)
     net = engine.model
     half = net.config.num_frames // 2
     offsets = list(range(-half, half + 1))
