@@ -9,7 +9,9 @@ checks the whole network (docs/onnx.md has its figures).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 import logging
 import math
@@ -58,7 +60,13 @@ def _tiny(kind: str) -> torch.nn.Module:
                                 flow=PairSpyNetConfig(levels=2, channels=(8, 8), kernel_size=3))
     model = weights_mod.build_network(kind, config.to_dict())
     std = {"coarse": 0.02, "refine": 0.05, "dealthdr": 0.05}[kind]
-    return _randomise(model, std, seed=len(kind)).eval().requires_grad_(False)
+    model = _randomise(model, std, seed=len(kind)).eval().requires_grad_(False)
+    if kind == "dealthdr":  # FGMA's attention weighs on the output, so that a wrong attention shows
+        for module in model.modules():
+            if type(module).__name__ == "FGMA":
+                module.proj_v.weight.mul_(40)
+                module.bias.mul_(20)
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +143,33 @@ def test_graph_equals_module_forward(nets, kind, options):
         assert 0 < float(got[1]) < 1  # some pixels, not all, went through the attention
 
 
+def _module_args(kind: str) -> tuple:
+    """A call of each network's forward, with LDR frames, exposures (and for CoarseNet flows)."""
+    gen = torch.Generator().manual_seed(6)
+    if kind == "coarse":
+        ldrs, evs = torch.rand(1, 3, 3, 32, 40, generator=gen), torch.tensor([[1.5, -1.5, 1.5]])
+        return ldrs, evs, torch.randn(1, 2, 2, 32, 40, generator=gen) * 2, torch.rand(1, 2, 1, 32, 40, generator=gen)
+    if kind == "refine":
+        ldrs, evs = torch.rand(1, 3, 3, 32, 40, generator=gen), torch.tensor([[1.5, -1.5, 1.5]])
+        return torch.rand(1, 3, 3, 32, 40, generator=gen) * 2, ldrs, evs
+    return torch.rand(1, 5, 3, 32, 40, generator=gen), torch.tensor([[-1.5, 1.5, -1.5, 1.5, -1.5]]), 15.0
+
+
+@pytest.mark.parametrize("kind", ["coarse", "refine", "dealthdr"])
+def test_graph_of_packed_planes_equals_module_call(nets, kind):
+    """The planes OnnxNetwork packs from a module call, unpacked by the graph, give that call's output."""
+    args = _module_args(kind)
+    wrapper = runtime.OnnxNetwork(nets[kind], kind, backend="ort")
+    x, options = wrapper._pack(args, {})
+    graph = build_graph(nets[kind], kind, "all", **options)
+    assert x.shape[1] == graph.channels
+    with torch.no_grad():
+        got, want = graph(x), nets[kind](*args)
+    want = (want.hdr, torch.tensor(want.attention_ratio), want.flows) if kind == "dealthdr" else tuple(want)
+    for g, w in zip(got, want):
+        assert (g - w).abs().max() <= 1e-4 * max(1.0, float(w.abs().max()))
+
+
 # ---------------------------------------------------------------- export and check
 
 
@@ -157,22 +192,25 @@ def _ort(path, x: torch.Tensor) -> np.ndarray:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
 
 
-def test_cli_export_dynamic_writes_files_and_report(weights_dir, nets, tmp_path, capsys):
+def test_cli_export_writes_files_and_report(weights_dir, nets, tmp_path, capsys):
     out = tmp_path / "onnx"
-    status, stdout, _ = _cli(["export-onnx", "refine-2exp", "-o", out, "--dynamic", "--weights", weights_dir], capsys)
+    status, stdout, _ = _cli(["export-onnx", "refine-2exp", "-o", out, "--size", "48x40", "--weights", weights_dir],
+                             capsys)
     assert status == 0 and "wrote" in stdout
     report = json.loads((out / "report.json").read_text())
     (item,) = report["files"]
     assert (out / item["file"]).is_file() and item["file"] == "refine-2exp.onnx"
-    assert report["size"] == "dynamic" and item["input"] == [1, 21, "H", "W"]
+    assert report["size"] == "48x40" and item["input"] == [1, 21, 40, 48]
+    assert [p["name"] for p in item["layout"]] == ["coarse_hdr", "radiance", "ev"]
     assert item["check"]["passed"] and item["check"]["ort"]["max_abs"] <= TOL
-    # the file runs at another size than its check, and equals torch there
+    # the file on another window of that size equals torch, and the network did change its input
     graph = build_graph(nets["refine"], "refine", "hdr")
-    x = sample_window(graph, (48, 40), 2)
+    x = sample_window(graph, (48, 40), 2) * 0.7
+    x[:, -3:] = sample_window(graph, (48, 40), 2)[:, -3:]  # the EV planes as they were
     want = graph.reference(nets["refine"], x).numpy()
     got = _ort(out / item["file"], x)
     assert got.shape == (1, 3, 40, 48) and np.abs(got - want).max() <= TOL
-    assert np.abs(got - x[:, 3:6].numpy()).max() > 1e-2  # the network changed the reference's coarse HDR
+    assert np.abs(got - x[:, 3:6].numpy()).max() > 1e-2  # not the reference's coarse HDR passed through
 
 
 def test_runtime_coarse_equals_torch_and_caches(nets, tmp_path, monkeypatch):
@@ -195,7 +233,7 @@ def test_runtime_coarse_equals_torch_and_caches(nets, tmp_path, monkeypatch):
 
 
 def test_window_attention_graph_runs_any_mask(tmp_path):
-    """NonZero in onnxruntime: the masked set changes per call, and may be empty."""
+    """NonZero in onnxruntime: the masked set changes per call and may be empty; the sizes are symbolic."""
 
     class Attention(torch.nn.Module):
         def forward(self, q, k, v, flow, mask):
@@ -206,12 +244,17 @@ def test_window_attention_graph_runs_any_mask(tmp_path):
     flow = torch.randn(1, 2, 8, 10, generator=gen) * 2
     args = (q, k, v, flow, (torch.rand(1, 1, 8, 10, generator=gen) > 0.5).float())
     path = tmp_path / "attention.onnx"
-    with warnings.catch_warnings():
+    h, w = torch.export.Dim("h", min=4, max=64), torch.export.Dim("w", min=4, max=64)
+    dims = tuple({2: h, 3: w} for _ in args)  # symbolic sizes, as a --dynamic DeAltHDR has them
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(Attention().eval(), args, path, dynamo=True, external_data=False, optimize=False)
+        torch.onnx.export(Attention().eval(), args, path, dynamo=True, external_data=False, optimize=False,
+                          dynamic_shapes=dims)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for density in (0.0, 0.3, 1.0):
-        mask = (torch.rand(1, 1, 8, 10, generator=gen) < density).float()
+    for density, (hh, ww) in ((0.0, (8, 10)), (0.3, (8, 10)), (1.0, (8, 10)), (0.3, (13, 6))):
+        q, k, v = (torch.randn(1, 4, hh, ww, generator=gen) for _ in range(3))
+        flow = torch.randn(1, 2, hh, ww, generator=gen) * 2
+        mask = (torch.rand(1, 1, hh, ww, generator=gen) < density).float()
         feeds = {i.name: a.numpy() for i, a in zip(session.get_inputs(), (q, k, v, flow, mask))}
         want = masked_window_attention(q, k, v, flow, mask, 2, 3)
         assert np.abs(session.run(None, feeds)[0] - want.numpy()).max() < 1e-5

@@ -284,8 +284,8 @@ def export_network(name: str, out_dir: str | os.PathLike, size: tuple[int, int] 
         if log:
             log(f"exporting {path.name} ({graph.channels} planes in, {report['size']})")
         export_graph(graph, path, size, m if dynamic else 0, deform if spec.kind == "refine" else "grid", meta)
-        item = {"file": path.name, "kind": spec.kind, "input": [1, graph.channels, "H" if dynamic else size[1],
-                "W" if dynamic else size[0]], "output": [1, 3, "H" if dynamic else size[1], "W" if dynamic else size[0]],
+        hw = ["H", "W"] if dynamic else [size[1], size[0]]
+        item = {"file": path.name, "kind": spec.kind, "input": [1, graph.channels, *hw], "output": [1, 3, *hw],
                 "layout": planes}
         if spec.kind == "dealthdr":
             item |= {"s": s, "short": list(var["short"])}
@@ -297,7 +297,8 @@ def export_network(name: str, out_dir: str | os.PathLike, size: tuple[int, int] 
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     failed = [f["file"] for f in report["files"] if check and not f["check"]["passed"]]
     if failed:
-        raise ExportError(f"{', '.join(failed)} differ from torch by more than {TOLERANCE} (see {out_dir / 'report.json'})")
+        raise ExportError(f"{', '.join(failed)} differ from torch by more than {TOLERANCE} "
+                          f"(see {out_dir / 'report.json'})")
     return report
 
 
@@ -357,6 +358,7 @@ def run_cli(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     for item in report["files"]:
         c = item.get("check")
-        figures = "" if c is None else " ".join(f"{k} {c[k]['max_abs']:.2e}" for k in ("ort", "ov") if "max_abs" in c[k])
+        figures = "" if c is None else " ".join(f"{k} {c[k]['max_abs']:.2e}" for k in ("ort", "ov")
+                                                 if "max_abs" in c[k])
         say(f"wrote {args.output / item['file']}" + (f" (max abs difference from torch: {figures})" if c else ""))
     return 0

@@ -60,8 +60,8 @@ class Backend:
         """onnxruntime execution providers for ``device`` (``ort`` and ``trt`` only)."""
         index = device.index or 0
         if self.name == "trt":
-            return [("TensorrtExecutionProvider", {"device_id": index}), ("CUDAExecutionProvider", {"device_id": index}),
-                    "CPUExecutionProvider"]
+            return [("TensorrtExecutionProvider", {"device_id": index}),
+                    ("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         if device.type == "cuda":
             return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         return ["CPUExecutionProvider"]
@@ -102,9 +102,9 @@ def resolve_backend(name: str, device: torch.device | str = "cpu") -> Backend:
     want = {"trt": "TensorrtExecutionProvider", "ort": "CUDAExecutionProvider" if device.type == "cuda" else
             "CPUExecutionProvider"}[name]
     if want not in available:
+        install = "pip install onnxruntime-gpu tensorrt" if name == "trt" else "pip install onnxruntime-gpu"
         raise BackendError(f"backend={name!r} on {device} needs onnxruntime's {want}, which this onnxruntime "
-                           f"lacks (it has {', '.join(available)}): "
-                           f"{'pip install onnxruntime-gpu tensorrt' if name == 'trt' else 'pip install onnxruntime-gpu'}")
+                           f"lacks (it has {', '.join(available)}): {install}")
     if name == "trt" and device.type != "cuda":
         raise BackendError("backend='trt' runs on CUDA devices only; give device='cuda[:N]'")
     return Backend(name, module)
@@ -137,9 +137,8 @@ class OnnxNetwork:
         backend: ``"ort"``, ``"ov"`` or ``"trt"`` (:func:`resolve_backend`).
         device: where the inputs live and the runtime runs (``"cpu"``, ``"cuda[:N]"``).
         cache: the folder of exported graphs (default :func:`cache_dir`).
-        deform: RefineNet's deformable convolution: ``"grid"`` (GridSample taps, every runtime) or
-            ``"op"`` (ONNX DeformConv, onnxruntime's CPU provider); default ``"op"`` for ``ort`` on
-            the CPU, ``"grid"`` otherwise.
+        deform: RefineNet's deformable convolution: ``"grid"`` (the network's own GridSample
+            arithmetic, every runtime) or ``"op"`` (ONNX DeformConv, onnxruntime's CPU provider).
         check: compare each new graph with the torch module on its first inputs (raises
             RuntimeError beyond 1e-3).
 
@@ -157,13 +156,15 @@ class OnnxNetwork:
     """
 
     def __init__(self, model: nn.Module, kind: str, backend: str = "ort", device: torch.device | str = "cpu",
-                 cache: str | os.PathLike | None = None, deform: str | None = None, check: bool = True) -> None:
+                 cache: str | os.PathLike | None = None, deform: str = "grid", check: bool = True) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         self.device = torch.device(device)
         self.backend = resolve_backend(backend, self.device)
         self.model, self.kind, self.check = model, kind, check
-        self.deform = deform or ("op" if backend == "ort" and self.device.type == "cpu" else "grid")
+        if deform not in ("grid", "op"):
+            raise ValueError(f"deform must be 'grid' or 'op', got {deform!r}")
+        self.deform = deform
         self.cache = Path(cache) if cache is not None else cache_dir()
         self.digest = _digest(model)
         self._sessions: dict[tuple, object] = {}
@@ -281,8 +282,8 @@ class OnnxNetwork:
         dtype = next(a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)).dtype
         session = self._session(x, options)
         samples = [self._run(session, x[i:i + 1]) for i in range(x.shape[0])]
-        outs = [torch.cat([s[j] for s in samples]) if samples[0][j].dim() else torch.stack([s[j] for s in samples]).mean()
-                for j in range(len(samples[0]))]
+        outs = [torch.cat([s[j] for s in samples]) if samples[0][j].dim()  # a batch, one sample at a time
+                else torch.stack([s[j] for s in samples]).mean() for j in range(len(samples[0]))]  # the ratio
         outs = [o.to(self.device, dtype) for o in outs]
         return self._output(outs)
 
