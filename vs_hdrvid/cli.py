@@ -106,7 +106,9 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
                    "(default: the shipped weights/)")
     p.add_argument("--fp32", action="store_true", help="networks: the exact float32 path (default: bfloat16 "
                    "convolutions where the CPU has AMX or AVX512-BF16, float16 on CUDA)")
-    p.add_argument("--compile", action="store_true", help="networks: torch.compile (the first frame waits for it)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="networks: torch.compile, the first frame waits for it (default: on a CPU for clips of "
+                        "48 frames or more)")
     p.add_argument("--tile", type=_count, metavar="PX", help="coarse/refine: run the networks on tiles of this side "
                    "(a multiple of 8, at least 64), seamless")
     p.add_argument("--max-memory", type=float, metavar="GIB", help="coarse/refine: memory a forward pass may take; "

@@ -39,7 +39,7 @@ class Options:
     weights: str | None = None  # folder of the network weights (default: weights/)
     s: float = 15.0  # dealthdr's FGMA sensitivity
     fp32: bool = False  # networks: the exact float32 path (default: bf16 autocast where native, fp16 on CUDA)
-    compile: bool = False  # networks: torch.compile
+    compile: bool | None = None  # networks: torch.compile (None: the nodes' rule, long clips on a CPU)
     tile: int | None = None  # coarse/refine: tile side in pixels
     max_memory: float | None = None  # coarse/refine: GiB per forward pass; larger frames are tiled
     backend: str = "torch"  # networks: torch, or ort/ov/trt for their ONNX graphs

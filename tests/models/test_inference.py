@@ -106,3 +106,13 @@ def test_bf16_autocast_stays_close_to_fp32_with_the_shipped_weights(monkeypatch)
     out = fast(ldr, ev, flows, conf).hdr
     assert out.dtype == torch.float32
     assert (out - exact).abs().mean() < 2e-3 * exact.abs().mean()
+
+
+def test_auto_compile_only_pays_on_long_cpu_clips():
+    from vs_hdrvid.models.inference import AUTO_COMPILE_FRAMES, auto_compile
+
+    assert auto_compile("coarse", CPU, AUTO_COMPILE_FRAMES, tiled=False)
+    assert not auto_compile("coarse", CPU, AUTO_COMPILE_FRAMES - 1, tiled=False)
+    assert not auto_compile("refine", CPU, 1000, tiled=True)
+    assert not auto_compile("dealthdr", CPU, 1000, tiled=False)
+    assert not auto_compile("coarse", torch.device("cuda"), 1000, tiled=False)

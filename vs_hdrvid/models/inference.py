@@ -9,7 +9,8 @@ A node (or a benchmark) runs an :class:`Inference` around a loaded network:
   CPUs, and with ``fp32=True`` everywhere, the exact float32 path.
 * **channels_last**: the convolutions in NHWC, oneDNN's and cuDNN's preferred layout.
 * **compile**: ``torch.compile`` of the forward pass (inductor; on CPU with the weights frozen
-  into the graph as constants). Each frame size is compiled once, at its first frame.
+  into the graph as constants). Each frame size is compiled once, at its first frame; the nodes'
+  default (:func:`auto_compile`) compiles CoarseNet and RefineNet on a CPU for long clips.
 * **tiling** (:class:`Tiling`): frames split into tiles that overlap by at least the receptive
   field's radius of the part that is tiled, on the grid of the network's strides, so that each
   tile's core is computed from the same pixels as in the whole frame: tiled equals untiled up to
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 
 from ..devices import native_bf16
 
-__all__ = ["Precision", "Tiling", "Inference", "tile_map", "TILE_RULES"]
+__all__ = ["Precision", "Tiling", "Inference", "tile_map", "auto_compile", "TILE_RULES", "AUTO_COMPILE_FRAMES"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,19 @@ class Precision:
             else:
                 with torch.autocast(device.type, dtype=self.autocast):
                     yield
+
+
+#: ``compile=None`` compiles on a CPU for clips of at least this many frames: the compilation
+#: (11-50 s for CoarseNet on 2 cores, cached by inductor across processes) is paid back within
+#: this many frames by the 3x faster forward pass it gives at 1280x720 (bench-nets --compile).
+AUTO_COMPILE_FRAMES = 48
+AUTO_COMPILE_KINDS = ("coarse", "refine")
+
+
+def auto_compile(kind: str, device: torch.device, num_frames: int, tiled: bool) -> bool:
+    """Whether ``compile=None`` compiles: CPU, CoarseNet or RefineNet, a long clip, whole frames
+    (tiles of several sizes would each compile)."""
+    return device.type == "cpu" and kind in AUTO_COMPILE_KINDS and num_frames >= AUTO_COMPILE_FRAMES and not tiled
 
 
 @dataclass(frozen=True)

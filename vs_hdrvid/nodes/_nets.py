@@ -16,7 +16,7 @@ import torch
 import vapoursynth as vs
 
 from .. import weights as weights_mod
-from ..models.inference import Inference, Tiling
+from ..models.inference import Inference, Tiling, auto_compile
 from ._common import COUNT_PROP, PATTERN_PROP, error, log, recall
 
 __all__ = ["load_network", "network_period", "MIN_SIZE", "RGBS"]
@@ -82,14 +82,15 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 
 def load_network(kind: str, weights: str | os.PathLike | None, period: int, device: torch.device, node: str,
-                 fp32: bool = False, compile: bool = False, tile: int | None = None,
+                 fp32: bool = False, compile: bool | None = False, tile: int | None = None,
                  max_memory: float | None = None, size: tuple[int, int] | None = None,
-                 backend: str = "torch") -> Inference:
+                 backend: str = "torch", num_frames: int = 0) -> Inference:
     """The checked network for ``kind`` and the clip's pattern, ready for inference.
 
     Loaded once per (file, device, precision, compile, tiling) in eval mode: nodes made later
     share it while the file and manifest are unchanged. ``tile``/``max_memory`` (GiB) tile
-    frames of ``size`` (W, H) as :meth:`Tiling.for_network` says.
+    frames of ``size`` (W, H) as :meth:`Tiling.for_network` says; ``compile=None`` compiles where
+    :func:`~vs_hdrvid.models.inference.auto_compile` says it pays for a clip of ``num_frames``.
 
     Raises:
         vs.Error: unknown weights, weights for another pattern length, a missing or corrupt
@@ -102,6 +103,8 @@ def load_network(kind: str, weights: str | os.PathLike | None, period: int, devi
         tiling = Tiling.for_network(kind, tile, max_memory, size)
     except ValueError as e:
         raise error(node, str(e)) from None
+    if compile is None:
+        compile = backend == "torch" and not fp32 and auto_compile(kind, device, num_frames, tiling is not None)
     path = folder / weights_mod.REGISTRY[name].file
     key = (name, os.fspath(path.resolve()), _stamp(path), _stamp(folder / weights_mod.MANIFEST),
            str(device), fp32, compile, tiling, backend)

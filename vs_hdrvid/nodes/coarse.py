@@ -24,7 +24,7 @@ NODE = "coarse"
 @renamed_args(lin="clip")
 def coarse(clip: vs.VideoNode, weights: str | os.PathLike | None = None, device: str = "auto",
            fp32: bool = False, num_streams: int | None = None, flow: Sequence[vs.VideoNode] | None = None,
-           compile: bool = False, tile: int | None = None, max_memory: float | None = None,
+           compile: bool | None = None, tile: int | None = None, max_memory: float | None = None,
            backend: str = "torch") -> vs.VideoNode:
     """Coarse HDR of every frame by CoarseNet (Chen et al. 2021, sections 3.1-3.2).
 
@@ -56,8 +56,9 @@ def coarse(clip: vs.VideoNode, weights: str | os.PathLike | None = None, device:
         flow: ``blend="merge"`` weights only: the flow clips to start from, one per neighbour
             offset ``-(n-1)..-1, 1..n-1`` (RGBS u, v, confidence from frame n to that neighbour);
             None: ``classical_flow(clip, offset)`` (DIS, preset medium), as in training.
-        compile: ``torch.compile`` the network: the first frame waits for the compilation (a
-            minute on a 2-core CPU), the others run faster (``vs-hdrvid bench-nets --compile``).
+        compile: ``torch.compile`` the network: the first frame waits for the compilation (up to a
+            minute on a 2-core CPU), the others run about 3x faster there (``vs-hdrvid bench-nets
+            --compile``). None: on a CPU for clips of 48 frames or more, untiled, not ``fp32``.
         tile: run the weight network on tiles of this side (a multiple of 8, at least 64) that
             overlap by its receptive field: the same output up to rounding, in a fraction of the
             memory. None: whole frames, unless ``max_memory`` asks for tiles.
@@ -80,7 +81,7 @@ def coarse(clip: vs.VideoNode, weights: str | os.PathLike | None = None, device:
     period = network_period(clip, NODE)
     dev, dtype = pick_device(device, fp32 or backend != "torch", NODE)  # ONNX graphs run in float32
     engine = load_network("coarse", weights, period, dev, NODE, fp32, compile, tile, max_memory,
-                          (clip.width, clip.height), backend)
+                          (clip.width, clip.height), backend, clip.num_frames)
     net = engine.model
     if net.config.num_exposures != period:
         raise error(NODE, f"the weights hold a {net.config.num_exposures}-exposure CoarseNet but the clip "

@@ -20,8 +20,9 @@ NODE = "refine"
 
 @renamed_args(coarse_clip="clip")
 def refine(clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathLike | None = None,
-           device: str = "auto", fp32: bool = False, num_streams: int | None = None, compile: bool = False,
-           tile: int | None = None, max_memory: float | None = None, backend: str = "torch") -> vs.VideoNode:
+           device: str = "auto", fp32: bool = False, num_streams: int | None = None,
+           compile: bool | None = None, tile: int | None = None, max_memory: float | None = None,
+           backend: str = "torch") -> vs.VideoNode:
     """Final HDR of every frame by RefineNet (Chen et al. 2021, section 3.3).
 
     The window of coarse HDRs ``t-1, t, t+1`` (exposure-aware at the clip's ends, as in
@@ -62,7 +63,7 @@ def refine(clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathLike | N
     period = network_period(lin, NODE)
     dev, dtype = pick_device(device, fp32 or backend != "torch", NODE)  # ONNX graphs run in float32
     engine = load_network("refine", weights, period, dev, NODE, fp32, compile, tile, max_memory,
-                          (clip.width, clip.height), backend)
+                          (clip.width, clip.height), backend, clip.num_frames)
     net = engine.model
     half = net.config.num_frames // 2
     offsets = list(range(-half, half + 1))
