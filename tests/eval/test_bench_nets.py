@@ -11,7 +11,7 @@ def test_compare_fp32_ends_with_the_speedup_line(tmp_path, capsys):
     wdir = write_random_weights(tmp_path / "w", periods=(2,), narrow=True)
     out = tmp_path / "bench.json"
     status = main(["bench-nets", "--sizes", "64x48", "--device", "cpu", "--repeats", "1", "--compare-fp32",
-                   "--weights", str(wdir), "--json", str(out)])
+                   "--no-compile", "--weights", str(wdir), "--json", str(out)])
     text = capsys.readouterr().out
     assert status == 0, text
     assert re.fullmatch(r"speedup \d+\.\d\dx over fp32 eager \(CoarseNet, 64x48\); CoarseNet\+RefineNet \d+\.\d\dx",

@@ -217,9 +217,13 @@ def _devices(device: str) -> list[str]:
 
 def run_bench_nets(sizes: list[tuple[int, int]], device: str = "all", periods: tuple[int, ...] = (2,),
                    repeats: int = 2, fp32: bool = False, folder: str | os.PathLike | None = None,
-                   compile: bool = False, tile: int | None = None, compare_fp32: bool = False,
+                   compile: bool | None = None, tile: int | None = None, compare_fp32: bool = False,
                    profile: bool = False, log=None) -> dict:
     """CoarseNet and RefineNet seconds per frame and peak memory for each size, device and pattern.
+
+    The networks run as the nodes run them on a long clip: ``compile=None`` compiles on a CPU
+    without tiles (:func:`~vs_hdrvid.models.inference.auto_compile`), the compilation reported
+    apart from the timed passes.
 
     ``compare_fp32``: each row also measures the exact float32 eager path (``fp32=True``, no
     compile, no tiles) just before the chosen path, and gives their ratio as ``speedup``.
@@ -235,8 +239,9 @@ def run_bench_nets(sizes: list[tuple[int, int]], device: str = "all", periods: t
                     row["fp32_eager"] = {k: _in_child(kind=k, fp32=True, **args) for k in ("coarse", "refine")}
                     if log:
                         log(_format_row(row["fp32_eager"] | row))
-                c = _in_child(kind="coarse", fp32=fp32, compile=compile, tile=tile, profile=profile, **args)
-                r = _in_child(kind="refine", fp32=fp32, compile=compile, tile=tile, profile=profile, **args)
+                comp = (dev == "cpu" and not tile and not fp32) if compile is None else compile
+                c = _in_child(kind="coarse", fp32=fp32, compile=comp, tile=tile, profile=profile, **args)
+                r = _in_child(kind="refine", fp32=fp32, compile=comp, tile=tile, profile=profile, **args)
                 row |= {"coarse": c, "refine": r}
                 if "error" not in c and "error" not in r:
                     row["coarse_refine_seconds"] = c["seconds"] + r["seconds"]
@@ -297,7 +302,9 @@ def add_cli(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        "CoarseNet+RefineNet (a benchmark, not a test)")
     add_bench_args(p, "640x360,1280x720,1920x1080")
     p.add_argument("--exposures", default="2", help="pattern lengths to measure: 2, 3 or 2,3")
-    p.add_argument("--compile", action="store_true", help="torch.compile the networks (compile time reported apart)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the networks, compile time reported apart (default: as the nodes on a long "
+                        "clip: on a CPU, untiled)")
     p.add_argument("--tile", type=int, help="run the networks on tiles of this side (as the nodes' tile=)")
     p.add_argument("--profile", action="store_true", help="also list the operators that take the time")
     p.add_argument("--compare-fp32", action="store_true",
