@@ -3,7 +3,9 @@
 Each (network, size, device) is measured in a fresh Python process, so the peak memory is that
 network's alone: on CPU the growth of the peak resident set (``ru_maxrss``) over the process's
 peak once the model and inputs exist (tracemalloc does not see torch's allocations), on CUDA
-``torch.cuda.max_memory_allocated`` over what was allocated before the forward pass.
+``torch.cuda.max_memory_allocated`` over what was allocated before the forward pass. A compiled
+network on CPU has no forward figure (the compilation's own peak comes first): measure its memory
+with ``--no-compile``, the arithmetic is the same.
 
 A frame of the full method costs one CoarseNet and one RefineNet forward (the coarse HDRs of
 the neighbours are reused), so "coarse+refine" is the sum of the two. Trained weights are used
@@ -166,12 +168,13 @@ def measure(kind: str, period: int, width: int, height: int, device: str = "cpu"
     if dev.type == "cuda":
         peak = (torch.cuda.max_memory_allocated(dev) - base) / 2 ** 20
         total = torch.cuda.max_memory_allocated(dev) / 2 ** 20
-    else:
+    else:  # after a compilation the process's peak is the compiler's: no forward figure then
         total = _peak_rss_mib()
-        peak = total - base
+        peak = float("nan") if compile else total - base
     return {"network": kind, "exposures": period, "size": f"{width}x{height}", "device": str(dev),
             "dtype": net.precision.name, "seconds": min(times), "seconds_all": times,
-            "forward_peak_mib": round(peak, 1), "process_peak_mib": round(total, 1), "weights": source,
+            "forward_peak_mib": None if peak != peak else round(peak, 1), "process_peak_mib": round(total, 1),
+            "weights": source,
             "threads": torch.get_num_threads(), "path": net.describe(), "compile_seconds": compile_s,
             "kernels": kernels}
 
@@ -245,7 +248,8 @@ def run_bench_nets(sizes: list[tuple[int, int]], device: str = "all", periods: t
                 row |= {"coarse": c, "refine": r}
                 if "error" not in c and "error" not in r:
                     row["coarse_refine_seconds"] = c["seconds"] + r["seconds"]
-                    row["peak_mib"] = max(c["forward_peak_mib"], r["forward_peak_mib"])
+                    peaks = [p for p in (c["forward_peak_mib"], r["forward_peak_mib"]) if p is not None]
+                    row["peak_mib"] = max(peaks) if peaks else None
                     base = row.get("fp32_eager", {})
                     if all("seconds" in base.get(k, {}) for k in ("coarse", "refine")):
                         row["speedup"] = {"coarse": base["coarse"]["seconds"] / c["seconds"],
@@ -268,8 +272,9 @@ def _format_row(row: dict) -> str:
     head = f"{row['exposures']}-exp {row['device']:<4} {mode:<22} {row['size']:>10}"
     if "error" in c or "error" in r:
         return f"{head}  failed: {c.get('error') or r.get('error')}"
+    mib = lambda m: f"{m:9.0f}" if m is not None else f"{'-':>9}"  # noqa: E731
     return (f"{head}  {c['seconds']:9.3f} {c['seconds'] + r['seconds']:9.3f}"
-            f"  {c['forward_peak_mib']:9.0f} {r['forward_peak_mib']:9.0f}")
+            f"  {mib(c['forward_peak_mib'])} {mib(r['forward_peak_mib'])}")
 
 
 def _size(text: str) -> tuple[int, int]:
