@@ -25,6 +25,7 @@ import torch
 import vapoursynth as vs
 
 from .handoff import handoff
+from .timing import stage_times
 from .requests import same_frames
 from .transfer import counters, frame_to_tensor, host_pool, new_frame, tensor_to_frame
 
@@ -125,7 +126,8 @@ class NodeRunner:
         tensor in place: a fresh upload is returned as it is, a handed-over tensor is copied.
         """
         if key is None:
-            return self._take(frame, copy=own)
+            with stage_times.phase(f"{self.name}.fetch"):
+                return self._take(frame, copy=own)
         with self._fetch_locks[hash(key) % len(self._fetch_locks)]:
             with self._cache_lock:
                 t = self._uploads.get(key)
@@ -133,7 +135,8 @@ class NodeRunner:
                     self._uploads.move_to_end(key)
                     counters.add("cache_hits")
                     return t
-            t = self._take(frame)
+            with stage_times.phase(f"{self.name}.fetch"):
+                t = self._take(frame)
             with self._cache_lock:
                 self._uploads[key] = t
                 while len(self._uploads) > self.cache_frames:
@@ -159,10 +162,15 @@ class NodeRunner:
 
         ``t`` must not be a scratch buffer when published (the handoff cache keeps it).
         """
-        out = tensor_to_frame(t, fmt, props)
-        if publish:
-            handoff.publish(out, t)
+        with stage_times.phase(f"{self.name}.emit"):
+            out = tensor_to_frame(t, fmt, props)
+            if publish:
+                handoff.publish(out, t)
         return out
+
+    def timed(self, part: str):
+        """A context timing a part of this node's callbacks as ``<node>.<part>`` (:mod:`.timing`)."""
+        return stage_times.phase(f"{self.name}.{part}")
 
     @contextmanager
     def _slot(self) -> Iterator[None]:
@@ -202,7 +210,7 @@ class NodeRunner:
         @torch.inference_mode()
         def selector(n: int, f) -> vs.VideoFrame:
             frames = list(f) if isinstance(f, (list, tuple)) else [f]
-            with self._slot():
+            with self._slot(), stage_times.phase(self.name):
                 try:
                     return fn(n, frames)
                 except vs.Error:
