@@ -163,3 +163,46 @@ def test_exceptions():
         estimate_similarity(x, x, init=torch.zeros(2, 2, 3))
     with pytest.raises(ValueError, match="8x8"):
         estimate_similarity(torch.rand(1, 1, 4, 4), torch.rand(1, 1, 4, 4))
+
+
+# ------------------------------------------------------------------- per-frame pyramids (issue 14)
+@pytest.mark.parametrize("hw,levels", [((270, 480), 4), ((97, 131), 2), ((64, 64), 3)])
+def test_per_frame_pyramids_equal_the_joint_stack(hw, levels):
+    """The set-up estimate_similarity had: both frames and masks padded, blurred and halved as one
+    4-channel stack. Each frame's own pyramid is the same, channel for channel, bit for bit (the
+    blur and halving act per channel), so a node may build a frame's pyramid once for both pairs."""
+    from kornia.filters import gaussian_blur2d
+    from kornia.geometry.transform import pyrdown
+
+    from vs_hdrvid.ops.similarity import similarity_pyramid
+
+    g = torch.Generator().manual_seed(4)
+    h, w = hw
+    t0, i0 = torch.rand(1, 1, h, w, generator=g), torch.rand(1, 1, h, w, generator=g)
+    rm, mm = ((torch.rand(1, 1, h, w, generator=g) > 0.2).float() for _ in range(2))
+    mult = 2 ** (levels - 1)
+    stack = F.pad(torch.cat((t0.sqrt(), i0.sqrt(), rm, mm), 1), (0, (-w) % mult, 0, (-h) % mult), mode="replicate")
+    stack[:, 2:, h:, :] = 0
+    stack[:, 2:, :, w:] = 0
+    joint = [gaussian_blur2d(stack, (5, 5), (1.0, 1.0), border_type="replicate")]
+    for _ in range(levels - 1):
+        joint.append(pyrdown(joint[-1], border_type="replicate"))
+    ref, mov = similarity_pyramid(t0, rm, levels), similarity_pyramid(i0, mm, levels)
+    assert len(ref) == len(mov) == levels
+    for lvl, a, b in zip(joint, ref, mov):
+        assert torch.equal(lvl[:, 0::2], a) and torch.equal(lvl[:, 1::2], b)
+
+
+def test_estimate_from_pyramids_equals_estimate():
+    from vs_hdrvid.ops.similarity import estimate_similarity_from_pyramids, similarity_pyramid
+
+    g = torch.Generator().manual_seed(6)
+    hdr = hdr_scene(6, 200, 300)
+    m = shifted(similarity_matrix(0.01, 1.005, center=(150, 100)), 2.5)
+    ref, mov = render(hdr, 0.0, g).mean(1, keepdim=True), warp_similarity(render(hdr, 0.0, g), m).mean(1, keepdim=True)
+    want = estimate_similarity(ref, mov)
+    got = estimate_similarity_from_pyramids(similarity_pyramid(ref), similarity_pyramid(mov), (200, 300))
+    assert torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])
+    with pytest.raises(ValueError, match="same levels"):
+        estimate_similarity_from_pyramids(similarity_pyramid(ref, levels=3), similarity_pyramid(mov, levels=2),
+                                          (200, 300))

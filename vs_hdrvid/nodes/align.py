@@ -7,7 +7,8 @@ from collections import OrderedDict
 import vapoursynth as vs
 
 from ..bridge import NodeRunner, shift_clip
-from ..ops.alignment import pooled_luminance, pooling_factor, similarity_from_pooled
+from ..ops.alignment import (alignment_pyramid, pair_clip_level, pooled_luminance, pooling_factor,
+                             similarity_from_pooled)
 from ..ops.warp import invert_affine, warp_similarity
 from ._common import (EV_PROP, SIM_CONF_PROP, SIM_PROP, check_linear, error, exposure_pattern,
                       pick_device, recall, remember)
@@ -51,19 +52,36 @@ def align(clip: vs.VideoNode, warp: bool = False, device: str = "auto", fp32: bo
         raise error(NODE, f"needs at least {period} frames (one exposure pattern), the clip has {clip.num_frames}")
     prev_clip = shift_clip(clip, -1, period) if clip.num_frames > 1 else clip
     factor = pooling_factor((clip.height, clip.width), 480)
-    pooled: OrderedDict[int, tuple] = OrderedDict()  # frame -> pooled_luminance, for its next pair
+    # per frame, for both pairs it is in: its pooled luminance, and its pyramid at a pair's clip
+    # level (every frame of a 2-exposure pattern meets both neighbours at the same level)
+    pooled: OrderedDict[int, tuple] = OrderedDict()
+    pyramids: OrderedDict[tuple[int, float], list] = OrderedDict()
     lock = threading.Lock()
 
-    def luminance(n: int, frame: vs.VideoFrame) -> tuple:
+    def cached(store: OrderedDict, key, make, keep: int = 4):
         with lock:
-            hit = pooled.get(n)
+            hit = store.get(key)
         if hit is None:
-            hit = pooled_luminance(runner.fetch(frame, key=(0, n))[None].float(), factor)
+            hit = make()
             with lock:
-                pooled[n] = hit
-                while len(pooled) > 4:
-                    pooled.popitem(last=False)
+                store[key] = hit
+                while len(store) > keep:
+                    store.popitem(last=False)
         return hit
+
+    def luminance(n: int, frame: vs.VideoFrame) -> tuple:
+        def make() -> tuple:
+            x = runner.fetch(frame, key=(0, n))[None].float()
+            with runner.timed("luminance"):
+                return pooled_luminance(x, factor)
+        return cached(pooled, n, make)
+
+    def pyramid(n: int, frame: vs.VideoFrame, level: float) -> list:
+        def make() -> list:
+            lum = luminance(n, frame)
+            with runner.timed("pyramid"):
+                return alignment_pyramid(lum, float(frame.props[EV_PROP]), level, factor)
+        return cached(pyramids, (n, level), make, keep=6)
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         props = dict(f[0].props)
@@ -71,8 +89,12 @@ def align(clip: vs.VideoNode, warp: bool = False, device: str = "auto", fp32: bo
             props.update({SIM_PROP: IDENTITY, SIM_CONF_PROP: 0.0})
             return runner.emit(runner.fetch(f[0], key=(0, n)), f[0].format, props) if warp \
                 else _passthrough(f[0], props)
-        m, conf = similarity_from_pooled(luminance(n - 1, f[1]), luminance(n, f[0]), float(f[1].props[EV_PROP]),
-                                         float(f[0].props[EV_PROP]), factor)
+        ev_prev, ev_cur = float(f[1].props[EV_PROP]), float(f[0].props[EV_PROP])
+        level = pair_clip_level(ev_prev, ev_cur)
+        pyramids = pyramid(n - 1, f[1], level), pyramid(n, f[0], level)
+        with runner.timed("similarity"):
+            m, conf = similarity_from_pooled(luminance(n - 1, f[1]), luminance(n, f[0]), ev_prev, ev_cur, factor,
+                                             pyramids=pyramids)
         props.update({SIM_PROP: [float(v) for v in m[0].flatten().tolist()],
                       SIM_CONF_PROP: float(conf[0])})
         if not warp:

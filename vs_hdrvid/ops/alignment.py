@@ -17,11 +17,11 @@ import torch.nn.functional as F
 
 from .bands import BAND_PIXELS
 from .color import rgb_to_luminance
-from .similarity import estimate_similarity
+from .similarity import estimate_similarity_from_pyramids, similarity_pyramid
 from .warp import compose_affine, invert_affine
 
 __all__ = ["pooling_factor", "pooled_luminance", "alignment_input", "similarity_between",
-           "similarity_from_pooled"]
+           "similarity_from_pooled", "pair_clip_level", "alignment_pyramid"]
 
 Pooled = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -114,13 +114,33 @@ def similarity_between(prev: torch.Tensor, cur: torch.Tensor, ev_prev: float, ev
                                   ev_prev, ev_cur, k)
 
 
-def similarity_from_pooled(prev: Pooled, cur: Pooled, ev_prev: float, ev_cur: float, k: int
+def pair_clip_level(ev_a: float, ev_b: float) -> float:
+    """The radiance both frames of a pair are clipped at: the lower of their saturation levels."""
+    return min(2.0 ** -ev_a, 2.0 ** -ev_b) * 0.92 ** 2.2
+
+
+def alignment_pyramid(pooled: Pooled, ev: float, clip_level: float, factor: int) -> list[torch.Tensor]:
+    """One frame's :func:`~vs_hdrvid.ops.similarity.similarity_pyramid` of its :func:`alignment_input`.
+
+    It depends on the frame and the pair's clip level only, so a frame aligned with both its
+    neighbours at the same clip level (every frame of a 2-exposure pattern) needs it once.
+    """
+    y, mask = alignment_input(None, ev, clip_level, factor, pooled=pooled)
+    return similarity_pyramid(y, mask)
+
+
+def similarity_from_pooled(prev: Pooled, cur: Pooled, ev_prev: float, ev_cur: float, k: int,
+                           pyramids: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
                            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`similarity_between` from both frames' :func:`pooled_luminance` at factor ``k``."""
-    level = min(2.0 ** -ev_prev, 2.0 ** -ev_cur) * 0.92 ** 2.2
-    a, ma = alignment_input(None, ev_cur, level, k, pooled=cur)
-    b, mb = alignment_input(None, ev_prev, level, k, pooled=prev)
-    m, conf = estimate_similarity(a, b, ref_mask=ma, mov_mask=mb)
+    """:func:`similarity_between` from both frames' :func:`pooled_luminance` at factor ``k``.
+
+    ``pyramids`` are both frames' :func:`alignment_pyramid` at :func:`pair_clip_level` when the
+    caller has them (``prev``'s, then ``cur``'s); the result is the same bit for bit.
+    """
+    if pyramids is None:
+        level = pair_clip_level(ev_prev, ev_cur)
+        pyramids = alignment_pyramid(prev, ev_prev, level, k), alignment_pyramid(cur, ev_cur, level, k)
+    m, conf = estimate_similarity_from_pyramids(pyramids[1], pyramids[0], tuple(cur[0].shape[-2:]))
     if k == 1:
         return m, conf
     # box pooling by k maps full-res x to (x - (k - 1) / 2) / k at the coarse level

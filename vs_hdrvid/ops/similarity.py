@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from .warp import invert_affine
 
-__all__ = ["estimate_similarity", "SimilarityEstimator"]
+__all__ = ["estimate_similarity", "estimate_similarity_from_pyramids", "similarity_pyramid", "SimilarityEstimator"]
 
 
 def _check(x: object, name: str, like: Tensor | None = None) -> None:
@@ -43,7 +43,16 @@ def _masked_moments(x: Tensor, w: Tensor, eps: float = 1e-12) -> tuple[Tensor, T
 
 
 def _erode(mask: Tensor) -> Tensor:
-    return -F.max_pool2d(-mask, 3, stride=1, padding=1)
+    """Minimum over the in-bounds 3x3 window: ``-F.max_pool2d(-mask, 3, 1, 1)`` exactly, separably."""
+    h, w = mask.shape[-2:]
+    if h < 2 or w < 2:
+        return -F.max_pool2d(-mask, 3, stride=1, padding=1)
+    out = mask.clone()
+    for dim, n in ((-1, w), (-2, h)):
+        src = out.clone()
+        torch.minimum(out.narrow(dim, 0, n - 1), src.narrow(dim, 1, n - 1), out=out.narrow(dim, 0, n - 1))
+        torch.minimum(out.narrow(dim, 1, n - 1), src.narrow(dim, 0, n - 1), out=out.narrow(dim, 1, n - 1))
+    return out
 
 
 def _gradients(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -135,40 +144,118 @@ def estimate_similarity(
         if m is not None and (not isinstance(m, Tensor) or m.shape != ref.shape):
             raise ValueError(f"{name} must be a (B, 1, H, W) tensor like ref {tuple(ref.shape)}, got "
                              f"{tuple(m.shape) if isinstance(m, Tensor) else type(m).__name__}")
-    if init is not None and (not isinstance(init, Tensor) or init.shape != (ref.shape[0], 2, 3)):
-        raise ValueError(f"init must be a ({ref.shape[0]}, 2, 3) tensor")
     b, _, h, w = ref.shape
+    levels = _check_levels(h, w, levels, min_size)
+    m, conf = estimate_similarity_from_pyramids(similarity_pyramid(ref, ref_mask, levels, compress),
+                                                similarity_pyramid(mov, mov_mask, levels, compress), (h, w),
+                                                iters=iters, init=init, robust_scale=robust_scale, tol=tol)
+    return m.to(ref.dtype), conf.to(ref.dtype)
+
+
+def _check_levels(h: int, w: int, levels: int | None, min_size: int) -> int:
     if min(h, w) < 8:
         raise ValueError(f"frames must be at least 8x8 pixels, got {h}x{w}")
     if levels is None:
         levels = max(1, int(math.floor(math.log2(min(h, w) / max(min_size, 4)))) + 1)
     if levels < 1 or min(h, w) >> (levels - 1) < 4:
         raise ValueError(f"levels={levels} is out of range for a {h}x{w} frame")
-    iters = tuple(iters) if iters is not None else _default_iters(levels)
-    if len(iters) != levels or any(i < 0 for i in iters):
-        raise ValueError(f"iters must give {levels} non-negative counts (coarsest first), got {iters}")
+    return levels
 
-    dtype = torch.float64 if ref.dtype == torch.float64 else torch.float32
-    dev = ref.device
-    one = torch.ones_like(ref, dtype=dtype)
-    rm = one if ref_mask is None else (ref_mask.to(dtype) > 0.5).to(dtype)
-    mm = one if mov_mask is None else (mov_mask.to(dtype) > 0.5).to(dtype)
-    t0, i0 = ref.to(dtype).clamp_min(0), mov.to(dtype).clamp_min(0)
+
+def similarity_pyramid(image: Tensor, mask: Tensor | None = None, levels: int | None = None,
+                       compress: bool = True, min_size: int = 32) -> list[Tensor]:
+    """One frame's half of :func:`estimate_similarity`'s set-up: its image and mask, blurred, per level.
+
+    The frame is padded to a multiple of ``2**(levels - 1)`` (replicated, the mask 0 there) and
+    blurred, then halved ``levels - 1`` times. The blur and halving act on each channel alone, so a
+    frame's pyramid is the same whichever frame it is paired with: a node that aligns every frame
+    with the next builds each pyramid once (:func:`estimate_similarity_from_pyramids`).
+
+    Args:
+        image: ``(B, 1, H, W)`` luminance as :func:`estimate_similarity` takes it.
+        mask: well-exposed mask like ``image`` (all ones when None).
+        levels, compress, min_size: as for :func:`estimate_similarity`.
+
+    Returns:
+        per level, finest first, ``(B, 2, H_k, W_k)``: the (square-rooted) image and the mask.
+    """
+    _check(image, "image")
+    if mask is not None and (not isinstance(mask, Tensor) or mask.shape != image.shape):
+        raise ValueError(f"mask must be a (B, 1, H, W) tensor like image {tuple(image.shape)}")
+    b, _, h, w = image.shape
+    levels = _check_levels(h, w, levels, min_size)
+    dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
+    m = torch.ones_like(image, dtype=dtype) if mask is None else (mask.to(dtype) > 0.5).to(dtype)
+    t = image.to(dtype).clamp_min(0)
     if compress:
-        t0, i0 = t0.sqrt(), i0.sqrt()
-
+        t = t.sqrt()
     # pad to a multiple of 2**(levels-1) so every level halves exactly; the padding is masked out
     mult = 2 ** (levels - 1)
     ph, pw = (-h) % mult, (-w) % mult
-    stack = torch.cat((t0, i0, rm, mm), 1)  # (B, 4, H, W)
+    stack = torch.cat((t, m), 1)  # (B, 2, H, W)
     if ph or pw:
         stack = F.pad(stack, (0, pw, 0, ph), mode="replicate")
-        stack[:, 2:, h:, :] = 0
-        stack[:, 2:, :, w:] = 0
+        stack[:, 1:, h:, :] = 0
+        stack[:, 1:, :, w:] = 0
     stack = gaussian_blur2d(stack, (5, 5), (1.0, 1.0), border_type="replicate")
     pyramid = [stack]
     for _ in range(levels - 1):
         pyramid.append(pyrdown(pyramid[-1], border_type="replicate"))
+    return pyramid
+
+
+_GEOMETRY: dict[tuple, tuple] = {}  # per level shape: coordinates and matrices (read only)
+
+
+def _level_geometry(k: int, hk: int, wk: int, c0: tuple[float, float], dtype: torch.dtype, dev: torch.device
+                    ) -> tuple:
+    """The coordinates of level ``k`` and the matrices between it and level 0, cached per shape."""
+    key = (k, hk, wk, c0, dtype, str(dev))
+    hit = _GEOMETRY.get(key)
+    if hit is not None:
+        return hit
+    s = _level_scale(k, dtype, dev)
+    s_inv = torch.linalg.inv(s)
+    cx, cy = (c0[0] + 0.5) / 2**k - 0.5, (c0[1] + 0.5) / 2**k - 0.5
+    L = max(wk, hk) / 2
+    ys, xs = torch.meshgrid(torch.arange(hk, device=dev, dtype=dtype),
+                            torch.arange(wk, device=dev, dtype=dtype), indexing="ij")
+    xn, yn = (xs - cx) / L, (ys - cy) / L
+    q = torch.stack((xs, ys, torch.ones_like(xs))).reshape(3, -1)  # (3, hk*wk)
+    corners = torch.tensor([[0, wk - 1, 0, wk - 1], [0, 0, hk - 1, hk - 1]], dtype=dtype, device=dev)
+    ck = torch.tensor([[1, 0, cx], [0, 1, cy], [0, 0, 1]], dtype=dtype, device=dev)
+    hit = (s, s_inv, L, xn, yn, q, corners, ck, torch.linalg.inv(ck))
+    if len(_GEOMETRY) > 64:
+        _GEOMETRY.clear()
+    _GEOMETRY[key] = hit
+    return hit
+
+
+@torch.no_grad()
+def estimate_similarity_from_pyramids(ref_pyramid: Sequence[Tensor], mov_pyramid: Sequence[Tensor],
+                                      size: tuple[int, int], iters: Sequence[int] | None = None,
+                                      init: Tensor | None = None, robust_scale: float = 3.0, tol: float = 1e-3
+                                      ) -> tuple[Tensor, Tensor]:
+    """:func:`estimate_similarity` from both frames' :func:`similarity_pyramid` (same levels).
+
+    Args:
+        ref_pyramid, mov_pyramid: :func:`similarity_pyramid` of the reference and the moving frame.
+        size: ``(H, W)`` of the frames before padding.
+        iters, init, robust_scale, tol: as for :func:`estimate_similarity`.
+
+    Returns:
+        as :func:`estimate_similarity`, bit for bit.
+    """
+    levels = len(ref_pyramid)
+    if len(mov_pyramid) != levels or any(a.shape != b.shape for a, b in zip(ref_pyramid, mov_pyramid)):
+        raise ValueError("ref_pyramid and mov_pyramid must have the same levels and shapes")
+    h, w = size
+    b, dtype, dev = ref_pyramid[0].shape[0], ref_pyramid[0].dtype, ref_pyramid[0].device
+    if init is not None and (not isinstance(init, Tensor) or init.shape != (b, 2, 3)):
+        raise ValueError(f"init must be a ({b}, 2, 3) tensor")
+    iters = tuple(iters) if iters is not None else _default_iters(levels)
+    if len(iters) != levels or any(i < 0 for i in iters):
+        raise ValueError(f"iters must give {levels} non-negative counts (coarsest first), got {iters}")
 
     a0 = _to3(init.to(dtype)) if init is not None else torch.eye(3, dtype=dtype, device=dev).expand(b, 3, 3)
     a0 = torch.linalg.inv(a0)  # ref -> mov coordinates: the warp W(x; p) of Lucas-Kanade
@@ -176,30 +263,22 @@ def estimate_similarity(
     eye4 = torch.eye(4, dtype=dtype, device=dev)
     stats = None
     for k in reversed(range(levels)):
-        lvl = pyramid[k]
-        T = lvl[:, 0:1]
+        T, mov = ref_pyramid[k][:, 0:1], mov_pyramid[k]
         # > 0.9, not 0.99: stricter left no pixels at the coarse levels of 1080p frames with scattered clipping
-        mT = _erode((lvl[:, 2:3] > 0.9).to(dtype))
+        mT = _erode((ref_pyramid[k][:, 1:2] > 0.9).to(dtype))
         hk, wk = T.shape[-2:]
-        s = _level_scale(k, dtype, dev)
-        s_inv = torch.linalg.inv(s)
-        cx, cy = (c0[0] + 0.5) / 2**k - 0.5, (c0[1] + 0.5) / 2**k - 0.5
-        L = max(wk, hk) / 2
-        ys, xs = torch.meshgrid(torch.arange(hk, device=dev, dtype=dtype),
-                                torch.arange(wk, device=dev, dtype=dtype), indexing="ij")
-        xn, yn = (xs - cx) / L, (ys - cy) / L
+        s, s_inv, L, xn, yn, q, corners, ck, ck_inv = _level_geometry(k, hk, wk, c0, dtype, dev)
         gx, gy = _gradients(T)
         sd = L * torch.cat((gx * xn + gy * yn, gy * xn - gx * yn, gx, gy), 1)  # (B, 4, hk, wk)
-        q = torch.stack((xs, ys, torch.ones_like(xs))).reshape(3, -1)  # (3, hk*wk)
-        corners = torch.tensor([[0, wk - 1, 0, wk - 1], [0, 0, hk - 1, hk - 1]], dtype=dtype, device=dev)
-        ck = torch.tensor([[1, 0, cx], [0, 1, cy], [0, 0, 1]], dtype=dtype, device=dev)
-        ck_inv = torch.linalg.inv(ck)
+        grid = torch.empty(b, hk, wk, 2, dtype=dtype, device=dev)
+        sx, sy = 2 / max(wk - 1, 1), 2 / max(hk - 1, 1)
         prev_w = None
         for _ in range(iters[levels - 1 - k]):
             ak = s_inv @ a0 @ s  # (B, 3, 3) level-k ref -> mov
             pos = (ak[:, :2] @ q).view(b, 2, hk, wk)
-            grid = torch.stack((pos[:, 0] * (2 / max(wk - 1, 1)) - 1, pos[:, 1] * (2 / max(hk - 1, 1)) - 1), -1)
-            warped = F.grid_sample(lvl[:, 1::2], grid, mode="bilinear", padding_mode="border", align_corners=True)
+            torch.mul(pos[:, 0], sx, out=grid[..., 0]).sub_(1)
+            torch.mul(pos[:, 1], sy, out=grid[..., 1]).sub_(1)
+            warped = F.grid_sample(mov, grid, mode="bilinear", padding_mode="border", align_corners=True)
             inside = ((pos[:, :1] >= 0) & (pos[:, :1] <= wk - 1) & (pos[:, 1:] >= 0) & (pos[:, 1:] <= hk - 1))
             valid = mT * (warped[:, 1:2] > 0.99).to(dtype) * inside.to(dtype)  # (B, 1, hk, wk)
             # moments over the previous iteration's robust weights, so outliers do not shift them
@@ -214,8 +293,9 @@ def estimate_similarity(
             wgt = valid * (sg2 / (sg2 + err.pow(2))).pow(2)  # Geman-McClure IRLS weights
             prev_w = wgt
             sdn = sd / std_t
-            hess = torch.einsum("bihw,bjhw->bij", sdn * wgt, sdn)
-            grad = torch.einsum("bihw,bhw->bi", sdn * wgt, err[:, 0])
+            sdw = sdn * wgt
+            hess = torch.einsum("bihw,bjhw->bij", sdw, sdn)
+            grad = torch.einsum("bihw,bhw->bi", sdw, err[:, 0])
             dp = torch.linalg.solve(hess + 1e-6 * hess.diagonal(0, 1, 2).mean(-1)[:, None, None] * eye4
                                     + 1e-12 * eye4, grad)  # (B, 4)
             da, db, dtx, dty = dp.unbind(-1)
@@ -233,7 +313,7 @@ def estimate_similarity(
 
     m = invert_affine(a0[:, :2])  # mov -> ref
     if stats is None:
-        return m.to(ref.dtype), torch.zeros(b, dtype=ref.dtype, device=dev)
+        return m, torch.zeros(b, dtype=dtype, device=dev)
     wgt, valid, err, hess = stats
     # correlation over all usable pixels (unit-variance signals: mean e^2 = 2 (1 - rho)), so that
     # content the global motion does not explain lowers it, while the estimate ignored it
@@ -241,7 +321,7 @@ def estimate_similarity(
     usable = ((wgt > 0.25).to(dtype) * valid).sum((1, 2, 3)) / (h * w)
     textured = torch.linalg.eigvalsh(hess)[:, 0] > 1e-9 * hess.diagonal(0, 1, 2).sum(-1).clamp_min(1e-30)
     conf = ncc.clamp(0, 1) * (usable / 0.2).clamp(max=1) * textured.to(dtype)
-    return m.to(ref.dtype), conf.to(ref.dtype)
+    return m, conf
 
 
 class SimilarityEstimator(nn.Module):
