@@ -55,6 +55,48 @@ def test_integer_rgb_is_normalised(fmt, qmax):
         np.testing.assert_allclose(planes(lin.get_frame(n)), want, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("fmt,width", [(vs.RGB48, 64), (vs.RGB24, 32), (vs.RGB30, 96), (vs.RGB48, 37)])
+@pytest.mark.parametrize("props", [{}, {"_Range": 0}, {"_Range": 1}], ids=["untagged", "limited", "full"])
+@pytest.mark.parametrize("crf", ["gamma", "table"])
+def test_integer_rgb_by_code_tables_equals_float_path(tmp_path, fmt, width, props, crf):
+    """Integer RGB on CPU goes through per-code tables (issue 14); converted to RGBS first, the same
+    frames go through the float path. The same values, bit for bit where the float path's own
+    result depends only on the value: where its vectorised loop covers the whole band (a band of
+    a multiple of 32 values); the last values of other bands go through its scalar loop, whose
+    libm curves differ by up to one rounding."""
+    from vs_hdrvid.ops.crf import CRF
+
+    rng = np.random.default_rng(3)
+    bits = core.get_video_format(fmt).bits_per_sample
+    codes = [rng.integers(0, 2 ** bits, (9, width, 3)) for _ in range(4)]
+    blank = core.std.BlankClip(format=fmt, width=width, height=9, length=4)
+
+    def fill(n, f):
+        out = f.copy()
+        for p in range(3):
+            np.copyto(np.asarray(out[p]), codes[n][..., p].astype(np.asarray(out[p]).dtype))
+        out.props.update(props)
+        return out
+
+    clip = core.std.ModifyFrame(blank, blank, fill)
+    if crf == "table":
+        x = np.linspace(0, 1, 256)
+        response = CRF(np.stack([x ** 2.0, x ** 2.2, x ** 2.4]))
+        crf_arg = str(tmp_path / "crf.json")
+        response.save(crf_arg)
+    else:
+        crf_arg = "gamma"
+    by_table = hv.linearize(clip, exposures=[-1.5, 1.5], crf=crf_arg, device="cpu")
+    by_float = hv.linearize(core.resize.Point(clip, format=vs.RGBS), exposures=[-1.5, 1.5], crf=crf_arg, device="cpu")
+    for n in range(4):
+        a, b = planes(by_table.get_frame(n)), planes(by_float.get_frame(n))
+        if 9 * width * 3 % 32 == 0:
+            np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=2.5e-7, atol=0)
+        assert by_table.get_frame(n).props["HdrExposureEV"] == [-1.5, 1.5][n % 2]
+
+
 def test_gamma_parameter_is_used():
     codes = [np.full((4, 4, 3), 128)] * 2
     lin = hv.linearize(clip_from_arrays(codes, fmt=vs.RGB24), exposures=[0.0, 1.0], gamma=2.4, device="cpu")

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import vapoursynth as vs
 
-from ..bridge import NodeRunner, blank_like
-from ..ops.bands import row_bands
+from ..bridge import NodeRunner, blank_like, counters
+from ..ops.bands import BAND_PIXELS, row_bands
 from ..ops.crf import CRF, estimate_crf_debevec, gamma_to_linear
 from ..ops.exposure import ExposureDetection, detect_exposure_pattern
 from ._common import (COUNT_PROP, EV_PROP, INDEX_PROP, PATTERN_PROP, check_clip, error, log,
@@ -197,26 +199,111 @@ def linearize(clip: vs.VideoNode, exposures: Sequence[float] | None = None,
     log.info("hdrvid.linearize: %d-exposure pattern %s from %s, CRF %s, on %s", period, evs, evs_from,
              crf_desc, dev)
 
-    def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        x = runner.fetch(f[0], own=True)  # a tensor of our own: computed on in place, then published
-        if is_float_input and not all(math.isfinite(float(v)) for v in torch.aminmax(x)):  # NaN propagates
-            raise error(NODE, f"frame {n} has NaN or infinite pixels; clean the source first")
-        if is_float_input and int(f[0].props.get("_Transfer", 0)) == 8:
-            h = x.clamp_(min=0).mul_(scales[n % period])  # radiance already: no response, no clipping at 1
-        elif power is not None:  # clamp(x, 0, 1) ** gamma / 2**EV as exp2(gamma log2 x - EV): vectorised
+    def curve(x: torch.Tensor, n: int, frame: vs.VideoFrame) -> torch.Tensor:
+        """Radiance of the RGB values ``x`` ``(3, ..)`` of frame ``n``, in place."""
+        if is_float_input and int(frame.props.get("_Transfer", 0)) == 8:
+            return x.clamp_(min=0).mul_(scales[n % period])  # radiance already: no response, no clipping at 1
+        if power is not None:  # clamp(x, 0, 1) ** gamma / 2**EV as exp2(gamma log2 x - EV): vectorised
             # (within 2e-6 relative of the float64 power law, a tenth of a 16-bit step), band by band
             for rows in row_bands(x.shape[-2], x.shape[-1], x.device):
                 x[:, rows].clamp_(0, 1).log2_().mul_(power).sub_(evs[n % period]).exp2_()
-            h = x
+            return x
+        return to_linear(x.clamp_(0, 1)).mul_(scales[n % period])
+
+    # integer RGB on CPU: every code's radiance is tabulated once (the conversion to float and the
+    # curve above, evaluated on all codes), and a frame is one table look-up per plane
+    tables = _CodeTables(clip, lambda x, i: curve(x, i, None)) if _CodeTables.usable(clip, dev) else None
+
+    def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        if tables is not None:
+            h = runner.output((3, clip.height, clip.width))  # published below: a pooled array of our own
+            with runner.timed("curve"):
+                tables.apply(f[0], n % period, h)
         else:
-            h = to_linear(x.clamp_(0, 1)).mul_(scales[n % period])
+            x = runner.fetch(f[0], own=True)  # a tensor of our own: computed on in place, then published
+            if is_float_input and not all(math.isfinite(float(v)) for v in torch.aminmax(x)):  # NaN propagates
+                raise error(NODE, f"frame {n} has NaN or infinite pixels; clean the source first")
+            with runner.timed("curve"):
+                h = curve(x, n, f[0])
         props = dict(f[0].props)
         props.update({EV_PROP: evs[n % period], INDEX_PROP: n % period, COUNT_PROP: period,
                       PATTERN_PROP: evs, "_Transfer": 8, "_Matrix": 0, "_Range": 1})
         return runner.emit(h, vs.core.get_video_format(vs.RGBS), props)
 
-    out = runner.map_frames(blank_like(rgb), [rgb], process)
+    out = runner.map_frames(blank_like(rgb), [clip if tables is not None else rgb], process)
     return remember(out, **{PATTERN_PROP: evs, "exposures_from": evs_from})
+
+
+class _CodeTables:
+    """The radiance of every code of an integer RGB clip, per exposure index and range props.
+
+    Equal, code for code, to what the float path gives: the codes are converted to float by the
+    same ``to_rgb_float`` (``resize.Point``, which reads ``_Range`` / ``_ColorRange``) on a small
+    clip of every code made here (once per combination of those props, when the node is built: no
+    frame of the input is rendered), and the curve is applied to them as to a frame (lazily, once
+    per exposure index). A frame is then one ``numpy.take`` per plane, band by band.
+    """
+
+    RANGE_PROPS = ("_Range", "_ColorRange")
+
+    @staticmethod
+    def usable(clip: vs.VideoNode, device: torch.device) -> bool:
+        fmt = clip.format
+        return (device.type == "cpu" and fmt.color_family == vs.RGB and fmt.sample_type == vs.INTEGER
+                and fmt.bits_per_sample <= 16)
+
+    def __init__(self, clip: vs.VideoNode, curve: Callable[[torch.Tensor, int], torch.Tensor]):
+        self.curve, self.codes = curve, 1 << (8 * clip.format.bytes_per_sample)  # every value a plane can hold
+        width = 256
+        ramp = vs.core.std.BlankClip(clip, width=width, height=self.codes // width, length=1, keep=True)
+        values = np.arange(self.codes, dtype=np.uint16 if self.codes > 256 else np.uint8).reshape(-1, width)
+
+        def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+            out = f.copy()
+            for p in range(3):
+                np.copyto(np.asarray(out[p]), values)
+            return out
+
+        ramp = vs.core.std.ModifyFrame(ramp, ramp, fill)
+        self.floats: dict[tuple, torch.Tensor] = {}
+        for key in ((a, b) for a in (None, 0, 1) for b in (None, 0, 1)):
+            props = {k: v for k, v in zip(self.RANGE_PROPS, key) if v is not None}
+            try:
+                with warnings.catch_warnings():  # _ColorRange is deprecated, and still read by resize
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    tagged = vs.core.std.SetFrameProps(ramp, **props) if props else ramp
+                    frame = to_rgb_float(tagged, NODE).get_frame(0)
+            except vs.Error:  # a combination resize refuses: the frames that carry it fail there too
+                continue
+            self.floats[key] = torch.from_numpy(np.stack([np.asarray(frame[p]).reshape(1, -1) for p in range(3)]))
+        self.tables: dict[tuple, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def table(self, props: vs.FrameProps, index: int) -> np.ndarray:
+        """``(3, codes)`` radiance of each code for a frame with these props at exposure ``index``."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            rng = tuple(int(props[k]) if k in props else None for k in self.RANGE_PROPS)
+        key = (rng, index)
+        with self._lock:
+            t = self.tables.get(key)
+        if t is None:
+            if rng not in self.floats:
+                raise error(NODE, f"cannot convert RGB frames with {dict(zip(self.RANGE_PROPS, rng))} to float")
+            t = self.curve(self.floats[rng].clone(), index).reshape(3, -1).numpy()
+            with self._lock:
+                self.tables[key] = t
+        return t
+
+    def apply(self, frame: vs.VideoFrame, index: int, out: torch.Tensor) -> None:
+        """Write frame's radiance into ``out`` ``(3, H, W)`` (counts one upload)."""
+        table, dst = self.table(frame.props, index), out.numpy()
+        step = max(1, BAND_PIXELS // frame.width)
+        for p in range(3):
+            src = np.asarray(frame[p])
+            for r in range(0, frame.height, step):  # bands: the rows and their table stay in cache
+                np.take(table[p], src[r:r + step], out=dst[p, r:r + step], mode="wrap")
+        counters.add("uploads")
 
 
 def estimate_crf(clip: vs.VideoNode, exposures: Sequence[float], output: str | os.PathLike,
