@@ -1,7 +1,7 @@
 """The weight-free merge of one window, band by band, with each neighbour warped on the way.
 
 :func:`merge_window` gives :func:`~vs_hdrvid.ops.merge.merge_exposures` of the aligned window bit
-for bit, but the aligned window never exists as a frame-sized stack: each band of rows (about 64 K
+for bit, but the aligned window never exists as a frame-sized stack: each band of rows (about 256 K
 pixels plus the rows the box and min filters reach) samples its rows of every warped neighbour
 (:class:`~vs_hdrvid.ops.warp.SimilarityBands`), reads the reference and unmoved frames in place,
 and writes its merged rows straight into the output. The passes of the weights are the same
@@ -17,27 +17,29 @@ in stops, one per frame.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Sequence
 
 import torch
 from torch import Tensor
 
+from .bands import BAND_PIXELS
 from .color import LUMA_COEFFS
 from .merge import MergeConfig, _box_mean, _min_filter_, merge_exposures
 from .warp import SimilarityBands, warp_similarity
 
 __all__ = ["merge_window", "WINDOW_BAND_PIXELS"]
 
-# a band's planes (about 30 of them live at once) stay in the caches of one core: about 64 K pixels
-# measured fastest at 1080p on a 2-core AMD EPYC (1 MB L2 per core), against 256 K for the
-# whole-window merge, whose stack is read from memory either way
-WINDOW_BAND_PIXELS = 1 << 16
+# about 256 K pixels per band measured fastest on real 1080p windows on a 2-core AMD EPYC (against
+# 64 K and 512 K): smaller bands pay more in per-call overhead than they gain in cache
+WINDOW_BAND_PIXELS = BAND_PIXELS
 
 
 def merge_window(frames: Sequence[Tensor], ev: Sequence[float] | Tensor, ref: int,
                  warps: Sequence[Tensor | None] | None = None, valid: Sequence[Tensor | None] | None = None,
                  config: MergeConfig = MergeConfig(), out: Tensor | None = None,
-                 band_pixels: int = WINDOW_BAND_PIXELS) -> Tensor:
+                 band_pixels: int = WINDOW_BAND_PIXELS,
+                 timed: Callable[[str], ContextManager] | None = None) -> Tensor:
     """Merge a window of frames into the reference frame's HDR, warping neighbours band by band.
 
     Equals ``merge_exposures(stack(aligned), ev, stack(usable), ref, config)`` bit for bit, where
@@ -56,6 +58,8 @@ def merge_window(frames: Sequence[Tensor], ev: Sequence[float] | Tensor, ref: in
         out: optional ``(B, 3, H, W)`` tensor to write the result into.
         band_pixels: about how many pixels a band has (plus the filters' reach); the result
             does not depend on it.
+        timed: for benchmarks, a context per part of the work: ``timed("warps")`` around the
+            warps, ``timed("weights")`` around the weights and the blend.
 
     Returns:
         ``(B, 3, H, W)`` merged linear radiance (``out`` when given).
@@ -84,6 +88,7 @@ def merge_window(frames: Sequence[Tensor], ev: Sequence[float] | Tensor, ref: in
         rows = h  # one band: the whole frame (CUDA runs each pass as one kernel either way)
     if out is None:
         out = torch.empty(b, 3, h, w, dtype=frames[0].dtype, device=frames[0].device)
+    timed = timed or (lambda part: nullcontext())
     warpers = [SimilarityBands(f, m) if m is not None else None for f, m in zip(frames, warps)]
     consts = _Constants(evs, ref, c)
     buffers: dict[int, _Buffers] = {}
@@ -92,18 +97,20 @@ def merge_window(frames: Sequence[Tensor], ev: Sequence[float] | Tensor, ref: in
         a, e = max(0, r0 - reach), min(h, r1 + reach)
         band = slice(a, e)
         xs, masks = [], []
-        for f, wp, v in zip(frames, warpers, valid):
-            if wp is None:
-                xs.append(f[..., band, :])
-                masks.append([] if v is None else [(slice(None), v[..., band, :])])
-                continue
-            xs.append(wp.image(band).to(f.dtype))
-            c0, c1 = wp.inside(band)  # the mask is 1 in columns c0:c1 of every row of the band
-            m = [(s, wp.mask(band, s)) for s in ((slice(0, w),) if c0 >= c1 else (slice(0, c0), slice(c1, w)))
-                 if s.stop > s.start]
-            masks.append(m + ([] if v is None else [(slice(None), v[..., band, :])]))
+        with timed("warps"):
+            for f, wp, v in zip(frames, warpers, valid):
+                if wp is None:
+                    xs.append(f[..., band, :])
+                    masks.append([] if v is None else [(slice(None), v[..., band, :])])
+                    continue
+                xs.append(wp.image(band).to(f.dtype))
+                c0, c1 = wp.inside(band)  # the mask is 1 in columns c0:c1 of every row of the band
+                m = [(s, wp.mask(band, s)) for s in ((slice(0, w),) if c0 >= c1 else (slice(0, c0), slice(c1, w)))
+                     if s.stop > s.start]
+                masks.append(m + ([] if v is None else [(slice(None), v[..., band, :])]))
         buf = buffers.setdefault(e - a, _Buffers(xs[ref][:, :1]))
-        _merge_band(xs, masks, consts, slice(r0 - a, r1 - a), out[..., r0:r1, :], buf, a == 0, e == h)
+        with timed("weights"):
+            _merge_band(xs, masks, consts, slice(r0 - a, r1 - a), out[..., r0:r1, :], buf, a == 0, e == h)
     return out
 
 
@@ -228,13 +235,13 @@ def _merge_band(xs: list[Tensor], masks: list[list[tuple[slice, Tensor]]], k: _C
         over = float(ldr.max()) > 0.9  # else (1 - ldr) / 0.1 >= 1 everywhere: the upper ramp is 1
         if i == ref:
             l_ref, rise_ref = ldr, rise
-            if over:  # 1 - ldr as ldr.neg_().add_(1) rounds it, leaving ldr as it is
-                fall = torch.sub(ldr, k.one, out=buf("fall")).neg_().div_(k.tenth).clamp_(0, 1)
+            if over:  # 1 - ldr (one subtraction, as ldr.neg_().add_(1) rounds it)
+                fall = torch.sub(k.one, ldr, out=buf("fall")).div_(k.tenth).clamp_(0, 1)
                 torch.mul(rise, fall, out=wt)
             else:
                 wt.copy_(rise)
         elif over:
-            wt.mul_(ldr.neg_().add_(k.one).div_(k.tenth).clamp_(0, 1))
+            wt.mul_(torch.sub(k.one, ldr, out=ldr).div_(k.tenth).clamp_(0, 1))
         brightest = float(m.max())
         clipped_any.append(brightest)
         if brightest >= float(k.high_t):  # some pixel is clipped: lt(m, high) is not 1 everywhere
@@ -252,8 +259,10 @@ def _merge_band(xs: list[Tensor], masks: list[list[tuple[slice, Tensor]]], k: _C
 
     # the reference's tests: tolerance, well-exposed weight, and the bounds its clipped / dark pixels set
     ly_ref = lys[ref]
-    tol = torch.div(l_ref, k.quarter, out=buf("tol")).clamp_(0, 1).neg_().add_(k.one).mul_(k.noise).add_(k.ghost)
-    well = torch.sub(l_ref, k.high, out=buf("well")).neg_().div_(k.tenth).clamp_(0, 1).mul_(rise_ref)
+    # ghost_tolerance + noise_stops * (1 - clamp(l / 0.25)); 1 - x as one subtraction (as -x + 1 rounds)
+    tol = torch.div(l_ref, k.quarter, out=buf("tol")).clamp_(0, 1)
+    tol = torch.sub(k.one, tol, out=tol).mul_(k.noise).add_(k.ghost)
+    well = torch.sub(k.high, l_ref, out=buf("well")).div_(k.tenth).clamp_(0, 1).mul_(rise_ref)
     lo = hi = None
     if clipped_any[ref] >= float(k.high_t):  # a clipped reference: y >= lower there, else y >= 0 (true of the luminance)
         lo = torch.mul(unclipped_ref, k.neg_lower, out=buf("lo")).add_(k.lower_t)  # exactly 0 or lower
@@ -268,12 +277,14 @@ def _merge_band(xs: list[Tensor], masks: list[list[tuple[slice, Tensor]]], k: _C
             d = _box3_(d, buf("row"), buf("box"), top, bottom)
         elif c.smooth > 1:
             d = _box_mean(d, c.smooth)
-        ok = d.abs_().div_(tol).neg_().add_(k.two).clamp_(0, 1)         # agreement
-        ok.neg_().add_(k.one).mul_(well).neg_().add_(k.one)             # 1 - well * (1 - agree)
+        ok = torch.sub(k.two, d.abs_().div_(tol), out=d).clamp_(0, 1)   # agreement
+        ok = torch.sub(k.one, torch.sub(k.one, ok, out=ok).mul_(well), out=ok)  # 1 - well * (1 - agree)
         if lo is not None:                                              # a ghost outside the bounds
             ok.mul_(torch.ge(ys[i], lo, out=bound))
         if hi is not None:
             ok.mul_(torch.le(ys[i], hi, out=bound))
+        if float(ok.min()) >= 1:  # the neighbour agrees everywhere: its weight stays
+            continue
         if c.dilate == 3:
             ok = _min3_(ok, buf("pair_w", dw=1), buf("pair_h", dh=1))
         elif c.dilate > 1:

@@ -218,29 +218,40 @@ def _source_map(M: Tensor) -> Tensor:
     return invert_affine(M.detach().to(torch.float64))
 
 
+class _GridTerms:
+    """``grid_sample`` grid rows (align_corners=True) sampling at ``inv @ [q, 1]``, band by band.
+
+    Each coordinate is an affine function ``a x + (b y + c)`` of the output pixel, written as the
+    sum of a column term (computed once) and a row term: two passes over the grid instead of a
+    matrix product.
+    """
+
+    def __init__(self, inv: Tensor, src_hw: tuple[int, int], out_hw: tuple[int, int], dtype: torch.dtype):
+        (h, w), (self.oh, self.ow) = src_hw, out_hw
+        dev = inv.device
+        # pixel -> normalised coordinates (align_corners=True): g = s * 2 / (n - 1) - 1
+        scale = torch.tensor([2.0 / (w - 1), 2.0 / (h - 1)], dtype=torch.float64, device=dev).view(1, 2, 1)
+        self.norm = inv * scale
+        self.norm[:, :, 2] -= 1.0
+        xs = torch.arange(self.ow, dtype=torch.float64, device=dev)
+        self.cols = [(self.norm[:, k, 0, None] * xs).to(dtype)[:, None, :] for k in range(2)]  # (B, 1, W')
+        self.dtype = dtype
+
+    def __call__(self, rows: slice | None = None) -> Tensor:
+        rows = rows or slice(0, self.oh)
+        ys = torch.arange(rows.start, rows.stop, dtype=torch.float64, device=self.norm.device)
+        grid = torch.empty(self.norm.shape[0], len(ys), self.ow, 2, dtype=self.dtype, device=self.norm.device)
+        for k in range(2):
+            row = (self.norm[:, k, 1, None] * ys + self.norm[:, k, 2, None]).to(self.dtype)[:, :, None]  # (B, R, 1)
+            torch.add(self.cols[k], row, out=grid[..., k])
+        return grid
+
+
 def _affine_grid(inv: Tensor, src_hw: tuple[int, int], out_hw: tuple[int, int], dtype: torch.dtype,
                  rows: slice | None = None) -> Tensor:
-    """``grid_sample`` grid ``(B, R, W', 2)`` (align_corners=True) sampling at ``inv @ [q, 1]``.
-
-    For the output rows ``rows`` (all by default). Each coordinate is an affine function
-    ``a x + (b y + c)`` of the output pixel, written as the sum of a row term and a column term:
-    two passes over the grid instead of a matrix product.
-    """
-    (h, w), (oh, ow) = src_hw, out_hw
-    dev = inv.device
-    rows = rows or slice(0, oh)
-    # pixel -> normalised coordinates (align_corners=True): g = s * 2 / (n - 1) - 1
-    scale = torch.tensor([2.0 / (w - 1), 2.0 / (h - 1)], dtype=torch.float64, device=dev).view(1, 2, 1)
-    norm = inv * scale
-    norm[:, :, 2] -= 1.0
-    xs = torch.arange(ow, dtype=torch.float64, device=dev)
-    ys = torch.arange(rows.start, rows.stop, dtype=torch.float64, device=dev)
-    grid = torch.empty(inv.shape[0], len(ys), ow, 2, dtype=dtype, device=dev)
-    for k in range(2):
-        row = (norm[:, k, 0, None] * xs).to(dtype)[:, None, :]                       # (B, 1, W')
-        col = (norm[:, k, 1, None] * ys + norm[:, k, 2, None]).to(dtype)[:, :, None]  # (B, R, 1)
-        torch.add(row, col, out=grid[..., k])
-    return grid
+    """``grid_sample`` grid ``(B, R, W', 2)`` (align_corners=True) sampling at ``inv @ [q, 1]``,
+    for the output rows ``rows`` (all by default); see :class:`_GridTerms`."""
+    return _GridTerms(inv, src_hw, out_hw, dtype)(rows)
 
 
 def _inside_columns(inv: Tensor, src_hw: tuple[int, int], out_hw: tuple[int, int], dtype: torch.dtype,
@@ -314,11 +325,14 @@ class SimilarityBands:
         self.src = x.to(self.sample_dtype)
         self.inv = _source_map(M)
         self._columns: tuple[Tensor, Tensor] | None = None
+        self._grid: _GridTerms | None = None
 
     def image(self, rows: slice) -> Tensor:
         """The warped output rows ``rows``, in the sampling dtype (float32 for float16 input)."""
-        grid = _affine_grid(self.inv, self.src_hw, self.out_hw, self.sample_dtype, rows)
-        return F.grid_sample(self.src, grid, mode=self.mode, padding_mode=self.padding_mode, align_corners=True)
+        if self._grid is None:  # the column terms of the grid, the same for every band
+            self._grid = _GridTerms(self.inv, self.src_hw, self.out_hw, self.sample_dtype)
+        return F.grid_sample(self.src, self._grid(rows), mode=self.mode, padding_mode=self.padding_mode,
+                             align_corners=True)
 
     def columns(self, rows: slice) -> tuple[Tensor, Tensor]:
         """First and last output column inside the source, per row of ``rows``: ``(B, 1, R, 1)`` each."""
