@@ -12,7 +12,8 @@ from ..bridge.requests import same_frames
 from ..ops.bands import row_bands
 from ..ops.color import primaries_matrix
 from ..ops.tonemap import (PQ_PEAK_NITS, bt709_oetf, highlight_rolloff_, hlg_display_to_scene,
-                           hlg_oetf, log_average_luminance, mulaw, pq_encode_normalized_, reinhard)
+                           hlg_oetf, log_average_luminance, mulaw, pq_encode_normalized_,
+                           pq_encode_normalized_numpy_, reinhard)
 from ._common import PATTERN_PROP, check_clip, error, exposure_pattern_of, pick_device, recall
 
 __all__ = ["tonemap", "HDR10_PRIMARIES"]
@@ -66,13 +67,14 @@ def _hdr_frame(runner: NodeRunner, x: torch.Tensor, gain: float, peak: float, op
     for rows in row_bands(h, w, x.device):
         nits, band_peak, band_sum = _display_light(runner, x[:, rows], gain, peak, 0.75 * peak)
         peak_seen, total = max(peak_seen, band_peak), total + band_sum
-        if op == "pq":
+        if op == "pq" and x.device.type == "cpu":  # numpy's curves: twice as fast, as accurate
+            signal = torch.from_numpy(pq_encode_normalized_numpy_(nits.div_(PQ_PEAK_NITS).numpy()))
+        elif op == "pq":
             signal = pq_encode_normalized_(nits.div_(PQ_PEAK_NITS))
         else:
             signal = hlg_oetf(hlg_display_to_scene(nits, peak))
-        signal.clamp_(0, 1)
-        for p in range(3):
-            planes[p][rows].copy_(signal[p])
+        for p in range(3):  # clamped straight into the frame's planes
+            torch.clamp(signal[p], 0, 1, out=planes[p][rows])
     props.update({"_Transfer": 16 if op == "pq" else 18, "_Primaries": 9,
                   "HdrFrameMaxNits": peak_seen, "HdrFrameAverageNits": total / (h * w)})
     if frame is None:
