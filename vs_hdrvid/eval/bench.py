@@ -234,7 +234,8 @@ def _breakdown_text(b: dict) -> str:
         return f"{name} {v['cpu_ms']:.1f}" + (f" ({parts}, rest {v['other_ms']:.1f})" if parts else "")
     nodes_txt = " + ".join(node(k, v) for k, v in b["nodes"].items())
     return (f"{b['cpu_ms']:.0f} ms CPU per frame = {nodes_txt} + VapourSynth and the rest {b['vapoursynth_ms']:.1f}"
-            f" (system {b['system_ms']:.1f}, {b['page_faults']:.0f} page faults)")
+            f" (system {b['system_ms']:.1f}, {b['page_faults']:.0f} page faults); {b['cpu_ms'] / b['wall_ms']:.2f} cores "
+            f"in use")
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -278,8 +279,9 @@ def run_cli(args: argparse.Namespace) -> int:
             for pat, v in pats.items():
                 fb, fa = (statistics.median(v[k]["fps"]) for k in ("before", "after"))
                 cb, ca = (statistics.median(v[k]["cpu_ms_per_frame"]) for k in ("before", "after"))
+                ub, ua = (statistics.median(v[k]["cores_used"]) for k in ("before", "after"))
                 print(f"    {size} {pat}: {fb:.2f} -> {fa:.2f} fps (x{v['fps_ratio']:.2f}); CPU {cb:.0f} -> "
-                      f"{ca:.0f} ms per frame (x{v['cpu_ratio']:.2f})")
+                      f"{ca:.0f} ms per frame (x{v['cpu_ratio']:.2f}); cores in use {ub:.2f} and {ua:.2f}")
     if args.json:
         write_figures(res, args.json)
     return 0

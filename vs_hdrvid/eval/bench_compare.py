@@ -58,8 +58,10 @@ def compare_chains(rev: str, sizes: list[tuple[int, int]], patterns: list[list[f
 
     Returns:
         ``{"revision", "repeats", "sizes": {"WxH": {"N-exposure": {"before": {"fps": [...],
-        "cpu_ms_per_frame": [...]}, "after": {...}, "fps_ratio", "cpu_ratio"}}}}``; the ratios are
-        of the medians (after / before for frames/s, before / after for CPU time: above 1 is faster).
+        "cpu_ms_per_frame": [...], "cores_used": [...]}, "after": {...}, "fps_ratio", "cpu_ratio"}}}}``;
+        the ratios are of the medians (after / before for frames/s, before / after for CPU time: above
+        1 is faster). On a shared machine the frame rate follows the cores other jobs leave free;
+        the CPU time per frame is the work, and ``cores_used`` says how many cores the run had.
     """
     current = Path(vs_hdrvid.__file__).resolve().parents[1]
     out: dict = {"revision": rev, "repeats": repeats, "frames": frames, "sizes": {}}
@@ -68,13 +70,13 @@ def compare_chains(rev: str, sizes: list[tuple[int, int]], patterns: list[list[f
         for w, h in sizes:
             per_size = out["sizes"][f"{w}x{h}"] = {}
             for evs in patterns:
-                runs: dict[str, dict[str, list[float]]] = {k: {"fps": [], "cpu_ms_per_frame": []}
+                runs: dict[str, dict[str, list[float]]] = {k: {"fps": [], "cpu_ms_per_frame": [], "cores_used": []}
                                                            for k in ("before", "after")}
                 for _ in range(repeats):
                     for name, root in (("before", before), ("after", current)):
                         r = _run(root, w, h, evs, frames)
-                        runs[name]["fps"].append(r["fps"])
-                        runs[name]["cpu_ms_per_frame"].append(r["cpu_ms_per_frame"])
+                        for key in runs[name]:
+                            runs[name][key].append(r[key])
                 med = {k: {m: statistics.median(v[m]) for m in v} for k, v in runs.items()}
                 per_size[f"{len(evs)}-exposure"] = {
                     **runs, "fps_ratio": med["after"]["fps"] / med["before"]["fps"],
