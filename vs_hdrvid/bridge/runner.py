@@ -111,6 +111,13 @@ class NodeRunner:
             buf = store[key] = torch.empty(key[1], dtype=key[2], device=self.device)
         return buf
 
+    def workspace(self, name: str) -> dict:
+        """A dict of the calling callback's slot, kept from frame to frame, for an op that keeps its
+        own work buffers in it (``merge_window``'s band planes); the same rules as :meth:`scratch`."""
+        me = threading.get_ident()
+        store = self._scratch.setdefault(self._slot_of.get(me, ("thread", me)), {})
+        return store.setdefault(("workspace", name), {})
+
     def output(self, shape: Sequence[int]) -> torch.Tensor:
         """A tensor for a frame the callback will emit and publish: from the host pool on CPU."""
         if self.device.type == "cpu":

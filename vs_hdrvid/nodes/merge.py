@@ -90,7 +90,8 @@ def merge(clip: vs.VideoNode, radius: int = 1, flow: Sequence[vs.VideoNode] | No
             stack, usable = _stacked_window(runner, frames, warps, valid)
             out = merge_fn(stack, w.ev.to(dev), usable, ref, cfg, out=out)
         else:
-            out = merge_window(frames, w.ev, ref, warps, valid, cfg, out=out, timed=runner.timed)
+            out = merge_window(frames, w.ev, ref, warps, valid, cfg, out=out, timed=runner.timed,
+                               work=runner.workspace("merge_window"))
         return runner.emit(out[0], f[ref].format, w.props)
 
     return remember(runner.map_frames(blank_like(clip), window.clips + flows, process), **recall(clip))

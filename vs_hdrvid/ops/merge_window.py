@@ -39,7 +39,7 @@ def merge_window(frames: Sequence[Tensor], ev: Sequence[float] | Tensor, ref: in
                  warps: Sequence[Tensor | None] | None = None, valid: Sequence[Tensor | None] | None = None,
                  config: MergeConfig = MergeConfig(), out: Tensor | None = None,
                  band_pixels: int = WINDOW_BAND_PIXELS,
-                 timed: Callable[[str], ContextManager] | None = None) -> Tensor:
+                 timed: Callable[[str], ContextManager] | None = None, work: dict | None = None) -> Tensor:
     """Merge a window of frames into the reference frame's HDR, warping neighbours band by band.
 
     Equals ``merge_exposures(stack(aligned), ev, stack(usable), ref, config)`` bit for bit, where
@@ -60,6 +60,8 @@ def merge_window(frames: Sequence[Tensor], ev: Sequence[float] | Tensor, ref: in
             does not depend on it.
         timed: for benchmarks, a context per part of the work: ``timed("warps")`` around the
             warps, ``timed("weights")`` around the weights and the blend.
+        work: a dict the caller keeps from call to call (one per thread) to hold the band planes,
+            so that they are not allocated (and page-faulted) afresh for every frame.
 
     Returns:
         ``(B, 3, H, W)`` merged linear radiance (``out`` when given).
@@ -91,7 +93,7 @@ def merge_window(frames: Sequence[Tensor], ev: Sequence[float] | Tensor, ref: in
     timed = timed or (lambda part: nullcontext())
     warpers = [SimilarityBands(f, m) if m is not None else None for f, m in zip(frames, warps)]
     consts = _Constants(evs, ref, c)
-    buffers: dict[int, _Buffers] = {}
+    buffers: dict[tuple, _Buffers] = work if work is not None else {}
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
         a, e = max(0, r0 - reach), min(h, r1 + reach)
@@ -108,7 +110,10 @@ def merge_window(frames: Sequence[Tensor], ev: Sequence[float] | Tensor, ref: in
                 m = [(s, wp.mask(band, s)) for s in ((slice(0, w),) if c0 >= c1 else (slice(0, c0), slice(c1, w)))
                      if s.stop > s.start]
                 masks.append(m + ([] if v is None else [(slice(None), v[..., band, :])]))
-        buf = buffers.setdefault(e - a, _Buffers(xs[ref][:, :1]))
+        key = (e - a, w, b, frames[0].dtype, str(frames[0].device))
+        buf = buffers.get(key)
+        if buf is None:
+            buf = buffers[key] = _Buffers(xs[ref][:, :1])
         with timed("weights"):
             _merge_band(xs, masks, consts, slice(r0 - a, r1 - a), out[..., r0:r1, :], buf, a == 0, e == h)
     return out
@@ -155,16 +160,15 @@ class _Constants:
 class _Buffers:
     """Work planes of one band shape, reused from band to band (so they stay in cache)."""
 
-    def __init__(self, like: Tensor):
-        self.like, self._bufs = like, {}
+    def __init__(self, like: Tensor):  # keeps its shape, dtype and device, not the tensor
+        self.shape, self.dtype, self.device, self._bufs = tuple(like.shape), like.dtype, like.device, {}
 
     def __call__(self, name: str, channels: int = 1, dw: int = 0, dh: int = 0) -> Tensor:
         key = (name, channels, dw, dh)
         buf = self._bufs.get(key)
         if buf is None:
-            b, _, r, w = self.like.shape
-            buf = self._bufs[key] = torch.empty(b, channels, r - dh, w - dw, dtype=self.like.dtype,
-                                                device=self.like.device)
+            b, _, r, w = self.shape
+            buf = self._bufs[key] = torch.empty(b, channels, r - dh, w - dw, dtype=self.dtype, device=self.device)
         return buf
 
 
