@@ -17,7 +17,6 @@ import contextlib
 import io
 import json
 import logging
-import math
 import os
 import re
 import warnings
@@ -312,17 +311,9 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _sensitivity(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"--s must be a number >= 0 or inf, got {text!r}")
-    return value
-
-
 def add_cli(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from ..cli import _sensitivity  # reconstruct --s's parser: the same rule and message
+
     p = sub.add_parser("export-onnx", help="a shipped network as ONNX for onnxruntime, OpenVINO and vs-mlrt",
                        description="Export a network as ONNX (one input of planes, the HDR out) and check it "
                                    "against torch; see docs/onnx.md.")
