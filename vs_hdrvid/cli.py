@@ -213,7 +213,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the nodes decide")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_reconstruct(sub)
-    for module in ("demo", "eval.bench", "eval.bench_nets", "eval.bench_dealthdr", "eval.bench_chain", "synth.cli", "eval.cli",
+    for module in ("demo", "eval.bench", "eval.bench_nets", "eval.bench_dealthdr", "eval.bench_chain", "synth.cli",
+                   "eval.cli", "eval.flow_epe",
                    "train.cli", "train.adapt_cli", "train.plan", "train.bench", "export.onnx"):
         mod = __import__(f"vs_hdrvid.{module}", fromlist=["add_cli"])
         mod.add_cli(sub).set_defaults(run=mod.run_cli)

@@ -6,6 +6,7 @@ the mean over crops of the log of each crop's mu-law L1. Ships ``coarse_<n>exp.s
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -123,6 +124,11 @@ def classical_merge(net: CoarseNet, batch: dict[str, Tensor]) -> Tensor:
     return merge_exposures(frames[:, sub], evs[:, sub], valid[:, sub], r)
 
 
+def _as_json(config: dict | None) -> dict | None:
+    """A config as JSON reads it back (checkpoints keep tuples where manifests have lists)."""
+    return json.loads(json.dumps(config))
+
+
 class CoarseNetStage(Stage):
     """What the stages that run a CoarseNet share: its classical flows and its parameter groups."""
 
@@ -183,15 +189,34 @@ class CoarseStage(CoarseNetStage):
         if shipped is not None:
             self.nets["coarse"] = shipped
             return
-        self.nets["coarse"] = CoarseNet(coarse_config(cfg))
+        net = self.nets["coarse"] = CoarseNet(coarse_config(cfg))
+        if net.flownet is not None and self.opt.blend == "merge":
+            self._weightnet_of_shipped(net)
         pre = Path(cfg.runs_dir) / f"spynet-{n}exp" / "ckpt.pt"
-        if pre.is_file() and self.nets["coarse"].flownet is not None:
+        if pre.is_file() and net.flownet is not None:
             state = torch.load(pre, map_location="cpu", weights_only=False)
-            if state.get("net_configs", {}).get("coarse") == json.loads(json.dumps(coarse_config(cfg).to_dict())):
-                self.init_notes.append(load_into(self.nets["coarse"], pre, "coarse"))
+            if _as_json(state.get("net_configs", {}).get("coarse")) == _as_json(coarse_config(cfg).to_dict()):
+                flow = {k.removeprefix("flownet."): v for k, v in state["nets"]["coarse"].items()
+                        if k.startswith("flownet.")}
+                net.flownet.load_state_dict(flow)
+                self.init_notes.append(f"flow network of {pre} (step {state.get('step')})")
         if not self.init_notes:
             log.info("train: no shipped CoarseNet of this design; starting from %s",
                      "the classical merge (zero-initialised corrections)" if self.opt.blend == "merge" else "random weights")
+
+    def _weightnet_of_shipped(self, net: CoarseNet) -> None:
+        """A flow-refining CoarseNet starts from the shipped one that uses the DIS flows as they are
+        (same weight network, no flow network): its weight network is trained, and the flow
+        network's zero-initialised outputs leave the DIS flows unchanged until it learns."""
+        cfg = self.cfg
+        plain = dataclasses.replace(coarse_config(cfg), flow_refine=False)
+        shipped = load_shipped(f"coarse-{cfg.exposures}exp", cfg, torch.device("cpu"))
+        if shipped is None or shipped[0].config != plain:
+            return
+        net.weightnet.load_state_dict(shipped[0].weightnet.state_dict())
+        self.previous["coarse"] = shipped[1]
+        self.init_notes.append(f"weight network of {W.REGISTRY[f'coarse-{cfg.exposures}exp'].file} "
+                               f"(shipped with flow_refine=False, sha256 {shipped[1].sha256[:16]})")
 
     def loss(self, batch):
         net = self.nets["coarse"]
