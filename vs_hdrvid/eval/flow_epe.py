@@ -75,14 +75,12 @@ def flow_methods(specs: list[str], exposures: int, weights: str | None = None) -
     return out
 
 
-def _masks(arrays, t: int, offsets: list[int], gt: Tensor, valid: Tensor, ldrs: Tensor) -> tuple[Tensor, Tensor]:
-    """Counted pixels ``(K, 1, H, W)`` and their saturated part."""
-    occ = [(arrays.occ_fwd if d > 0 else arrays.occ_bwd)[t] == 0 for d in offsets]
-    defined = valid * torch.from_numpy(np.stack(occ)[:, None].astype(np.float32))
+def _saturated(t: int, offsets: list[int], gt: Tensor, ldrs: Tensor) -> Tensor:
+    """``(K, 1, H, W)``: 1 where the reference or its match in the neighbour is clipped."""
     ref = ldrs[t].amax(0, keepdim=True) >= SATURATED  # (1, H, W)
     nbrs = torch.stack([ldrs[t + d] for d in offsets])  # (K, 3, H, W)
     match = flow_warp(nbrs, gt).amax(1, keepdim=True) >= SATURATED  # the neighbour at p + flow(p)
-    return defined, defined * (ref[None] | match).float()
+    return (ref[None] | match).float()
 
 
 @torch.no_grad()
@@ -112,8 +110,8 @@ def evaluate_flows(root: str | Path, preset: str, exposures: int, methods: dict,
         acc = {m: np.zeros(4) for m in methods}  # error sum, pixels, saturated error sum, saturated pixels
         for t in range(reach, arrays.num_frames - reach):
             gt_np, valid_np = arrays.flows_from(t, offsets)
-            gt, valid = torch.from_numpy(gt_np), torch.from_numpy(valid_np)
-            defined, sat = _masks(arrays, t, offsets, gt, valid, ldrs)
+            gt, defined = torch.from_numpy(gt_np), torch.from_numpy(valid_np)  # not occluded at t+d
+            sat = defined * _saturated(t, offsets, gt, ldrs)
             init = torch.from_numpy(init_all[t])  # (K, 2, H, W), time order
             for name, net in methods.items():
                 if name == "zero":

@@ -179,20 +179,19 @@ class SceneArrays:
         """GT flows ``t -> t+d`` for each offset ``d`` (``|d| <= 2``) and their validity.
 
         Returns:
-            ``(K, 2, H, W)`` float32 flows and ``(K, 1, H, W)`` float32 masks (1 = usable).
+            ``(K, 2, H, W)`` float32 flows and ``(K, 1, H, W)`` float32 masks (1 = usable: not
+            occluded in the first step; a flow that leads behind an occluder is no target to learn).
         """
         flows, valid = [], []
         for d in offsets:
             step, occ = (self.fwd, self.occ_fwd) if d > 0 else (self.bwd, self.occ_bwd)
             s = 1 if d > 0 else -1
             f = step[t]
-            if abs(d) == 1:
-                v = np.ones(f.shape[1:], np.float32)
-            elif abs(d) == 2:
+            if abs(d) == 2:
                 f = _compose(step[t], step[t + s])
-                v = (occ[t] == 0).astype(np.float32)
-            else:
+            elif abs(d) != 1:
                 raise ValueError(f"flows_from: offsets up to 2 frames, got {d}")
+            v = (occ[t] == 0).astype(np.float32)  # where the point of t is seen at t+-1
             flows.append(f)
             valid.append(v[None])
         return np.stack(flows).astype(np.float32), np.stack(valid)
