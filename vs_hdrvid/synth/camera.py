@@ -185,3 +185,7 @@ class Background:
         g = self._source_grid(dirs, src)
         align = self.projection == "equirect"
         return F.grid_sample(src, g, mode="bilinear", padding_mode="border", align_corners=align)[0]
+
+    def describe(self) -> dict:
+        """JSON-friendly record of the camera (for ``meta.json``)."""
+        return {"camera": {"projection": self.projection, "prefilter": self.pool, **self.path.to_dict()}}

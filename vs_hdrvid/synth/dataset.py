@@ -139,6 +139,8 @@ def generate_scene(spec: SceneSpec, out_dir: str | os.PathLike, preset: str = "c
                               "Catmull-Rom between knots (vs_hdrvid.synth.shake)", "params": HANDHELD,
                               "rms_fraction_of_width": MOTION[spec.motion]["handheld"],
                               "knots": "scene_description.camera.jitter (yaw, pitch, roll; radians)"}
+    if spec.geometry != "panorama":           # absent: the panorama/plate background of older presets
+        meta["geometry"] = spec.geometry
     (tmp / "meta.json").write_text(_json(meta))
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -167,7 +169,8 @@ def generate(preset, root: str | os.PathLike = "data/synth", scenes: int | None 
     """Synthesise every scene of ``preset`` under ``<root>/<preset>/`` and write ``index.json``.
 
     Args:
-        preset: a preset name (``train``, ``val``, ``test``, ``shifted``, ``micro``, ``sample``) or a
+        preset: a preset name (``train``, ``val``, ``test``, ``shifted``, ``micro``, ``sample``,
+            ``train3d``, ``test3d``) or a
             :class:`~vs_hdrvid.synth.presets.Preset`.
         root: output root.
         scenes: generate only the first ``scenes`` scenes of the preset's plan (or more, for

@@ -11,6 +11,8 @@ test       forest, night                                   [2e6, 3e6)
 shifted    forest, night (the test panoramas)              [3e6, 4e6)
 micro      procedural panoramas ``proc:101``/``proc:102``  [9e6, 1e7)
 sample     sunset (an example clip, 224x128, 12 frames)     [8e6, 9e6)
+train3d    the train panoramas (3D rooms)                   [0, 1e6) (train's)
+test3d     forest, night (3D rooms)                         [4e6, 5e6)
 =========  ==============================================  =====================
 
 Recipes: Chen et al. 2021 (``clean``: EV {-1, +1}, {-1.5, +1.5} and {-2, 0, +2}, Gaussian noise on
@@ -34,6 +36,14 @@ neighbours up to t +- 6): ``sensor_day`` with the training brightness and ``sens
 (key 0.03-0.1), each on both panoramas (the panorama list repeats so the two cross), motions
 small, medium, large, medium; about 33 MB per scene with flow, 2.5 minutes on one core. Generated
 on demand (``vs-hdrvid synth --preset shifted``), not by ``make data``.
+
+``train3d``/``test3d`` are made of 3D rooms (``geometry="room"``, :mod:`vs_hdrvid.synth.room`): a
+camera that rotates and translates inside a textured box with one or two nearer panels, so the
+background has parallax and depth occlusions the panorama presets lack; one or two layers and a
+lamp on top. ``train3d``: 60 scenes like ``train`` (256x256, 8/9 frames, the train split's
+panoramas and texture seeds, another seed); ``test3d``: 15 scenes like ``test`` (480x270, 10/12
+frames, the test panoramas, texture seeds of their own), every recipe at every motion level. Held
+out: generated on demand (``vs-hdrvid synth --preset test3d``), not by ``make data``.
 
 When ``--panoramas DIR`` holds none of a preset's named panoramas, every EXR/HDR image and EXR
 sequence folder in ``DIR`` becomes the preset's sources instead (the split is then the user's).
@@ -145,6 +155,9 @@ class Preset:
                                          **changes})
 
 
+#: SceneSpec fields of the 3D presets: room geometry, one or two layers on top.
+_ROOM = (("geometry", "room"), ("layers", (1, 2)))
+
 PRESETS: dict[str, Preset] = {
     "train": Preset("train", 1, 256, 256, 8, 200, SPLIT_PANORAMAS["train"], (0, 1_000_000),
                     _chen_and_dealthdr(16), frames_3exp=9, noise_sigma=(1e-4, 1e-3)),
@@ -161,6 +174,10 @@ PRESETS: dict[str, Preset] = {
     "sample": Preset("sample", 5, 224, 128, 12, 1, ("sunset",), (8_000_000, 9_000_000),
                      (Recipe((-1.5, 1.5)),), motions=("medium",), flat=True, write_flow=False,
                      extra=(("layers", (1, 2)), ("emissive", 1))),
+    "train3d": Preset("train3d", 7, 256, 256, 8, 60, SPLIT_PANORAMAS["train"], (0, 1_000_000),
+                      _chen_and_dealthdr(16), frames_3exp=9, noise_sigma=(1e-4, 1e-3), extra=_ROOM),
+    "test3d": Preset("test3d", 8, 480, 270, 10, 15, SPLIT_PANORAMAS["test"], (4_000_000, 5_000_000),
+                     _chen_and_dealthdr(32), frames_3exp=12, extra=_ROOM),
 }
 
 

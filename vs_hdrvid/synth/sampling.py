@@ -1,9 +1,16 @@
-"""Random scene construction from a :class:`SceneSpec`: camera path, exposure key and layers.
+"""Random scene construction from a :class:`SceneSpec`: camera path, exposure key, layers, room.
 
 Foreground layers are cut from other sources of the same split (panorama crops) or procedural
 textures, move with their own affine and (for about a third) non-rigid motion, and include emissive
 light sources 10x to 1000x brighter than the scene key, so sequences have local motion, occlusions,
 disocclusions and highlights beyond every exposure's saturation.
+
+A ``room`` scene (:mod:`vs_hdrvid.synth.room`) replaces the panorama by a textured box, 1.5-2.5 m
+from the nearest of one or two panels to a far wall 3.5-5.5 times as far, textured like the layers
+(crops of the split's panoramas or procedural textures). The camera keeps half the rotation speed of
+:data:`MOTION` and translates at a speed that moves the nearest panel by ``MOTION[motion]["cam"]``
+times the width per frame (times ``U(0.6, 1.4)``), so the far wall moves 3.5-5.5 times less from
+the translation than the nearest panel: parallax.
 """
 from __future__ import annotations
 
@@ -17,8 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from vs_hdrvid.ops.color import LUMA_COEFFS
-from vs_hdrvid.synth.camera import Background, CameraPath
+from vs_hdrvid.synth.camera import Background, CameraPath, rotation_matrix
 from vs_hdrvid.synth.layers import Layer, LayerMotion, lamp_texture
+from vs_hdrvid.synth.room import Dolly, Panel, Room
 from vs_hdrvid.synth.scene import Scene
 from vs_hdrvid.synth.shake import HANDHELD, handheld_knots
 from vs_hdrvid.synth.sources import TEXTURE_FAMILIES, procedural_texture, resolve_source
@@ -29,7 +37,7 @@ __all__ = ["build_scene", "scene_rngs"]
 
 def scene_rngs(seed: int) -> dict[str, np.random.Generator]:
     """Independent generators for each part of a scene (adding a draw in one never shifts another)."""
-    names = ("camera", "layers", "noise", "misc")
+    names = ("camera", "layers", "noise", "misc", "room")
     return {n: np.random.default_rng(s) for n, s in zip(names, np.random.SeedSequence(seed).spawn(len(names)))}
 
 
@@ -142,6 +150,66 @@ def _shape(rng: np.random.Generator) -> tuple[str, tuple[float, ...]]:
     return kind, ()
 
 
+def _pow2(n: float) -> int:
+    return int(min(512, 2 ** math.ceil(math.log2(max(n, 32)))))
+
+
+def _room(spec: SceneSpec, rng: dict[str, np.random.Generator], folder: str | None,
+          key: float) -> tuple[Room, list[str]]:
+    """A random :class:`Room` around the camera's mid-sequence position (see the module doc)."""
+    path = _camera_path(spec, rng["camera"], "plane")
+    path = dataclasses.replace(path, rate=tuple(0.5 * r for r in path.rate), acc=tuple(0.5 * a for a in path.acc))
+    rr, w, h = rng["room"], spec.width, spec.height
+    f, t_mid = path.focal(0.0, w), (spec.frames - 1) / 2
+    near = rr.uniform(1.5, 2.5)
+    far = near * rr.uniform(3.5, 5.5)
+    side, height = far * rr.uniform(0.7, 1.2), rr.uniform(2.8, 4.0)
+    x_off, cam_h, back = side * rr.uniform(-0.15, 0.15), rr.uniform(1.2, 1.7), rr.uniform(1.5, 3.0)
+    lo, hi = np.array([x_off - side / 2, cam_h - height, -back]), np.array([x_off + side / 2, cam_h, far])
+    r_mid = rotation_matrix(*path.angles(t_mid))
+    panels, clear = [], float(min(-lo.max(), hi.min()))
+    for k in range(int(rr.integers(1, 3))):
+        z = near if k == 0 else rr.uniform(1.4 * near, 0.6 * far)
+        px, py = rr.uniform(0.2, 0.8) * w, rr.uniform(0.25, 0.75) * h
+        centre = r_mid.T @ np.array([(px - (w - 1) / 2) / f, (py - (h - 1) / 2) / f, 1.0]) * z
+        half_w = z * (w / 2) / f * rr.uniform(0.15, 0.35)
+        half = (half_w, half_w * rr.uniform(0.6, 1.5))
+        yaw, roll = rr.uniform(-0.6, 0.6), rr.uniform(-0.25, 0.25)
+        u0, v0 = np.array([math.cos(yaw), 0.0, -math.sin(yaw)]), np.array([0.0, 1.0, 0.0])
+        u, v = math.cos(roll) * u0 + math.sin(roll) * v0, -math.sin(roll) * u0 + math.cos(roll) * v0
+        panels.append(Panel(tuple(float(c) for c in centre), tuple(float(c) for c in u),
+                            tuple(float(c) for c in v), (float(half[0]), float(half[1]))))
+        clear = min(clear, float(np.linalg.norm(centre)) - math.hypot(*half))
+    speed = MOTION[spec.motion]["cam"] * w * rr.uniform(0.6, 1.4) * near / f           # m / frame
+    heading = rr.uniform(0, 2 * math.pi)
+    vel_cam = np.array([math.cos(heading), 0.4 * math.sin(heading), rr.uniform(-0.4, 0.4)])
+    vel = r_mid.T @ vel_cam * (speed / np.linalg.norm(vel_cam))
+    acc = rr.uniform(-0.1, 0.1, 3) * vel
+    travel = float(np.linalg.norm(vel) * t_mid + 0.5 * np.linalg.norm(acc) * t_mid ** 2)
+    scale = min(1.0, 0.6 * clear / max(travel, 1e-9))     # never reach a wall or a panel
+    vel, acc = vel * scale, acc * scale
+    dolly = Dolly(tuple(float(c) for c in -vel * t_mid - 0.5 * acc * t_mid ** 2),
+                  tuple(float(c) for c in vel), tuple(float(c) for c in acc))
+    tex_spec = spec if spec.texture_sources else dataclasses.replace(spec, texture_sources=(spec.source,))
+    textures, names, tiles = [], [], []
+    mid = (lo + hi) / 2
+    for j in range(6):                                    # faces x-, x+, ceiling, floor, back, front
+        centre = mid.copy()
+        centre[j // 2] = (lo, hi)[j % 2][j // 2]
+        tiles.append(float(256 * np.linalg.norm(centre) / f))       # a texel per pixel at the face centre
+        tex, name = _texture(tex_spec, rr, folder, key, 256)
+        textures.append(tex)
+        names.append(name)
+    for p in panels:
+        tex, name = _texture(tex_spec, rr, folder, key, _pow2(2.5 * p.half[0] * f / np.linalg.norm(p.centre)))
+        textures.append(tex)
+        names.append(name)
+    args = (tuple(lo), tuple(hi), panels, textures, tiles, path, dolly)
+    probe = Room(*args, max(w // 4, 16), max(h // 4, 16))
+    gain = key / max(_geo_mean(probe.render(0.0).permute(1, 2, 0).numpy()), 1e-8)
+    return Room(*args, w, h, gain=gain, names=tuple(names)), names
+
+
 def build_scene(spec: SceneSpec, folder: str | None = None) -> tuple[Scene, dict]:
     """Construct the scene of ``spec`` (sources looked up in ``folder``) and describe the choices.
 
@@ -152,13 +220,19 @@ def build_scene(spec: SceneSpec, folder: str | None = None) -> tuple[Scene, dict
     """
     rng = scene_rngs(spec.seed)
     src, frames = _load(spec.source, None if folder is None else str(folder))
-    projection = "equirect" if src.kind == "pano" else "plane"
-    path = _camera_path(spec, rng["camera"], projection)
-    key = math.exp(rng["misc"].uniform(math.log(spec.key[0]), math.log(spec.key[1])))
-    offset = float(rng["misc"].uniform(0, max(len(frames) - spec.frames, 0))) if len(frames) > 1 else 0.0
-    probe = Background(list(frames[:1]), projection, path, max(spec.width // 4, 16), max(spec.height // 4, 16))
-    bg_gain = key / max(_geo_mean(probe.render(0.0).permute(1, 2, 0).numpy()), 1e-8)
-    bg = Background(list(frames), projection, path, spec.width, spec.height, gain=bg_gain, seq_offset=offset)
+    if spec.geometry == "room":
+        key = math.exp(rng["misc"].uniform(math.log(spec.key[0]), math.log(spec.key[1])))
+        bg, room_textures = _room(spec, rng, None if folder is None else str(folder), key)
+        bg_gain = bg.gain
+    else:
+        projection = "equirect" if src.kind == "pano" else "plane"
+        path = _camera_path(spec, rng["camera"], projection)
+        key = math.exp(rng["misc"].uniform(math.log(spec.key[0]), math.log(spec.key[1])))
+        offset = float(rng["misc"].uniform(0, max(len(frames) - spec.frames, 0))) if len(frames) > 1 else 0.0
+        probe = Background(list(frames[:1]), projection, path, max(spec.width // 4, 16), max(spec.height // 4, 16))
+        bg_gain = key / max(_geo_mean(probe.render(0.0).permute(1, 2, 0).numpy()), 1e-8)
+        bg = Background(list(frames), projection, path, spec.width, spec.height, gain=bg_gain, seq_offset=offset)
+        room_textures = []
 
     lr = rng["layers"]
     n_layers = int(lr.integers(spec.layers[0], spec.layers[1] + 1))
@@ -174,14 +248,15 @@ def build_scene(spec: SceneSpec, folder: str | None = None) -> tuple[Scene, dict
             shape, params = "ellipse", ()
         else:
             radius = base * lr.uniform(0.12, 0.3)
-            size = int(min(512, 2 ** math.ceil(math.log2(max(2.5 * radius, 32)))))
+            size = _pow2(2.5 * radius)
             tex, name = _texture(spec, lr, None if folder is None else str(folder), key, size)
             gain = 1.0
             shape, params = _shape(lr)
         motion = _layer_motion(spec, lr, radius, nonrigid=(not emissive) and lr.random() < 0.35)
         layers.append(Layer(radius=float(radius), shape=shape, motion=motion, texture=tex, gain=float(gain),
                             shape_params=params, emissive=emissive, name=name))
-    info = {"key": key, "gain": bg_gain, "source_kind": src.kind, "flow_exact": src.kind != "sequence",
-            "textures": sorted({layer.name for layer in layers if layer.name != "lamp"})}
+    flow_exact = src.kind != "sequence" or spec.geometry == "room"     # a room's textures are still
+    info = {"key": key, "gain": bg_gain, "source_kind": src.kind, "flow_exact": flow_exact,
+            "textures": sorted({layer.name for layer in layers if layer.name != "lamp"} | set(room_textures))}
     return Scene(bg, layers), info
 

@@ -7,10 +7,12 @@ ground-truth optical flow and occlusion between any two times analytically:
 * every pixel ``p`` of time ``t0`` belongs to its *dominant* layer (the topmost with coverage
   >= 0.5, else the background);
 * its position at ``t1`` is the exact image of the same scene point: the camera rotation/zoom
-  mapping for the background, ``from_layer(t1, to_layer(t0, p))`` for a layer;
+  mapping for a panorama background, the projection of the 3D hit point for a
+  :class:`~vs_hdrvid.synth.room.Room`, ``from_layer(t1, to_layer(t0, p))`` for a layer;
 * it is occluded at ``t1`` when that position is out of view, or a layer above its own covers it
   there (coverage > 0.02), or when ``p`` itself is a mixed edge pixel (its colour blends two layers,
-  so no single flow describes it).
+  so no single flow describes it); a room adds its own depth test and silhouette pixels (its
+  ``map_points`` reports them as not visible).
 
 Convention: flow ``(2, H, W)`` float32, channel 0 = u (x), 1 = v (y), in pixels; ``p + flow(p)``
 is where the scene point of pixel ``p`` at ``t0`` is at ``t1``. Backward-warping the ``t1`` frame
@@ -23,6 +25,7 @@ import torch
 
 from vs_hdrvid.synth.camera import Background, pixel_grid
 from vs_hdrvid.synth.layers import Layer
+from vs_hdrvid.synth.room import Room
 
 __all__ = ["Scene", "MIXED_LO", "DOMINANT"]
 
@@ -33,7 +36,8 @@ DOMINANT = 0.5
 
 
 class Scene:
-    """Background plus layers (bottom to top), rendered at ``width x height``.
+    """Background (a panorama/plate :class:`Background` or a 3D :class:`Room`) plus layers (bottom
+    to top), rendered at ``width x height``.
 
     Example:
         >>> from vs_hdrvid.synth.sources import procedural_panorama
@@ -43,7 +47,7 @@ class Scene:
         (48, 64, 3)
     """
 
-    def __init__(self, background: Background, layers: list[Layer]):
+    def __init__(self, background: Background | Room, layers: list[Layer]):
         self.background, self.layers = background, layers
         self.width, self.height = background.width, background.height
         self.grid = pixel_grid(self.height, self.width)             # float64: flow geometry
@@ -122,6 +126,4 @@ class Scene:
 
     def describe(self) -> dict:
         """JSON-friendly record of the camera and layers (for ``meta.json``)."""
-        bg = self.background
-        return {"camera": {"projection": bg.projection, "prefilter": bg.pool, **bg.path.to_dict()},
-                "layers": [layer.describe() for layer in self.layers]}
+        return {**self.background.describe(), "layers": [layer.describe() for layer in self.layers]}

@@ -13,18 +13,23 @@ its ground truth being the middle sub-frame. DeAltHDR uses ``S = 64`` (1 short +
 Degradations: ``clean`` (Chen et al.), ``day``/``night`` (DeAltHDR Eq. A/B) and the
 ``sensor_day``/``sensor_night`` Bayer-sensor model of :mod:`vs_hdrvid.synth.sensor` (the ``shifted``
 preset). Trajectories: ``smooth`` (every training recipe) or ``handheld`` (:mod:`vs_hdrvid.synth.shake`).
+Geometries: ``panorama`` (a rotating camera in a panorama or before a plate,
+:mod:`vs_hdrvid.synth.camera`) or ``room`` (a rotating and translating camera in a textured 3D box
+with panels, :mod:`vs_hdrvid.synth.room`: parallax, occlusion by depth).
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["SceneSpec", "MOTION", "DEGRADATIONS", "TRAJECTORIES", "strict_from_dict", "frame_times"]
+__all__ = ["SceneSpec", "MOTION", "DEGRADATIONS", "TRAJECTORIES", "GEOMETRIES", "strict_from_dict", "frame_times"]
 
 #: Camera degradations a scene can have (see the module docstring).
 DEGRADATIONS = ("clean", "day", "night", "sensor_day", "sensor_night")
 #: Camera trajectories: the smooth path of the training recipes, or that path plus handheld shake.
 TRAJECTORIES = ("smooth", "handheld")
+#: Background geometries: the 2D panorama/plate of every preset before ``*3d``, or a 3D room.
+GEOMETRIES = ("panorama", "room")
 
 #: Per-level motion magnitudes. ``cam``/``layer``: displacement per frame as a fraction of the
 #: width; ``roll``: rad/frame; ``zoom``/``layer_zoom``: log-scale per frame; ``shake``: fraction
@@ -76,6 +81,8 @@ class SceneSpec:
         hfov: range of the initial horizontal field of view, degrees.
         write_flow: write ``flow/`` (ground-truth flow and occlusion).
         trajectory: ``"smooth"`` or ``"handheld"`` (the smooth path plus in-exposure shake).
+        geometry: ``"panorama"`` (the source is the background) or ``"room"`` (a 3D room whose
+            surfaces are textured like the layers; see :mod:`vs_hdrvid.synth.room`).
     """
 
     scene_id: str
@@ -97,12 +104,15 @@ class SceneSpec:
     hfov: tuple[float, float] = (45.0, 65.0)
     write_flow: bool = True
     trajectory: str = "smooth"
+    geometry: str = "panorama"
 
     def __post_init__(self):
         if self.degradation not in DEGRADATIONS:
             raise ValueError(f"SceneSpec: degradation must be one of {list(DEGRADATIONS)}, got {self.degradation!r}")
         if self.trajectory not in TRAJECTORIES:
             raise ValueError(f"SceneSpec: trajectory must be one of {list(TRAJECTORIES)}, got {self.trajectory!r}")
+        if self.geometry not in GEOMETRIES:
+            raise ValueError(f"SceneSpec: geometry must be one of {list(GEOMETRIES)}, got {self.geometry!r}")
         if self.motion not in MOTION:
             raise ValueError(f"SceneSpec: motion must be one of {list(MOTION)}, got {self.motion!r}")
         if not 1 <= len(self.exposures) <= 3:
@@ -121,12 +131,15 @@ class SceneSpec:
         return 8 if self.degradation == "clean" else 16
 
     def to_dict(self) -> dict:
-        """JSON-friendly fields; ``trajectory`` only when not ``"smooth"``, so specs recorded before the
-        field existed still compare equal (their scenes are not regenerated)."""
+        """JSON-friendly fields; ``trajectory`` only when not ``"smooth"`` and ``geometry`` only when not
+        ``"panorama"``, so specs recorded before the fields existed still compare equal (their scenes
+        are not regenerated)."""
         out = {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
                for f in dataclasses.fields(self)}
         if out["trajectory"] == "smooth":
             del out["trajectory"]
+        if out["geometry"] == "panorama":
+            del out["geometry"]
         return out
 
     @classmethod
