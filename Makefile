@@ -30,6 +30,7 @@ data: $(STAMP)
 	$(BIN)/vs-hdrvid synth --fetch-panoramas
 	$(BIN)/vs-hdrvid synth --preset val
 	$(BIN)/vs-hdrvid synth --preset test
+	$(BIN)/vs-hdrvid synth --preset test3d
 
 clean:
 	rm -rf $(VENV) build *.egg-info
