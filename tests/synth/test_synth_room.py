@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
+from vs_hdrvid.ops.warp import flow_warp
 from vs_hdrvid.synth.camera import CameraPath
 from vs_hdrvid.synth.dataset import generate_scene
 from vs_hdrvid.synth.presets import PRESETS
@@ -24,13 +24,9 @@ F_PX = (W / 2) / math.tan(HFOV / 2)
 
 
 def _warp(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Backward-warp ``(C, H, W)`` with ``(2, H, W)`` flow (grid_sample at p + flow)."""
-    c, h, w = img.shape
-    ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    g = np.stack([2 * (xs + flow[0]) / (w - 1) - 1, 2 * (ys + flow[1]) / (h - 1) - 1], -1)
-    out = F.grid_sample(torch.from_numpy(np.ascontiguousarray(img))[None].float(),
-                        torch.from_numpy(g[None]).float(), align_corners=True, padding_mode="border")
-    return out[0].numpy()
+    """Backward-warp ``(C, H, W)`` with ``(2, H, W)`` flow (sampled at p + flow, border padding)."""
+    return flow_warp(torch.from_numpy(np.ascontiguousarray(img))[None].float(),
+                     torch.from_numpy(np.ascontiguousarray(flow))[None].float())[0].numpy()
 
 
 def _tm(x: np.ndarray) -> np.ndarray:
