@@ -31,7 +31,7 @@ class SpyNetStage(CoarseNetStage):
     # refine_init's zero-initialised outputs did not move at 1e-4 (1200 steps, weights oscillating
     # around 3e-4); the README's flow table is of a run at this rate
     lr = 4e-4
-    losses = "EPE of the flow network's t->neighbour flows against ground truth (non-occluded for composed +-2 flows)"
+    losses = "EPE of the flow network's t->neighbour flows against ground truth, on pixels not occluded at the neighbour"
 
     def init(self) -> None:
         cfg = self.cfg
