@@ -150,6 +150,13 @@ def _shape(rng: np.random.Generator) -> tuple[str, tuple[float, ...]]:
     return kind, ()
 
 
+def _key_gain(make, spec: SceneSpec, key: float) -> float:
+    """The gain that brings the geometric mean of a background at ``t = 0`` to ``key``, measured on
+    ``make(width, height)`` built at a quarter of the scene's size."""
+    probe = make(max(spec.width // 4, 16), max(spec.height // 4, 16))
+    return key / max(_geo_mean(probe.render(0.0).permute(1, 2, 0).numpy()), 1e-8)
+
+
 def _pow2(n: float) -> int:
     return int(min(512, 2 ** math.ceil(math.log2(max(n, 32)))))
 
@@ -205,8 +212,7 @@ def _room(spec: SceneSpec, rng: dict[str, np.random.Generator], folder: str | No
         textures.append(tex)
         names.append(name)
     args = (tuple(lo), tuple(hi), panels, textures, tiles, path, dolly)
-    probe = Room(*args, max(w // 4, 16), max(h // 4, 16))
-    gain = key / max(_geo_mean(probe.render(0.0).permute(1, 2, 0).numpy()), 1e-8)
+    gain = _key_gain(lambda pw, ph: Room(*args, pw, ph), spec, key)
     return Room(*args, w, h, gain=gain, names=tuple(names)), names
 
 
@@ -220,17 +226,15 @@ def build_scene(spec: SceneSpec, folder: str | None = None) -> tuple[Scene, dict
     """
     rng = scene_rngs(spec.seed)
     src, frames = _load(spec.source, None if folder is None else str(folder))
+    key = math.exp(rng["misc"].uniform(math.log(spec.key[0]), math.log(spec.key[1])))
     if spec.geometry == "room":
-        key = math.exp(rng["misc"].uniform(math.log(spec.key[0]), math.log(spec.key[1])))
         bg, room_textures = _room(spec, rng, None if folder is None else str(folder), key)
         bg_gain = bg.gain
     else:
         projection = "equirect" if src.kind == "pano" else "plane"
         path = _camera_path(spec, rng["camera"], projection)
-        key = math.exp(rng["misc"].uniform(math.log(spec.key[0]), math.log(spec.key[1])))
         offset = float(rng["misc"].uniform(0, max(len(frames) - spec.frames, 0))) if len(frames) > 1 else 0.0
-        probe = Background(list(frames[:1]), projection, path, max(spec.width // 4, 16), max(spec.height // 4, 16))
-        bg_gain = key / max(_geo_mean(probe.render(0.0).permute(1, 2, 0).numpy()), 1e-8)
+        bg_gain = _key_gain(lambda pw, ph: Background(list(frames[:1]), projection, path, pw, ph), spec, key)
         bg = Background(list(frames), projection, path, spec.width, spec.height, gain=bg_gain, seq_offset=offset)
         room_textures = []
 
