@@ -51,3 +51,16 @@ def test_a_damaged_or_newer_entry_is_one_clear_error(tmp_path, edit, match):
     path.write_text(json.dumps(data))
     with pytest.raises(W.WeightsError, match=match):
         W.load("refine-2exp", folder=tmp_path)
+
+
+def test_weights_of_another_width_than_the_config_name_both(tmp_path):
+    from vs_hdrvid.models.dealthdr import DeAltHDR, DeAltHDRConfig
+
+    W.write(DeAltHDR(DeAltHDRConfig.sized("tiny", flow_source="dis")), "dealthdr-2exp", tmp_path)
+    path = tmp_path / W.MANIFEST
+    data = json.loads(path.read_text())
+    data["dealthdr_2exp.safetensors"]["config"]["dim"] = 16  # the manifest says small, the file is tiny
+    path.write_text(json.dumps(data))
+    with pytest.raises(W.WeightsError, match=r"another size than its manifest config \(dim 16\).* is \(32,\) in "
+                                             r"the file and \(64,\) for the config"):
+        W.load("dealthdr-2exp", folder=tmp_path)

@@ -167,6 +167,14 @@ def load(name: str, device: torch.device | str = "cpu", folder: Path = WEIGHTS_D
                                f"{entry.sha256}; restore it from git or retrain with `{spec.train_command}`")
     model = spec.build(entry.config)
     state = load_file(path, device=str(device))
+    want = model.state_dict()
+    bad = [(k, tuple(v.shape), tuple(want[k].shape)) for k, v in state.items() if k in want and v.shape != want[k].shape]
+    if bad:
+        k, got, need = bad[0]
+        width = f" (dim {entry.config['dim']})" if "dim" in entry.config else ""
+        raise WeightsError(f"{path} is of another size than its manifest config{width}: {len(bad)} tensors differ, "
+                           f"e.g. {k} is {got} in the file and {need} for the config; retrain with "
+                           f"`{spec.train_command}` or restore the matching MANIFEST.json")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise WeightsError(f"{path} does not fit {spec.network}: missing {missing[:3]}, unexpected {unexpected[:3]}")

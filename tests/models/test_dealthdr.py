@@ -278,3 +278,49 @@ def test_external_flows_replace_the_spynet():
     with torch.no_grad():
         net(ldrs, evs, 15.0)
     assert calls == [1]
+
+
+# -- flow_source="dis": the classical flows come from the caller
+
+
+def test_dis_network_has_no_flow_network_and_needs_the_flows():
+    net = net_of(tiny(flow_source="dis"))
+    assert net.flownet is None and net.needs_flows and net.multiple == 8
+    assert not any(k.startswith("flownet.") for k in net.state_dict())
+    ldrs, evs = random_window(1, 32, 32)
+    with pytest.raises(ValueError, match="needs the flows"):
+        net(ldrs, evs, 15.0)
+    with pytest.raises(ValueError, match="flow_source"):
+        tiny(flow_source="raft")
+
+
+def test_untrained_dis_network_is_the_merge_of_the_given_flows():
+    """Step 0 of the classical-answer design: the output is the merge of the window aligned by the
+    flows it is given, at every ``s``, and ``merge_base`` is that merge."""
+    net = net_of(tiny(flow_source="dis"), seed=5)
+    ldrs, evs = random_window(2, 40, 48, seed=6)
+    g = torch.Generator().manual_seed(7)
+    fwd, bwd = torch.randn(2, 4, 2, 40, 48, generator=g), torch.randn(2, 4, 2, 40, 48, generator=g)
+    with torch.no_grad():
+        x, _ = prepare_inputs(ldrs, evs)
+        d = consistency_difference(x[:, 2, 3:].repeat_interleave(4, 0), fwd.flatten(0, 1), bwd.flatten(0, 1))
+        want = window_merge(x[:, :, :3], ldrs, evs, fwd, d, 2).clamp(0, 1) * 4.0  # centre long: H_sat = 2**2
+        base = net.merge_base(ldrs, evs, (fwd, bwd))
+        outs = [net(ldrs, evs, s, flows=(fwd, bwd)) for s in (0.0, 15.0, math.inf)]
+    torch.testing.assert_close(base, want, rtol=2e-4, atol=1e-6)
+    for out in outs:
+        torch.testing.assert_close(out.hdr, base, rtol=0, atol=0)
+        assert torch.equal(out.flows, fwd)
+    assert outs[0].attention_ratio == 0.0 < outs[1].attention_ratio < outs[2].attention_ratio == 1.0
+
+
+def test_cpu_sizes_build_and_grow():
+    counts = {}
+    for size in ("tiny", "small", "medium"):
+        cfg = DeAltHDRConfig.sized(size, flow_source="dis")
+        assert DeAltHDRConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+        counts[size] = sum(p.numel() for p in DeAltHDR(cfg).parameters())
+    assert counts["tiny"] < counts["small"] < counts["medium"]
+    assert DeAltHDRConfig.small() == DeAltHDRConfig.sized("small")
+    with pytest.raises(ValueError, match="unknown size"):
+        DeAltHDRConfig.sized("huge")

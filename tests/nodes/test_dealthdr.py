@@ -34,6 +34,16 @@ def wdir(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def wdir_dis(tmp_path_factory):
+    """An untrained narrow DeAltHDR of the classical-flow design (``flow_source="dis"``, as shipped)."""
+    folder = tmp_path_factory.mktemp("dealthdr-dis-weights")
+    torch.manual_seed(0)
+    W.write(DeAltHDR(DeAltHDRConfig.sized("tiny", flow_source="dis")), "dealthdr-2exp", folder,
+            recipe={"training": "none (tests)"})
+    return folder
+
+
 def linear_clip(tmp_path, evs=EVS, frames=5, size=(48, 64), motion=(1.0, 0.5, 0.0, 1.0)):
     seq = make_sequence(tmp_path, evs, frames, size=size, motion=motion)
     return seq, hv.linearize(hv.read_images(seq.pattern), exposures=evs, device="cpu")
@@ -167,3 +177,18 @@ def test_reconstruct_cli_dealthdr(tmp_path, wdir, capsys):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{n:05d}.exr" for n in range(3)]
     back = hv.read_exr(str(out))
     assert np.isfinite(planes(back.get_frame(1))).all()
+
+
+def test_dealthdr_of_the_classical_flow_design_computes_the_dis_flows_itself(tmp_path, wdir_dis):
+    """Without flow clips, weights with ``flow_source="dis"`` get ``classical_flow(clip, o)`` for
+    each neighbour, as in training: the same frames as with those clips given."""
+    _, lin = linear_clip(tmp_path, frames=5)
+    own = hv.dealthdr(lin, s=15.0, weights=wdir_dis, device="cpu", fp32=True)
+    given = hv.dealthdr(lin, s=15.0, flow=[hv.classical_flow(lin, o) for o in (-2, -1, 1, 2)], weights=wdir_dis,
+                        device="cpu", fp32=True)
+    zero = hv.dealthdr(lin, s=15.0, flow=zero_flow(lin), weights=wdir_dis, device="cpu", fp32=True)
+    for n in (1, 2, 3):
+        a, b = own.get_frame(n), given.get_frame(n)
+        np.testing.assert_array_equal(planes(a), planes(b))
+        assert a.props["HdrAttentionRatio"] == b.props["HdrAttentionRatio"]
+    assert np.abs(planes(own.get_frame(2)) - planes(zero.get_frame(2))).max() > 1e-3  # the scene moves

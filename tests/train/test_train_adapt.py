@@ -67,3 +67,17 @@ def test_adapt_refuses_bad_options(tmp_path, footage):
         _cfg(tmp_path, footage, options={"ema": 1.5})
     with pytest.raises(ValueError, match="footage"):
         TrainConfig(stage="adapt", options={"out": "x"})
+
+
+def test_windows_carry_their_classical_flows_for_networks_that_take_them(footage):
+    from vs_hdrvid.train.data import window_classical_flows
+
+    path, evs = footage
+    plain, ds = FootageWindows((path,), evs, 32, 2, seed=0), FootageWindows((path,), evs, 32, 2, seed=0, flows=True)
+    a, b = plain[3], ds[3]
+    assert set(b) - set(a) == {"full_fwd", "full_bwd", "sub_fwd", "sub_bwd"}
+    assert all((a[k] == b[k]).all() for k in a)
+    assert b["full_fwd"].shape == b["sub_bwd"].shape == (4, 2, 32, 32)
+    fwd, bwd = window_classical_flows(b["sub"], b["sub_ev"], 2)
+    assert (fwd == b["sub_fwd"]).all() and (bwd == b["sub_bwd"]).all()
+    assert (b["sub_fwd"][0] == b["sub_fwd"][3]).all() and (b["sub_fwd"][1] == b["sub_fwd"][2]).all()  # [A, B, t, B, A]

@@ -13,7 +13,8 @@ from vs_hdrvid.models.dealthdr import DeAltHDR, DeAltHDRConfig
 from vs_hdrvid.train.config import MIN_LR, TrainConfig
 from vs_hdrvid.train.data import WindowDataset
 from vs_hdrvid.train.loop import train
-from vs_hdrvid.train.stages.dealthdr import DEALTHDR_DEVIATIONS, DeAltHDRStage, sample_sensitivity
+from vs_hdrvid.train.data import SceneArrays
+from vs_hdrvid.train.stages.dealthdr import DEALTHDR_DEVIATIONS, sample_sensitivity
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +80,19 @@ def test_dealthdr_windows_use_the_degraded_scenes_only(root):
     assert set(clean.dirs) - set(ds.dirs)  # the clean recipe is left out of dealthdr windows
 
 
+def test_dealthdr_windows_carry_the_classical_flows_both_ways(root):
+    ds = WindowDataset(root, "micro", "dealthdr", 2, patch=32, train=False, val_windows=1, classical_flow=True)
+    assert ds.flow_reach == 2
+    item, y, x = ds.fixed[0]
+    sample = ds[0]
+    assert tuple(sample["init_flows"].shape) == (1, 4, 2, 32, 32) == tuple(sample["init_bwd"].shape)
+    flows, _ = SceneArrays(ds.dirs[item.scene]).classical_flows(2)  # offsets -2, -1, 1, 2
+    crop = (..., slice(y, y + 32), slice(x, x + 32))
+    for j, d in enumerate((-2, -1, 1, 2)):
+        assert torch.equal(sample["init_flows"][0, j], torch.from_numpy(flows[item.t, j][crop]))
+        assert torch.equal(sample["init_bwd"][0, j], torch.from_numpy(flows[item.t + d, 3 - j][crop]))  # t+d -> t
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, root):
     """A 3-step run stopped after its first step (``max_minutes``) and resumed, and the same run
@@ -100,22 +114,28 @@ def test_dealthdr_stage_trains_and_ships(runs):
     assert [Path(f).name for f in first["shipped"]] == ["dealthdr_2exp.safetensors"]
     steps = _log(tmp / "runs" / "straight")
     assert [r["step"] for r in steps] == [1, 2, 3]
-    assert all({"mu_l1", "structure", "epe", "s", "attention_ratio"} <= set(r) for r in steps)
+    assert all({"mu_l1", "structure", "linear_l1", "s", "attention_ratio"} <= set(r) for r in steps)
+    assert not any("epe" in r for r in steps)  # DIS flows: no flow network, no EPE term
     assert all(0.0 <= r["attention_ratio"] <= 1.0 for r in steps)
 
     net, entry = W.load("dealthdr-2exp", folder=tmp / "weights")  # sha256 checked
-    assert isinstance(net, DeAltHDR) and net.config == DeAltHDRConfig.small()
+    assert isinstance(net, DeAltHDR) and net.config == DeAltHDRConfig.small(flow_source="dis")
+    assert net.flownet is None and net.needs_flows
     assert entry.network == "DeAltHDR" and entry.parameters == sum(p.numel() for p in net.parameters())
     rec = entry.recipe
     assert rec["steps"] == 1 and rec["batch"] == 1 and rec["patch"] == 32
     assert "AdamW" in rec["lr_schedule"] and "cosine" in rec["lr_schedule"]
-    assert rec["losses"] == DeAltHDRStage.losses and rec["perc_weight"] == 0.5 and rec["flow_weight"] == 0.01
+    assert "lin_weight x L1" in rec["losses"] and "EPE" not in rec["losses"]
+    assert rec["perc_weight"] == 0.5 and rec["lin_weight"] == 1.0 and "flow_weight" not in rec
     assert "30% flow only" in rec["branches"] and "30% attention only" in rec["branches"]
     assert "tone perturbation" not in rec["augmentation"]
     assert rec["data"]["preset"] == "micro" and rec["data"]["exposures"] == 2
     assert entry.deviations[:len(DEALTHDR_DEVIATIONS)] == DEALTHDR_DEVIATIONS
-    assert any("DeAltHDRConfig.small" in d for d in entry.deviations)
-    assert {"val_psnr_mu", "val_psnr_mu_s0", "val_psnr_mu_sinf", "val_psnr_mu_reference_only"} <= set(entry.metrics)
+    assert any("'small' size" in d for d in entry.deviations)
+    assert any("Flows from DIS" in d for d in entry.deviations) and not any("SpyNet is trained" in d
+                                                                             for d in entry.deviations)
+    assert {"val_psnr_mu", "val_psnr_mu_s0", "val_psnr_mu_sinf", "val_psnr_mu_reference_only", "val_psnr_mu_merge",
+            "val_psnr_l", "val_attention_ratio_s15"} <= set(entry.metrics)
     assert "--model small" in json.dumps(entry.to_dict())
 
 
@@ -125,7 +145,8 @@ def test_dealthdr_resume_continues_history_schedule_and_optimiser(runs):
     assert resumed["step"] == 3 and resumed["shipped"] == []
     ckpt = torch.load(run / "ckpt.pt", weights_only=False)
     assert [s for s, _ in ckpt["history"]["train"]] == [1, 2, 3]
-    assert set(ckpt["nets"]) == {"dealthdr"} and ckpt["net_configs"]["dealthdr"] == DeAltHDRConfig.small().to_dict()
+    assert set(ckpt["nets"]) == {"dealthdr"} and ckpt["net_configs"]["dealthdr"] == DeAltHDRConfig.small(
+        flow_source="dis").to_dict()
     group = ckpt["optimizer"]["param_groups"][0]
     assert group["betas"] == (0.9, 0.999) and group["weight_decay"] == 0.01  # AdamW's default decay (Adam: 0)
     lrs = [r["lr"] for r in _log(run)]

@@ -40,7 +40,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.blocks import pad_to_multiple, radiance_to_ldr
-from ..ops.metrics import MU, mu_law
 from ..ops.warp import flow_warp
 from .rewrites import (exportable_pair_spynet, resize_flow_exportable, use_torchvision_deform,
                        window_attention)
@@ -219,7 +218,7 @@ class DeAltHDRGraph(_Graph):
         return (ldr, evs, self.s), {"flows": self._given_flows(x)}
 
     def forward(self, x: Tensor):
-        from ..models.dealthdr import prepare_inputs, window_merge
+        from ..models.dealthdr import prepare_inputs
         from ..models.fgma import consistency_difference, level_mask
 
         net, cfg, s = self.net, self.net.config, self.s
@@ -254,14 +253,7 @@ class DeAltHDRGraph(_Graph):
         for i, lvl in enumerate((2, 1, 0)):
             y = net.skip[i](torch.cat((net.up[i](y), feats[lvl][:, ci]), 1))
             y = net.dec[i](align(lvl, y, net.align[i]))
-        if cfg.residual_base == "merge":
-            ldr_p = pad_to_multiple(ldrs, net.multiple)[0]
-            base = mu_law(window_merge(inp[:, :, :3], ldr_p, evs, fwd, d, ci).clamp(0, 1), MU)
-        else:
-            base = mu_law(inp[:, ci, :3].clamp(0, 1), MU)
-        t_out = (base + net.head(y)).clamp(0, 1)
-        lin = torch.expm1(t_out * math.log1p(MU)) / MU
-        hdr = crop(lin) * torch.exp2(-evs.min(1).values).view(b, 1, 1, 1)
+        hdr = net._to_hdr(net._base(inp, ldrs, evs, fwd, d) + net.head(y), crop, evs)
         if self.outputs == "hdr":
             return hdr
         return hdr, torch.stack(masked).sum() / total, crop(fwd)
@@ -291,7 +283,8 @@ def build_graph(model: nn.Module, kind: str, outputs: str = "hdr", deform: str =
         short: DeAltHDR only: which window frames are short exposures (default: the centre's
             exposure alternating, the centre short).
         s: DeAltHDR only: the FGMA sensitivity the graph is built for.
-        flows: DeAltHDR only: the flows come as input planes instead of from its SpyNet.
+        flows: DeAltHDR only: the flows come as input planes instead of from its SpyNet (always
+            for weights with ``flow_source="dis"``).
 
     Raises:
         ValueError: an unknown kind, outputs or deform.
@@ -307,5 +300,7 @@ def build_graph(model: nn.Module, kind: str, outputs: str = "hdr", deform: str =
         return RefineGraph(use_torchvision_deform(model) if deform == "op" else model, kind, outputs)
     t = model.config.frames
     short = tuple(i % 2 == t // 2 % 2 for i in range(t)) if short is None else tuple(short)
+    if model.flownet is None:  # flow_source="dis": the flows are always input planes
+        return DeAltHDRGraph(model, outputs, short, s, True)
     exportable_pair_spynet(model.flownet)
     return DeAltHDRGraph(model, outputs, short, s, flows)

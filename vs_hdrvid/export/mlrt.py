@@ -48,7 +48,8 @@ def ev_plane(lin: vs.VideoNode, offset: int, pattern: Sequence[float]) -> vs.Vid
 
 
 def network_clips(kind: str, lin: vs.VideoNode, coarse: vs.VideoNode | None = None,
-                  flows: Sequence[vs.VideoNode] | None = None, frames: int | None = None) -> list[vs.VideoNode]:
+                  flows: Sequence[vs.VideoNode] | None = None, frames: int | None = None,
+                  own_flows: bool = False) -> list[vs.VideoNode]:
     """The clips of an exported ``kind`` network's input, in the order of its planes.
 
     Args:
@@ -58,9 +59,12 @@ def network_clips(kind: str, lin: vs.VideoNode, coarse: vs.VideoNode | None = No
             the frames as they are.
         coarse: refine only: the coarse HDR clip (``hv.coarse`` or a vs-mlrt CoarseNet's output).
         flows: coarse: the flow clips per neighbour offset ``-(n-1)..-1, 1..n-1`` (default
-            ``hv.classical_flow(lin, offset)``, as ``hv.coarse``); dealthdr: optional flow clips
-            for offsets ``-2, -1, 1, 2`` (for a graph exported with flows).
+            ``hv.classical_flow(lin, offset)``, as ``hv.coarse``); dealthdr: the flow clips for
+            offsets ``-2, -1, 1, 2`` (default ``hv.classical_flow``, as ``hv.dealthdr`` gives the
+            shipped weights; the reverse flows come from the same clips).
         frames: the window length of refine (3) or dealthdr (5), when not the default.
+        own_flows: dealthdr only: the graph estimates its flows itself (weights with
+            ``flow_source="spynet"`` exported without ``--flows``): no flow clips.
 
     Returns:
         the clips for ``core.ort.Model`` / ``core.ov.Model`` / ``core.trt.Model``.
@@ -87,8 +91,10 @@ def network_clips(kind: str, lin: vs.VideoNode, coarse: vs.VideoNode | None = No
         from ..nodes import classical_flow
 
         clips += list(flows) if flows is not None else [classical_flow(lin, o) for o in nbrs]
-    elif kind == "dealthdr" and flows is not None:
-        flows = list(flows)
+    elif kind == "dealthdr" and not own_flows:
+        from ..nodes import classical_flow
+
+        flows = list(flows) if flows is not None else [classical_flow(lin, o) for o in nbrs]
         clips += flows + [shift_clip(flows[nbrs.index(-o)], o, p) for o in nbrs]  # n -> t, as hv.dealthdr
     return clips + [ev_plane(lin, o, pattern) for o in offsets]
 

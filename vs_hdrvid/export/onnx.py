@@ -276,7 +276,8 @@ def export_network(name: str, out_dir: str | os.PathLike, size: tuple[int, int] 
     for var in variants(model, spec.kind):
         graph = build_graph(model, spec.kind, "hdr", deform, short=var["short"], s=s)
         path = out_dir / f"{name}{var['suffix']}.onnx"
-        planes = [{"name": p.name, "first": p.start, "planes": p.count} for p in layout(model, spec.kind)]
+        planes = [{"name": p.name, "first": p.start, "planes": p.count}
+                  for p in layout(model, spec.kind, getattr(graph, "flows", False))]
         meta = {"vs_hdrvid.network": name, "vs_hdrvid.layout": json.dumps(planes), "vs_hdrvid.multiple": m}
         if spec.kind == "dealthdr":
             meta |= {"vs_hdrvid.s": s, "vs_hdrvid.short": json.dumps(var["short"])}

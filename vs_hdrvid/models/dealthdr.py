@@ -9,8 +9,13 @@ Network (a Turtle-style U-Net, Appendix C and Figure B):
   the long-exposure frames (``dual_encoders=False`` shares one, the Table 5/C ablation): levels
   of ``enc_blocks`` blocks (ReducedAttn + FFW at levels 1-2, channel attention + gated FFW at
   level 3), 2x down-sampling between levels and into the middle;
-* SpyNet flows both ways between the centre frame and each neighbour (:class:`PairSpyNet` on the
-  gamma inputs) and the forward-backward difference ``D`` of eqs. 4-5, computed once;
+* flows both ways between the centre frame and each neighbour and the forward-backward difference
+  ``D`` of eqs. 4-5, computed once: the paper's SpyNet (:class:`PairSpyNet` on the gamma inputs,
+  ``flow_source="spynet"``) or, this project's choice for CPU-trained weights
+  (``flow_source="dis"``), the classical DIS flows the caller passes in (the ``dealthdr`` node
+  computes them with :func:`~vs_hdrvid.nodes.classical_flow`, as ``coarse`` does): a trained
+  SpyNet correction of DIS did not lower DIS's end-point error on this project's budget, and a
+  SpyNet learning from zero inside the network gives FGMA a difference map of its own errors;
 * a middle of ``middle_blocks`` channel blocks and three decoder levels, each starting with FGMA
   alignment of the four neighbours' encoder features onto the current feature and the
   history-router style fusion (:class:`ChannelCrossFusion`);
@@ -47,7 +52,7 @@ from vs_hdrvid.models.spynet import PairSpyNet, PairSpyNetConfig
 from vs_hdrvid.ops.metrics import MU, mu_law
 from vs_hdrvid.ops.warp import flow_warp, resize_flow
 
-__all__ = ["DeAltHDRConfig", "DeAltHDR", "DeAltHDROutput", "prepare_inputs", "window_merge"]
+__all__ = ["CPU_SIZES", "DeAltHDRConfig", "DeAltHDR", "DeAltHDROutput", "prepare_inputs", "window_merge"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,8 @@ class DeAltHDRConfig(ConfigMixin):
         window: FGMA key window side.
         frames: window length (odd).
         dual_encoders: separate short/long encoders (False: one shared).
+        flow_source: ``"spynet"`` (the paper: the network's own SpyNet, ``flow``) or ``"dis"``
+            (flows given to :meth:`DeAltHDR.forward`; no flow network).
         residual_base: ``"merge"`` (:func:`window_merge`) or ``"reference"`` (the centre frame).
         gamma: camera response exponent of the LDR input.
         flow: the SpyNet's config.
@@ -82,6 +89,7 @@ class DeAltHDRConfig(ConfigMixin):
     window: int = 7
     frames: int = 5
     dual_encoders: bool = True
+    flow_source: str = "spynet"
     residual_base: str = "merge"
     gamma: float = 2.2
     flow: PairSpyNetConfig = field(default_factory=PairSpyNetConfig)
@@ -89,6 +97,8 @@ class DeAltHDRConfig(ConfigMixin):
     def __post_init__(self) -> None:
         if self.frames % 2 == 0 or self.frames < 3:
             raise ValueError(f"DeAltHDRConfig: frames must be odd and >= 3, got {self.frames}")
+        if self.flow_source not in ("spynet", "dis"):
+            raise ValueError(f"DeAltHDRConfig: flow_source must be spynet or dis, got {self.flow_source!r}")
         if self.residual_base not in ("merge", "reference"):
             raise ValueError(f"DeAltHDRConfig: residual_base must be merge or reference, got {self.residual_base!r}")
         for lvl, h in enumerate(self.heads):
@@ -97,10 +107,29 @@ class DeAltHDRConfig(ConfigMixin):
                                  f"are not divisible by {h} heads")
 
     @classmethod
-    def small(cls) -> "DeAltHDRConfig":
+    def small(cls, **overrides) -> "DeAltHDRConfig":
         """The width and depth this project trains on a CPU (see the weights manifest)."""
-        return cls(dim=16, enc_blocks=(1, 1, 2), middle_blocks=2, dec_blocks=(1, 1, 1), heads=(1, 1, 2, 4),
-                   expansion=2.0, window=5, flow=PairSpyNetConfig(levels=4, channels=(16, 32, 16, 8), kernel_size=5))
+        return cls.sized("small", **overrides)
+
+    @classmethod
+    def sized(cls, size: str, **overrides) -> "DeAltHDRConfig":
+        """One of the CPU sizes of :data:`CPU_SIZES` (``tiny``, ``small``, ``medium``), or the
+        paper's (``paper``), with ``overrides`` of any field."""
+        if size == "paper":
+            return cls(**overrides)
+        if size not in CPU_SIZES:
+            raise ValueError(f"DeAltHDRConfig: unknown size {size!r}; known: {', '.join([*CPU_SIZES, 'paper'])}")
+        return cls(**{**CPU_SIZES[size], "expansion": 2.0, "window": 5,
+                      "flow": PairSpyNetConfig(levels=4, channels=(16, 32, 16, 8), kernel_size=5), **overrides})
+
+
+#: The widths and depths swept on the CPU (README "DeAltHDR size sweep"): ``small`` is the first
+#: shipped one; ``tiny`` halves its width, ``medium`` widens it by half and deepens level 2.
+CPU_SIZES: dict[str, dict] = {
+    "tiny": {"dim": 8, "enc_blocks": (1, 1, 2), "middle_blocks": 2, "dec_blocks": (1, 1, 1), "heads": (1, 1, 2, 4)},
+    "small": {"dim": 16, "enc_blocks": (1, 1, 2), "middle_blocks": 2, "dec_blocks": (1, 1, 1), "heads": (1, 1, 2, 4)},
+    "medium": {"dim": 24, "enc_blocks": (1, 2, 2), "middle_blocks": 2, "dec_blocks": (1, 1, 1), "heads": (1, 2, 2, 4)},
+}
 
 
 @dataclass
@@ -195,7 +224,7 @@ class DeAltHDR(nn.Module):
         super().__init__()
         self.config = cfg = config or DeAltHDRConfig()
         d, e, w = cfg.dim, cfg.expansion, cfg.window
-        self.flownet = PairSpyNet(cfg.flow)
+        self.flownet = PairSpyNet(cfg.flow) if cfg.flow_source == "spynet" else None
         self.enc_short = _Encoder(cfg)
         self.enc_long = _Encoder(cfg) if cfg.dual_encoders else self.enc_short
         self.middle_align = _AlignFuse(8 * d, cfg.heads[3], w, e)
@@ -218,7 +247,12 @@ class DeAltHDR(nn.Module):
     @property
     def multiple(self) -> int:
         """Frame sides must be multiples of this (the U-Net's and the flow pyramid's)."""
-        return math.lcm(8, 2 ** (self.config.flow.levels - 1))
+        return math.lcm(8, 2 ** (self.config.flow.levels - 1)) if self.flownet is not None else 8
+
+    @property
+    def needs_flows(self) -> bool:
+        """Whether :meth:`forward` must be given the flows (``flow_source="dis"``)."""
+        return self.flownet is None
 
     def estimate_flows(self, gam: Tensor) -> tuple[Tensor, Tensor]:
         """SpyNet flows ``t -> n`` and ``n -> t`` for every neighbour ``n`` of the centre, in one batch.
@@ -248,24 +282,50 @@ class DeAltHDR(nn.Module):
             out.append(merged.unflatten(0, (b, t)))
         return out
 
-    def forward(self, ldrs: Tensor, evs: Tensor, s: float = 15.0,
-                flows: tuple[Tensor, Tensor] | None = None) -> DeAltHDROutput:
-        b, t, _, h, w = ldrs.shape
+    def _prepare(self, ldrs: Tensor, evs: Tensor, flows: tuple[Tensor, Tensor] | None):
+        """Equation 1's input padded to the multiple, its crop, the flows both ways and ``D``."""
+        b, t = ldrs.shape[:2]
         if t != self.config.frames or evs.shape != (b, t):
             raise ValueError(f"DeAltHDR: expected ldrs (B, {self.config.frames}, 3, H, W) and evs (B, "
                              f"{self.config.frames}), got {tuple(ldrs.shape)}, {tuple(evs.shape)}")
-        if not s >= 0:  # also rejects NaN
-            raise ValueError(f"DeAltHDR: s must be >= 0 (inf allowed), got {s}")
         x, short = prepare_inputs(ldrs, evs, self.config.gamma)
         x, crop = pad_to_multiple(x, self.multiple)  # (B, T, 6, H', W')
-        ci = self.center
         gam = x[:, :, 3:]
         if flows is None:
+            if self.flownet is None:
+                raise ValueError("DeAltHDR: this network (flow_source='dis') needs the flows (fwd, bwd) "
+                                 "of every neighbour; it has no flow network of its own")
             fwd, bwd = self.estimate_flows(gam)
         else:
             fwd, bwd = (pad_to_multiple(f.to(x.dtype), self.multiple, mode="replicate")[0] for f in flows)
         n = t - 1
-        d = consistency_difference(gam[:, ci].repeat_interleave(n, 0), fwd.flatten(0, 1), bwd.flatten(0, 1))
+        d = consistency_difference(gam[:, self.center].repeat_interleave(n, 0), fwd.flatten(0, 1), bwd.flatten(0, 1))
+        return x, short, crop, fwd, d
+
+    def _base(self, x: Tensor, ldrs: Tensor, evs: Tensor, fwd: Tensor, d: Tensor) -> Tensor:
+        """The residual base in the mu-law domain (``config.residual_base``)."""
+        if self.config.residual_base == "merge":
+            ldr_p = pad_to_multiple(ldrs, self.multiple)[0]
+            return mu_law(window_merge(x[:, :, :3], ldr_p, evs, fwd, d, self.center).clamp(0, 1), MU)
+        return mu_law(x[:, self.center, :3].clamp(0, 1), MU)
+
+    @staticmethod
+    def _to_hdr(t_out: Tensor, crop, evs: Tensor) -> Tensor:
+        lin = torch.expm1(t_out.clamp(0, 1) * math.log1p(MU)) / MU  # inverse mu-law: short-exposure units
+        return crop(lin) * torch.exp2(-evs.min(1).values).view(-1, 1, 1, 1)
+
+    def merge_base(self, ldrs: Tensor, evs: Tensor, flows: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """The HDR of the residual base alone: what the untrained network returns, ``(B, 3, H, W)``."""
+        x, _, crop, fwd, d = self._prepare(ldrs, evs, flows)
+        return self._to_hdr(self._base(x, ldrs, evs, fwd, d), crop, evs)
+
+    def forward(self, ldrs: Tensor, evs: Tensor, s: float = 15.0,
+                flows: tuple[Tensor, Tensor] | None = None) -> DeAltHDROutput:
+        if not s >= 0:  # also rejects NaN
+            raise ValueError(f"DeAltHDR: s must be >= 0 (inf allowed), got {s}")
+        x, short, crop, fwd, d = self._prepare(ldrs, evs, flows)
+        b, t = ldrs.shape[:2]
+        ci, n = self.center, t - 1
         feats = self._encode(x, short)
         nb = [i for i in range(t) if i != ci]
         masked = total = 0.0
@@ -282,12 +342,5 @@ class DeAltHDR(nn.Module):
         for i, lvl in enumerate((2, 1, 0)):
             y = self.skip[i](torch.cat((self.up[i](y), feats[lvl][:, ci]), 1))
             y = self.dec[i](align(lvl, y, self.align[i]))
-        if self.config.residual_base == "merge":
-            ldr_p = pad_to_multiple(ldrs, self.multiple)[0]
-            base = mu_law(window_merge(x[:, :, :3], ldr_p, evs, fwd, d, ci).clamp(0, 1), MU)
-        else:
-            base = mu_law(x[:, ci, :3].clamp(0, 1), MU)
-        t_out = (base + self.head(y)).clamp(0, 1)
-        lin = torch.expm1(t_out * math.log1p(MU)) / MU  # inverse mu-law: radiance in short-exposure units
-        hdr = crop(lin) * torch.exp2(-evs.min(1).values).view(b, 1, 1, 1)
+        hdr = self._to_hdr(self._base(x, ldrs, evs, fwd, d) + self.head(y), crop, evs)
         return DeAltHDROutput(hdr, masked / max(total, 1.0), crop(fwd))

@@ -51,8 +51,8 @@ def dealthdr(clip: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] |
 
     Each frame's window ``t-2..t+2`` (at the clip's ends the nearest frame of the same exposure
     stands in) is turned back into gamma-2.2 LDR, the neighbours are warped onto the reference by
-    the similarity props of :func:`align` when present, and the network aligns the rest: SpyNet
-    flows everywhere, cross-attention where the forward-backward check flags the flow (``s``).
+    the similarity props of :func:`align` when present, and the network aligns the rest: flows
+    (its SpyNet's or DIS's) everywhere, cross-attention where the forward-backward check flags the flow (``s``).
 
     Args:
         clip: output of :func:`linearize` (ideally through :func:`align`) with a 2-exposure
@@ -63,6 +63,9 @@ def dealthdr(clip: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] |
         flow: optional flow clips for offsets ``-2, -1, +1, +2`` in that order (from
             :func:`classical_flow` or :func:`flow`, mapping frame n to the original neighbour),
             used instead of the network's SpyNet; the reverse flows come from the same clips.
+            None: the network's SpyNet, or for weights trained on the classical flows (the
+            shipped ones, ``flow_source="dis"``) ``classical_flow(clip, o)`` (DIS, preset
+            medium, including the :func:`align` similarity), as in training.
         weights: ``None`` for the shipped ``dealthdr-2exp``, a folder holding the weights file and
             its ``MANIFEST.json``, or the file itself.
         device, fp32, num_streams, compile, backend: as for :func:`coarse` (no tiling: the flows
@@ -92,6 +95,10 @@ def dealthdr(clip: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] |
     engine = load_network("dealthdr", weights, period, dev, NODE, fp32, compile, backend=backend)
     net = engine.model
     window = ExposureWindow(clip, OFFSETS, period, NODE)
+    if not flows and net.needs_flows:  # weights trained on the classical flows get them here too
+        from .classical_flow import classical_flow
+
+        flows = [classical_flow(clip, o) for o in NEIGHBOURS]
     extra: list[vs.VideoNode] = []
     if flows:  # t -> t+o from clip o at t; t+o -> t from clip -o at t+o
         back = [shift_clip(flows[NEIGHBOURS.index(-o)], o, period) for o in NEIGHBOURS]

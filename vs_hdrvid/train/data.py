@@ -53,7 +53,7 @@ from vs_hdrvid.ops.warp import flow_warp
 from vs_hdrvid.synth.augment import Augment, perturb_tone, sample_augment
 
 __all__ = ["SceneArrays", "WindowDataset", "window_length", "list_scene_dirs", "GAMMA",
-           "prepare_classical_flows"]
+           "prepare_classical_flows", "window_classical_flows"]
 
 GAMMA = 2.2
 KINDS = ("flow", "coarse", "refine", "dealthdr")
@@ -197,6 +197,23 @@ class SceneArrays:
         return np.stack(flows).astype(np.float32), np.stack(valid)
 
 
+def window_classical_flows(ldrs: np.ndarray, evs: np.ndarray, center: int) -> tuple[np.ndarray, np.ndarray]:
+    """The classical flows of a gamma-LDR window as :meth:`SceneArrays.classical_flows` computes
+    them: from the centre to each other frame and back, in window order (for footage without a cache).
+
+    Shape: ``ldrs (T, 3, H, W)`` in [0, 1], ``evs (T,)`` -> two ``(T-1, 2, H, W)`` float32.
+    """
+    lin = torch.from_numpy(np.ascontiguousarray(ldrs, np.float32)).clamp(0, 1).pow(GAMMA)
+    lin = lin * torch.from_numpy(np.exp2(-np.asarray(evs, np.float32))).view(-1, 1, 1, 1)
+    fwd, bwd = [], []
+    for i in range(len(evs)):
+        if i != center:
+            ev = float(max(evs[center], evs[i]))
+            fwd.append(exposure_flow(lin[center], lin[i], ev, *CLASSICAL_FLOW)[0])
+            bwd.append(exposure_flow(lin[i], lin[center], ev, *CLASSICAL_FLOW)[0])
+    return np.stack(fwd), np.stack(bwd)
+
+
 def _has_classical_flows(path: Path, reach: int) -> bool:
     cache = path / _CLASSICAL_CACHE
     if not cache.is_file():
@@ -259,7 +276,9 @@ class WindowDataset(Dataset):
         classical_flow: also give the classical flows of each coarse window of the sample
             (:meth:`SceneArrays.classical_flows`) as ``init_flows (R, K, 2, P, P)`` and
             ``init_conf (R, K, 1, P, P)``, R = 1 (3 for ``refine``: the windows of ``t-1, t, t+1``),
-            K = ``2 * (exposures - 1)`` in time order.
+            K = ``2 * (exposures - 1)`` in time order. ``dealthdr`` windows get the flows from the
+            reference to its four neighbours (K = 4) and, as ``init_bwd (1, 4, 2, P, P)``, those
+            from each neighbour back to the reference.
 
     A training sample ``i`` (any non-negative integer) is a dict of tensors: ``ldrs (T, 3, P, P)``
     in [0, 1], ``evs (T,)``, ``gt (G, 3, P, P)`` (G = 1, or 3 for refine), ``h_sat ()`` and for
@@ -275,6 +294,8 @@ class WindowDataset(Dataset):
         self.tone, self.noise, self.noise_sigma = tone, noise, noise_sigma
         self.length = window_length(kind, exposures)
         self.radius = self.length // 2
+        #: the offsets the classical flows reach (:meth:`SceneArrays.classical_flows`)
+        self.flow_reach = self.radius if kind == "dealthdr" else exposures - 1
         if degradations is None and kind == "dealthdr":
             degradations = ("day", "night")
         self.dirs = []
@@ -311,7 +332,7 @@ class WindowDataset(Dataset):
         if s not in self._cache:
             scene = SceneArrays(self.dirs[s], flows=self.kind in _WITH_FLOWS)
             if self.classical_flow:
-                scene.classical_flows(self.exposures - 1)  # computed (or read) once, up front
+                scene.classical_flows(self.flow_reach)  # computed (or read) once, up front
             self._cache[s] = scene
         return self._cache[s]
 
@@ -350,10 +371,14 @@ class WindowDataset(Dataset):
             out["flows"], out["flow_valid"] = flows[..., crop[0], crop[1]], valid[..., crop[0], crop[1]]
         if self.classical_flow:
             g_refs = 1 if self.kind == "refine" else 0
-            cf, cc = sc.classical_flows(self.exposures - 1)
+            cf, cc = sc.classical_flows(self.flow_reach)
             refs = slice(item.t - g_refs, item.t + g_refs + 1)
             out["init_flows"] = cf[refs][..., crop[0], crop[1]]  # (R, K, 2, P, P)
             out["init_conf"] = cc[refs][..., crop[0], crop[1]].astype(np.float32)
+            if self.kind == "dealthdr":  # neighbour t+d -> t is offset -d of frame t+d
+                k = 2 * self.flow_reach
+                back = [cf[item.t + d, k - 1 - j] for j, d in enumerate(o for o in range(-r, r + 1) if o)]
+                out["init_bwd"] = np.stack(back)[None][..., crop[0], crop[1]]  # (1, K, 2, P, P)
         if rng is not None:
             if self.noise and sc.clean:
                 ldrs = self._add_noise(ldrs, evs, rng)
@@ -365,6 +390,8 @@ class WindowDataset(Dataset):
                 out["flows"], out["flow_valid"] = aug.flow(out["flows"]), aug.mask(out["flow_valid"][:, 0])[:, None]
             if "init_flows" in out:
                 out["init_flows"], out["init_conf"] = aug.flow(out["init_flows"]), aug.mask(out["init_conf"])
+            if "init_bwd" in out:
+                out["init_bwd"] = aug.flow(out["init_bwd"])
         h_sat = 2.0 ** -min(sc.pattern)
         res = {"ldrs": ldrs, "evs": evs, "gt": gt, **out}
         sample = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in res.items()}

@@ -25,15 +25,20 @@ from torch import Tensor
 
 from vs_hdrvid.ops.metrics import MU, mu_law, ssim_map
 
-__all__ = ["tonemap", "mu_l1", "refine_l1", "gradient_l1", "structure_loss", "epe"]
+__all__ = ["normalised", "tonemap", "mu_l1", "linear_l1", "refine_l1", "gradient_l1", "structure_loss", "epe"]
+
+
+def normalised(h: Tensor, h_sat: float | Tensor) -> Tensor:
+    """``clip(H / H_sat, 0, 1)`` with ``h_sat`` a float or one value per batch item."""
+    hs = torch.as_tensor(h_sat, dtype=h.dtype, device=h.device)
+    if hs.dim() > 0:
+        hs = hs.reshape(-1, *([1] * (h.dim() - 1)))
+    return (h / hs).clamp(0.0, 1.0)
 
 
 def tonemap(h: Tensor, h_sat: float | Tensor, mu: float = MU) -> Tensor:
     """``mu_law(clip(H / H_sat, 0, 1))`` with ``h_sat`` a float or one value per batch item."""
-    hs = torch.as_tensor(h_sat, dtype=h.dtype, device=h.device)
-    if hs.dim() > 0:
-        hs = hs.reshape(-1, *([1] * (h.dim() - 1)))
-    return mu_law((h / hs).clamp(0.0, 1.0), mu)
+    return mu_law(normalised(h, h_sat), mu)
 
 
 def mu_l1(pred: Tensor, gt: Tensor, h_sat: float | Tensor) -> Tensor:
@@ -44,6 +49,20 @@ def mu_l1(pred: Tensor, gt: Tensor, h_sat: float | Tensor) -> Tensor:
         1.0
     """
     return (tonemap(pred, h_sat) - tonemap(gt, h_sat)).abs().mean()
+
+
+def linear_l1(pred: Tensor, gt: Tensor, h_sat: float | Tensor) -> Tensor:
+    """Mean absolute difference of the normalised linear HDRs ``clip(H / H_sat, 0, 1)``.
+
+    The space of PSNR-L: where the mu-law compresses the highlights (a 1% error at the
+    saturation level costs there what a 0.1% one costs in the shadows), this term weighs them by
+    their radiance. DeAltHDR adds it to its mu-law losses (``lin_weight``), a deviation.
+
+    Example:
+        >>> float(linear_l1(torch.zeros(1, 3, 2, 2), torch.full((1, 3, 2, 2), 2.0), 4.0))
+        0.5
+    """
+    return (normalised(pred, h_sat) - normalised(gt, h_sat)).abs().mean()
 
 
 def log_mu_l1(pred: Tensor, gt: Tensor, h_sat: float | Tensor, eps: float = 1e-4) -> Tensor:

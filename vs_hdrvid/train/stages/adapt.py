@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from vs_hdrvid import weights as W
+from vs_hdrvid.train.data import window_classical_flows
 from vs_hdrvid.train.losses import tonemap
 from vs_hdrvid.train.stages.base import Stage, StageOptions, register
 from vs_hdrvid.train.stages.dealthdr import sample_sensitivity
@@ -93,21 +94,26 @@ def subset_window(t: int, a: int, b: int) -> list[int]:
 
 
 def adaptation_loss(net: nn.Module, teacher: nn.Module, full: Tensor, full_ev: Tensor,
-                    sub: Tensor, sub_ev: Tensor, s: float, beta: float) -> tuple[Tensor, dict[str, float]]:
+                    sub: Tensor, sub_ev: Tensor, s: float, beta: float,
+                    full_flows: tuple[Tensor, Tensor] | None = None,
+                    sub_flows: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, dict[str, float]]:
     """Algorithm 1's ``L_time + beta * L_ema`` for a batch of windows.
 
-    Shape: ``full, sub (B, 5, 3, P, P)``, ``full_ev, sub_ev (B, 5)``.
+    ``full_flows``/``sub_flows``: the windows' classical flows ``(fwd, bwd)`` for a network that
+    takes them (``flow_source="dis"``), else None.
+
+    Shape: ``full, sub (B, 5, 3, P, P)``, ``full_ev, sub_ev (B, 5)``, flows ``(B, 4, 2, P, P)``.
     """
     h_sat = torch.exp2(-full_ev.min(1).values)
-    h_hat = net(full, full_ev, s).hdr
-    h_tilde = net(sub, sub_ev, s).hdr
+    h_hat = net(full, full_ev, s, flows=full_flows).hdr
+    h_tilde = net(sub, sub_ev, s, flows=sub_flows).hdr
     t_hat = tonemap(h_hat, h_sat)
     l_time = (tonemap(h_tilde, h_sat) - t_hat.detach()).abs().mean()
     loss = l_time
     parts = {"l_time": l_time.item()}
     if beta > 0:
         with torch.no_grad():
-            t_ema = tonemap(teacher(full, full_ev, s).hdr, h_sat)
+            t_ema = tonemap(teacher(full, full_ev, s, flows=full_flows).hdr, h_sat)
         l_ema = (t_hat - t_ema).abs().mean()
         loss = loss + beta * l_ema
         parts["l_ema"] = l_ema.item()
@@ -117,10 +123,13 @@ def adaptation_loss(net: nn.Module, teacher: nn.Module, full: Tensor, full_ev: T
 
 class FootageWindows(Dataset):
     """Training windows (full and subset) over several clips; item ``i`` is drawn from the
-    generator seeded ``(seed, i)``, so a resumed run continues the same sequence."""
+    generator seeded ``(seed, i)``, so a resumed run continues the same sequence. With ``flows``
+    each window also carries its classical flows (``full_fwd``, ``full_bwd``, ``sub_fwd``,
+    ``sub_bwd``; :func:`~vs_hdrvid.train.data.window_classical_flows` on the crop)."""
 
-    def __init__(self, paths: tuple[str, ...], ev_pattern, patch: int, reach: int, seed: int) -> None:
-        self.paths, self.patch, self.reach, self.seed = paths, patch, reach, seed
+    def __init__(self, paths: tuple[str, ...], ev_pattern, patch: int, reach: int, seed: int,
+                 flows: bool = False) -> None:
+        self.paths, self.patch, self.reach, self.seed, self.flows = paths, patch, reach, seed, flows
         self.clips = [load_footage(p, ev_pattern) for p in paths]
         for ldr, _ in self.clips:
             if ldr.shape[0] < 2 * reach + 1 or min(ldr.shape[-2:]) < patch:
@@ -151,7 +160,11 @@ class FootageWindows(Dataset):
         fl, sb = crop[full], crop[sub]
         if rng.random() < 0.5:
             fl, sb = fl[..., ::-1], sb[..., ::-1]
-        return {"full": fl.copy(), "full_ev": evs[full], "sub": sb.copy(), "sub_ev": evs[sub]}
+        out = {"full": fl.copy(), "full_ev": evs[full], "sub": sb.copy(), "sub_ev": evs[sub]}
+        if self.flows:
+            for name in ("full", "sub"):
+                out[f"{name}_fwd"], out[f"{name}_bwd"] = window_classical_flows(out[name], out[f"{name}_ev"], 2)
+        return out
 
 
 @register
@@ -194,12 +207,15 @@ class AdaptStage(Stage):
 
     def datasets(self, val: bool = True) -> tuple[Any, ...]:
         cfg = self.cfg
-        train = FootageWindows(self.opt.footage, self.opt.ev_pattern, cfg.patch, self.opt.reach, cfg.seed)
+        train = FootageWindows(self.opt.footage, self.opt.ev_pattern, cfg.patch, self.opt.reach, cfg.seed,
+                               flows=self.nets["dealthdr"].needs_flows)
         return (train, None) if val else (train,)
 
     def loss(self, batch):
+        flows = {n: (batch[f"{n}_fwd"], batch[f"{n}_bwd"]) if f"{n}_fwd" in batch else None for n in ("full", "sub")}
         return adaptation_loss(self.nets["dealthdr"], self.nets["ema"], batch["full"], batch["full_ev"],
-                               batch["sub"], batch["sub_ev"], sample_sensitivity(), self.opt.beta)
+                               batch["sub"], batch["sub_ev"], sample_sensitivity(), self.opt.beta,
+                               flows["full"], flows["sub"])
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -184,7 +184,7 @@ class Stage:
             out += (self.window_dataset(cfg.val_preset, train=False),)
         if self.classical_flow:
             t0 = time.monotonic()
-            done = sum(prepare_classical_flows(ds.dirs, cfg.exposures - 1, max(1, cfg.workers)) for ds in out)
+            done = sum(prepare_classical_flows(ds.dirs, ds.flow_reach, max(1, cfg.workers)) for ds in out)
             if done:
                 log.info("train: classical flows of %d scenes computed in %.0f s", done, time.monotonic() - t0)
         return out

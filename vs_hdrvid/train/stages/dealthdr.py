@@ -1,7 +1,13 @@
 """``dealthdr``: DeAltHDR on the degraded (day/night) scenes (DeAltHDR section 5.1).
 
-The mu-law L1 + ``perc_weight`` x the perceptual substitute (eqs. 9-10) + ``flow_weight`` x the
-SpyNet's EPE; AdamW with cosine annealing to ``1e-7``. Each batch draws its alignment branch as
+The mu-law L1 + ``perc_weight`` x the perceptual substitute (eqs. 9-10) + ``lin_weight`` x the
+L1 of the normalised linear HDR (the highlights, which the mu-law compresses) + ``flow_weight`` x
+the SpyNet's EPE (paper design only); AdamW with cosine annealing to ``1e-7``.
+
+The default design (``flow_source="dis"``) starts from the classical answer: the window is aligned
+by the DIS flows of ``hv.classical_flow`` (both ways, so FGMA's consistency difference is that of
+DIS), and the network's zero-initialised output corrects the flow-aligned merge, so at step 0 it
+is that merge. Each batch draws its alignment branch as
 section 5.1 does: 30% flow only (``s = 0``), 30% attention only (``s = inf``), 40% FGMA with a
 random ``s`` (half from ``(0, 1]``, half from ``(1, 100)``, the paper's sampling of the curve).
 Ships ``dealthdr_2exp.safetensors``.
@@ -16,9 +22,9 @@ from typing import Any
 import torch
 
 from vs_hdrvid import weights as W
-from vs_hdrvid.models.dealthdr import DeAltHDR, DeAltHDRConfig
-from vs_hdrvid.ops.metrics import psnr_mu
-from vs_hdrvid.train.losses import epe, mu_l1, structure_loss
+from vs_hdrvid.models.dealthdr import CPU_SIZES, DeAltHDR, DeAltHDRConfig
+from vs_hdrvid.ops.metrics import psnr_l, psnr_mu
+from vs_hdrvid.train.losses import epe, linear_l1, mu_l1, structure_loss
 from vs_hdrvid.train.stages.base import Stage, StageOptions, load_into, load_shipped, ref_only, register, weights_dir
 
 __all__ = ["DeAltHDROptions", "DeAltHDRStage", "DEALTHDR_DEVIATIONS", "sample_sensitivity", "BRANCHES"]
@@ -28,13 +34,33 @@ DEALTHDR_DEVIATIONS = [
     "sub-frame blur, Eq. A/B noise), not the paper's 176 DJI Pocket 3 scenes.",
     "VGG16 perceptual loss replaced by multi-scale gradient L1 + (1 - SSIM) in the mu-law domain (no ImageNet "
     "weights); weight given in recipe.perc_weight.",
-    "SpyNet is trained with the network (plus an EPE term against the synthetic ground-truth flow) instead of "
-    "starting from ImageNet-free pretrained SpyNet weights, which this project does not use.",
     "FGMA attends to a window around each masked query's flow target (window side in config.window) with a learned "
     "relative-position bias; the paper does not state the key extent. Masks of coarser levels average D first.",
-    "Decoder block count (config.dec_blocks) and the mu-law global residual over the centre frame are this "
-    "project's choices where the paper gives no number.",
+    "Decoder block count (config.dec_blocks) is this project's choice where the paper gives no number.",
 ]
+#: Deviations of the paper's flow design (``flow_source="spynet"``).
+SPYNET_DEVIATIONS = [
+    "SpyNet is trained with the network (plus an EPE term against the synthetic ground-truth flow) instead of "
+    "starting from ImageNet-free pretrained SpyNet weights, which this project does not use.",
+]
+#: Deviations of the design that starts from the classical answer (``flow_source="dis"``).
+DIS_DEVIATIONS = [
+    "Flows from DIS (hv.classical_flow, preset medium, on the exposure-normalised linear frames, both ways "
+    "between the centre and each neighbour) instead of a SpyNet inside the network (config.flow_source='dis'): "
+    "FGMA's consistency difference D is that of DIS, the network has no flow network and no EPE term. A SpyNet "
+    "trained here to correct DIS did not lower DIS's end-point error (vs-hdrvid eval-flow), and one learning "
+    "from zero in a CPU budget gives FGMA the difference map of its own errors.",
+]
+#: Deviations of the output: a correction of a merge (``residual_base="merge"``), or of the centre frame.
+RESIDUAL_DEVIATIONS = {
+    "merge": "The output is a zero-initialised correction, in the mu-law domain, of the flow-aligned exposure-weighted "
+             "merge of the window (config.residual_base='merge'), so the untrained network is that merge; not "
+             "Turtle's global residual over the centre frame.",
+    "reference": "The mu-law global residual over the centre frame (Turtle's) is this project's choice where the "
+                 "paper gives none.",
+}
+LINEAR_DEVIATION = ("Adds lin_weight x the L1 of the normalised linear HDR clip(H / H_sat, 0, 1) to the mu-law "
+                    "losses: the mu-law space of eq. 9 compresses the highlights, whose errors PSNR-L counts.")
 
 BRANCHES = "30% flow only (s=0), 30% attention only (s=inf), 40% FGMA with s ~ U(0,1] or U(1,100)"
 
@@ -58,10 +84,16 @@ def sample_sensitivity(gen: torch.Generator | None = None) -> float:
 @dataclass(frozen=True)
 class DeAltHDROptions(StageOptions):
     model: str = field(default="small", metadata={
-        "choices": ("small", "paper"), "run": True,
-        "help": "the CPU width (small, DeAltHDRConfig.small) or the paper's depth with Turtle's width"})
+        "choices": (*CPU_SIZES, "paper"), "run": True,
+        "help": "a CPU size (models.dealthdr.CPU_SIZES) or the paper's depth with Turtle's width"})
+    flow_source: str = field(default="dis", metadata={
+        "choices": ("dis", "spynet"), "run": True,
+        "help": "the classical DIS flows (dis) or the paper's SpyNet inside the network (spynet)"})
+    shared_encoder: bool = field(default=False, metadata={
+        "run": True, "help": "one encoder for both exposures (the paper's Table 5 ablation)"})
     flow_weight: float = field(default=0.01, metadata={"help": "weight of the SpyNet's EPE against ground-truth flow"})
     perc_weight: float = field(default=0.5, metadata={"help": "weight of the perceptual substitute"})
+    lin_weight: float = field(default=1.0, metadata={"help": "weight of the L1 on normalised linear HDR (highlights)"})
 
     def check(self, cfg) -> None:
         if cfg.exposures != 2:
@@ -81,15 +113,33 @@ class DeAltHDRStage(Stage):
     trained = ("dealthdr",)
     ship_files = ("dealthdr",)
     deviations = DEALTHDR_DEVIATIONS
-    losses = ("mu-law L1 (DeAltHDR eq. 9) + perc_weight x (multi-scale gradient L1 + (1 - SSIM)) in the mu-law "
-              "domain, substituting the VGG16 loss, + flow_weight x EPE of the SpyNet's t->neighbour flows")
 
     @property
     def tone(self) -> bool:  # type: ignore[override]
         return False
 
+    @property
+    def classical_flow(self) -> bool:  # type: ignore[override]
+        return self.opt.flow_source == "dis"
+
     def _config(self) -> DeAltHDRConfig:
-        return DeAltHDRConfig.small() if self.opt.model == "small" else DeAltHDRConfig()
+        return DeAltHDRConfig.sized(self.opt.model, flow_source=self.opt.flow_source,
+                                    dual_encoders=not self.opt.shared_encoder)
+
+    @property
+    def losses(self) -> str:  # type: ignore[override]
+        out = ("mu-law L1 (DeAltHDR eq. 9) + perc_weight x (multi-scale gradient L1 + (1 - SSIM)) in the mu-law "
+               "domain, substituting the VGG16 loss")
+        if self.opt.lin_weight:
+            out += " + lin_weight x L1 of clip(H / H_sat, 0, 1)"
+        return out + (" + flow_weight x EPE of the SpyNet's t->neighbour flows" if self.opt.flow_source == "spynet" else "")
+
+    def _flows(self, batch):
+        """The classical flows of the batch where the network takes them, else None (its SpyNet)."""
+        return (batch["init_flows"][:, 0], batch["init_bwd"][:, 0]) if self.nets["dealthdr"].needs_flows else None
+
+    def _run(self, batch, s: float):
+        return self.nets["dealthdr"](batch["ldrs"], batch["evs"], s, flows=self._flows(batch))
 
     def init(self) -> None:
         cfg = self.cfg
@@ -106,27 +156,42 @@ class DeAltHDRStage(Stage):
 
     def loss(self, batch):
         s = sample_sensitivity()
-        out = self.nets["dealthdr"](batch["ldrs"], batch["evs"], s)
+        out = self._run(batch, s)
         gt, hs = batch["gt"][:, 0], batch["h_sat"]
         l1 = mu_l1(out.hdr, gt, hs)
         perc = structure_loss(out.hdr, gt, hs)
-        flow = epe(out.flows, batch["flows"], batch["flow_valid"])
-        loss = l1 + self.opt.perc_weight * perc + self.opt.flow_weight * flow
-        return loss, {"mu_l1": l1.item(), "structure": perc.item(), "epe": flow.item(), "s": min(s, 1e9),
-                      "attention_ratio": out.attention_ratio}
+        lin = linear_l1(out.hdr, gt, hs)
+        loss = l1 + self.opt.perc_weight * perc + self.opt.lin_weight * lin
+        logs = {"mu_l1": l1.item(), "structure": perc.item(), "linear_l1": lin.item(), "s": min(s, 1e9),
+                "attention_ratio": out.attention_ratio}
+        if not self.nets["dealthdr"].needs_flows:
+            flow = epe(out.flows, batch["flows"], batch["flow_valid"])
+            loss = loss + self.opt.flow_weight * flow
+            logs["epe"] = flow.item()
+        return loss, logs
 
     @torch.no_grad()
     def validate(self, batch):
         net = self.nets["dealthdr"]
         gt, hs = batch["gt"][:, 0], batch["h_sat"]
-        res = {"val_psnr_mu": psnr_mu(net(batch["ldrs"], batch["evs"], 15.0).hdr, gt, hs)}
+        out = self._run(batch, 15.0)
+        res = {"val_psnr_mu": psnr_mu(out.hdr, gt, hs), "val_psnr_l": psnr_l(out.hdr, gt, hs),
+               "val_attention_ratio_s15": torch.full_like(hs, out.attention_ratio)}
         for name, s in (("s0", 0.0), ("sinf", math.inf)):
-            res[f"val_psnr_mu_{name}"] = psnr_mu(net(batch["ldrs"], batch["evs"], s).hdr, gt, hs)
+            res[f"val_psnr_mu_{name}"] = psnr_mu(self._run(batch, s).hdr, gt, hs)
         res["val_psnr_mu_reference_only"] = psnr_mu(ref_only(batch, net.center), gt, hs)
+        if net.config.residual_base == "merge":  # the classical starting point: the untrained output
+            res["val_psnr_mu_merge"] = psnr_mu(net.merge_base(batch["ldrs"], batch["evs"], self._flows(batch)), gt, hs)
         return res
 
     def recipe(self, key: str, digests: dict[str, str]) -> dict[str, Any]:
-        return {**super().recipe(key, digests), "flow_weight": self.opt.flow_weight, "branches": BRANCHES}
+        out = {**super().recipe(key, digests), "lin_weight": self.opt.lin_weight, "branches": BRANCHES}
+        return out | ({"flow_weight": self.opt.flow_weight} if self.opt.flow_source == "spynet" else {})
+
+    def net_deviations(self, key: str, config: dict) -> list[str]:
+        cfg = DeAltHDRConfig.from_dict(config)
+        out = list(self.deviations) + (DIS_DEVIATIONS if cfg.flow_source == "dis" else SPYNET_DEVIATIONS)
+        return out + [RESIDUAL_DEVIATIONS[cfg.residual_base]] + [LINEAR_DEVIATION] * bool(self.opt.lin_weight)
 
     def size_note(self) -> str:
-        return f"; the '{self.opt.model}' width (DeAltHDRConfig.small)" if self.opt.model == "small" else ""
+        return f"; the '{self.opt.model}' size (models.dealthdr.CPU_SIZES)" if self.opt.model in CPU_SIZES else ""
