@@ -15,6 +15,8 @@ Example (docs/onnx.md has the whole script)::
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Sequence
 
 import vapoursynth as vs
@@ -47,9 +49,20 @@ def ev_plane(lin: vs.VideoNode, offset: int, pattern: Sequence[float]) -> vs.Vid
     return core.std.Interleave(planes)[:n]
 
 
+def _dealthdr_takes_flows(folder: str | os.PathLike | None) -> bool:
+    from .. import weights as W
+
+    path = Path(folder) if folder is not None else W.WEIGHTS_DIR
+    entry = W.read_manifest(path.parent if path.is_file() else path).get(W.REGISTRY["dealthdr-2exp"].file)
+    if entry is None:
+        raise vs.Error(f"network_clips: no DeAltHDR weights in {path}; give weights= the folder the graph was "
+                       "exported from")
+    return entry.config.get("flow_source", "spynet") == "dis"
+
+
 def network_clips(kind: str, lin: vs.VideoNode, coarse: vs.VideoNode | None = None,
                   flows: Sequence[vs.VideoNode] | None = None, frames: int | None = None,
-                  own_flows: bool = False) -> list[vs.VideoNode]:
+                  weights: str | os.PathLike | None = None) -> list[vs.VideoNode]:
     """The clips of an exported ``kind`` network's input, in the order of its planes.
 
     Args:
@@ -60,11 +73,12 @@ def network_clips(kind: str, lin: vs.VideoNode, coarse: vs.VideoNode | None = No
         coarse: refine only: the coarse HDR clip (``hv.coarse`` or a vs-mlrt CoarseNet's output).
         flows: coarse: the flow clips per neighbour offset ``-(n-1)..-1, 1..n-1`` (default
             ``hv.classical_flow(lin, offset)``, as ``hv.coarse``); dealthdr: the flow clips for
-            offsets ``-2, -1, 1, 2`` (default ``hv.classical_flow``, as ``hv.dealthdr`` gives the
-            shipped weights; the reverse flows come from the same clips).
+            offsets ``-2, -1, 1, 2`` of a graph that takes flows (default ``hv.classical_flow``,
+            as ``hv.dealthdr``; the reverse flows come from the same clips).
         frames: the window length of refine (3) or dealthdr (5), when not the default.
-        own_flows: dealthdr only: the graph estimates its flows itself (weights with
-            ``flow_source="spynet"`` exported without ``--flows``): no flow clips.
+        weights: dealthdr only: the weights folder the graph was exported from (default: the
+            shipped weights). Weights with ``flow_source="dis"`` give graphs that take flows;
+            those with the paper's SpyNet estimate their own, and get no flow clips.
 
     Returns:
         the clips for ``core.ort.Model`` / ``core.ov.Model`` / ``core.trt.Model``.
@@ -91,7 +105,7 @@ def network_clips(kind: str, lin: vs.VideoNode, coarse: vs.VideoNode | None = No
         from ..nodes import classical_flow
 
         clips += list(flows) if flows is not None else [classical_flow(lin, o) for o in nbrs]
-    elif kind == "dealthdr" and not own_flows:
+    elif kind == "dealthdr" and _dealthdr_takes_flows(weights):
         from ..nodes import classical_flow
 
         flows = list(flows) if flows is not None else [classical_flow(lin, o) for o in nbrs]
