@@ -87,11 +87,33 @@ def test_curve_plot_and_json(tmp_path, root, wdir, capsys):
     assert all(name.split("_")[-2] in ("day", "night") for name in res["scenes"])
 
 
+def test_weights_of_the_classical_flow_design_get_the_dis_flows(tmp_path, root, capsys):
+    """flow_source="dis": the bench and the curve give the network the window's DIS flows (their
+    time apart, as flow_seconds); the untrained network is then the DIS-aligned merge at every s."""
+    folder = tmp_path / "dis"
+    torch.manual_seed(0)
+    W.write(DeAltHDR(DeAltHDRConfig.sized("tiny", flow_source="dis")), "dealthdr-2exp", folder)
+    out, js = tmp_path / "bench.json", tmp_path / "curve.json"
+    status, _, err = run(["bench-dealthdr", "--configs", "shipped", "--sizes", "64x48", "--device", "cpu", "--s",
+                          "0,inf", "--repeats", "1", "--root", root, "--preset", "micro", "--patch", 32,
+                          "--weights", folder, "--json", out, "--no-flops"], capsys)
+    assert status == 0, err
+    rows = _strict(out.read_text())["rows"]
+    assert all(r["weights"].startswith("trained") and r["flow_seconds"] > 0 for r in rows)
+    assert [r["attention_ratio"] for r in rows] == [0.0, 1.0]
+    status, _, err = run(["bench-dealthdr", "--curve", tmp_path / "c.png", "--json", js, "--s", "0,inf", "--root",
+                          root, "--preset", "micro", "--patch", 32, "--windows", 1, "--weights", folder,
+                          "--device", "cpu", "--time-size", "64x48"], capsys)
+    assert status == 0, err
+    pts = _strict(js.read_text())["points"]
+    assert len({round(p["psnr_mu"], 6) for p in pts}) == 1 and pts[0]["attention_ratio"] == 0.0
+
+
 def test_curve_needs_trained_weights_and_bad_arguments_are_one_line(tmp_path, root, capsys):
     (tmp_path / "empty").mkdir()
     cases = {"missing": ["--curve", tmp_path / "c.png", "--weights", tmp_path / "empty", "--root", root,
                          "--preset", "micro", "--patch", 32],
-             "--s": ["--s", "-1"], "fast": ["--s", "fast"], "paper and/or small": ["--configs", "huge"],
+             "--s": ["--s", "-1"], "fast": ["--s", "fast"], "paper, small and shipped": ["--configs", "huge"],
              "at least 32x32": ["--sizes", "10x10"], "multiple of 16": ["--patch", "30"]}
     for needle, argv in cases.items():
         status, _, err = run(["bench-dealthdr", *argv], capsys)

@@ -16,7 +16,10 @@ ratio beside each point) and, with ``--json``, the figures.
 
 Trained weights (``dealthdr-2exp``) are used for the configuration they were trained with;
 others are randomly initialised, which keeps the cost but not the flows, so their attention
-ratios only show that the dial works.
+ratios only show that the dial works. Weights that take the classical flows
+(``flow_source="dis"``, the shipped ones) get the DIS flows of the measured window; their time is
+reported apart (``flow_seconds``: the four DIS flows ``t -> t+o`` the node computes per frame,
+whose reverse directions it reads from the same clips).
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ __all__ = ["add_cli", "run_cli", "run_bench", "run_curve", "plot_curve", "load_n
 
 S_BENCH = (0.0, 15.0, math.inf)
 S_CURVE = (0.0, 0.5, 1.0, 15.0, 100.0, math.inf)
-CONFIGS = {"paper": DeAltHDRConfig, "small": DeAltHDRConfig.small}
+CONFIGS = {"paper": DeAltHDRConfig, "small": DeAltHDRConfig.small, "shipped": None}  # shipped: whatever is there
 
 
 def load_network(config: str, folder: str | os.PathLike, device: torch.device, dtype: torch.dtype,
@@ -71,6 +74,33 @@ def load_network(config: str, folder: str | os.PathLike, device: torch.device, d
     return net.to(device=device, dtype=dtype).eval().requires_grad_(False), source
 
 
+def window_flows(net: DeAltHDR, ldrs: torch.Tensor, evs: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, float]:
+    """The classical flows of a ``(1, 5, 3, H, W)`` window for a network that takes them (else
+    None), and the seconds of the node's per-frame share of them (:func:`_dis_seconds`)."""
+    if not net.needs_flows:
+        return None, 0.0
+    from ..train.data import window_classical_flows
+
+    c = net.center
+    fwd, bwd = window_classical_flows(ldrs[0].float().cpu().numpy(), evs[0].float().cpu().numpy(), c)
+    flows = tuple(torch.from_numpy(f)[None].to(ldrs.device, ldrs.dtype) for f in (fwd, bwd))
+    return flows, _dis_seconds(ldrs[0].float().cpu(), evs[0].float().cpu(), c)
+
+
+def _dis_seconds(ldrs: torch.Tensor, evs: torch.Tensor, center: int) -> float:
+    """Seconds of ``exposure_flow`` from the centre to each neighbour (what ``classical_flow``
+    computes for one output frame: each call also runs the reverse DIS for its confidence)."""
+    from ..ops.classical_flow import exposure_flow
+    from ..train.data import CLASSICAL_FLOW, GAMMA
+
+    lin = ldrs.clamp(0, 1).pow(GAMMA) * torch.exp2(-evs).view(-1, 1, 1, 1)
+    start = time.perf_counter()
+    for i in range(len(evs)):
+        if i != center:
+            exposure_flow(lin[center], lin[i], float(max(evs[center], evs[i])), *CLASSICAL_FLOW)
+    return time.perf_counter() - start
+
+
 def real_window(root: str, preset: str, patch: int, index: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
     """A fixed crop of a degraded test window: ``ldrs (1, 5, 3, P, P)``, ``evs (1, 5)`` and its scene."""
     from ..train.data import WindowDataset
@@ -92,25 +122,27 @@ def _sync(device: torch.device):
 
 
 @torch.inference_mode()
-def _timed(net: DeAltHDR, ldrs: torch.Tensor, evs: torch.Tensor, s: float, repeats: int) -> tuple[float, float]:
+def _timed(net: DeAltHDR, ldrs: torch.Tensor, evs: torch.Tensor, s: float, repeats: int,
+           flows: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[float, float]:
     """Best seconds of ``repeats`` forwards after one warm-up, and the attention ratio."""
     sync = _sync(ldrs.device)
-    out = net(ldrs, evs, s)  # warm-up (allocator, cuDNN algorithm choice)
+    out = net(ldrs, evs, s, flows=flows)  # warm-up (allocator, cuDNN algorithm choice)
     sync()
     best = math.inf
     for _ in range(repeats):
         start = time.perf_counter()
-        out = net(ldrs, evs, s)
+        out = net(ldrs, evs, s, flows=flows)
         sync()
         best = min(best, time.perf_counter() - start)
     return best, float(out.attention_ratio)
 
 
 @torch.inference_mode()
-def _gflops(net: Inference, ldrs: torch.Tensor, evs: torch.Tensor, s: float) -> float:
+def _gflops(net: Inference, ldrs: torch.Tensor, evs: torch.Tensor, s: float,
+            flows: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
     """GFLOPs of one forward (counted without autocast: the count does not depend on the precision)."""
     with FlopCounterMode(display=False) as counter:
-        net.model(ldrs, evs, s)
+        net.model(ldrs, evs, s, flows=flows)
     return counter.get_total_flops() / 1e9
 
 
@@ -145,16 +177,20 @@ def run_bench(configs: list[str], sizes: list[tuple[int, int]], device: str = "a
             net = Inference(model, "dealthdr", dev, fp32=fp32, compile=compile)
             for w, h in sizes:
                 ldrs, evs = _resized(ldrs0, w, h).to(dev, dtype), evs0.to(dev, dtype)
+                flows, flow_seconds = window_flows(model, ldrs, evs)
                 for s in s_values:
                     row = {"config": config, "size": f"{w}x{h}", "device": dev_name, "dtype": net.precision.name,
                            "s": _fmt_s(s), "weights": source, "parameters": params, "path": net.describe()}
+                    if flows is not None:
+                        row["flow_seconds"] = flow_seconds
                     try:
                         if exact is not None:
-                            row["fp32_seconds"], _ = _timed(exact, ldrs.float(), evs.float(), s, repeats)
-                        row["seconds"], row["attention_ratio"] = _timed(net, ldrs, evs, s, repeats)
+                            f32 = None if flows is None else tuple(f.float() for f in flows)
+                            row["fp32_seconds"], _ = _timed(exact, ldrs.float(), evs.float(), s, repeats, f32)
+                        row["seconds"], row["attention_ratio"] = _timed(net, ldrs, evs, s, repeats, flows)
                         key = (config, w, h, s)
                         if flops and key not in counted:
-                            counted[key] = _gflops(net, ldrs, evs, s)
+                            counted[key] = _gflops(net, ldrs, evs, s, flows)
                         row["gflops"] = counted.get(key)
                     except (RuntimeError, MemoryError) as e:  # out of memory at a large size
                         row["error"] = str(e).splitlines()[0]
@@ -177,6 +213,8 @@ def _format_row(row: dict) -> str:
         return f"{head}  failed: {row['error']}"
     gf = f"{row['gflops']:9.1f}" if row.get("gflops") is not None else f"{'-':>9}"
     line = f"{head}  {row['seconds'] * 1e3:10.1f} {gf} {row['attention_ratio']:8.3f}"
+    if "flow_seconds" in row:
+        line += f"  + DIS {row['flow_seconds'] * 1e3:.1f} ms"
     if "fp32_seconds" in row:
         line += f"  fp32 eager {row['fp32_seconds'] * 1e3:.1f} ms ({row['fp32_seconds'] / row['seconds']:.2f}x)"
     return line
@@ -200,10 +238,15 @@ def run_curve(folder: str | os.PathLike | None = None, root: str = "data/synth",
     dtype = _dtype(dev, fp32)
     model, source = load_network("shipped", folder, dev, dtype, require_trained=True)
     net = Inference(model, "dealthdr", dev, fp32=fp32)
-    ds = WindowDataset(root, preset, "dealthdr", 2, patch=patch, train=False, val_windows=windows)
+    ds = WindowDataset(root, preset, "dealthdr", 2, patch=patch, train=False, val_windows=windows,
+                       classical_flow=model.needs_flows)
     crops = [ds[i] for i in range(len(ds))]
+    for c in crops:  # the classical flows where the network takes them
+        c["flows"] = (c["init_flows"][:1].to(dev, dtype), c["init_bwd"][:1].to(dev, dtype)) \
+            if model.needs_flows else None  # (1, 4, 2, P, P): the crop's one window
     sync = _sync(dev)
-    net(crops[0]["ldrs"][None].to(dev, dtype), crops[0]["evs"][None].to(dev, dtype), math.inf)  # warm-up
+    net(crops[0]["ldrs"][None].to(dev, dtype), crops[0]["evs"][None].to(dev, dtype), math.inf,
+        flows=crops[0]["flows"])  # warm-up
     points = []
     for s in s_values:
         psnrs, secs, ratios = [], [], []
@@ -211,23 +254,25 @@ def run_curve(folder: str | os.PathLike | None = None, root: str = "data/synth",
             ldrs, evs = c["ldrs"][None].to(dev, dtype), c["evs"][None].to(dev, dtype)
             sync()
             start = time.perf_counter()
-            out = net(ldrs, evs, s)
+            out = net(ldrs, evs, s, flows=c["flows"])
             sync()
             secs.append(time.perf_counter() - start)
             psnrs.append(float(psnr_mu(out.hdr.float().cpu(), c["gt"][:1], c["h_sat"])))
             ratios.append(out.attention_ratio)
         first = crops[0]
         ldrs, evs = first["ldrs"][None], first["evs"][None]
+        flows = first["flows"]
         if time_size is not None:
             ldrs = _resized(ldrs, *time_size)
         ldrs, evs = ldrs.to(dev, dtype), evs.to(dev, dtype)
         timed_ratio = None
         if time_size is not None:
-            seconds, timed_ratio = _timed(net, ldrs, evs, s, repeats)
+            flows = window_flows(model, ldrs, evs)[0]
+            seconds, timed_ratio = _timed(net, ldrs, evs, s, repeats, flows)
         else:
             seconds = sum(secs) / len(secs)
         point = {"s": _fmt_s(s), "psnr_mu": sum(psnrs) / len(psnrs), "seconds": seconds,
-                 "attention_ratio": sum(ratios) / len(ratios), "gflops": _gflops(net, ldrs, evs, s),
+                 "attention_ratio": sum(ratios) / len(ratios), "gflops": _gflops(net, ldrs, evs, s, flows),
                  "psnr_mu_per_crop": psnrs, "attention_ratio_timed": timed_ratio}
         points.append(point)
         if log:
@@ -278,7 +323,8 @@ def add_cli(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("bench-dealthdr", help="DeAltHDR seconds per frame, GFLOPs and attention ratio against s; "
                        "--curve: PSNR-mu against time (a benchmark, not a test)")
     add_bench_args(p, "256x256,1920x1080")
-    p.add_argument("--configs", default="paper,small", help="paper and/or small (DeAltHDRConfig.small)")
+    p.add_argument("--configs", default="paper,shipped",
+                   help="paper, small (DeAltHDRConfig.small) and/or shipped (the weights folder's network)")
     p.add_argument("--s", type=_s_list, default=None, metavar="S,S,...",
                    help="sensitivities (default 0,15,inf; with --curve 0,0.5,1,15,100,inf)")
     p.add_argument("--no-flops", dest="flops", action="store_false", help="skip the FLOP count (one more forward)")
@@ -305,7 +351,7 @@ def run_cli(args: argparse.Namespace) -> int:
         return fail(e, 2)
     if not sizes or not configs or set(configs) - set(CONFIGS) or args.repeats < 1 or args.patch % 16 \
             or args.windows < 1:
-        return fail("give sizes, --configs paper and/or small, --repeats >= 1, --windows >= 1 and a --patch "
+        return fail("give sizes, --configs of paper, small and shipped, --repeats >= 1, --windows >= 1 and a --patch "
                     "that is a multiple of 16", 2)
     if args.threads:
         torch.set_num_threads(args.threads)
