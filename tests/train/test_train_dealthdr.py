@@ -14,7 +14,7 @@ from vs_hdrvid.train.config import MIN_LR, TrainConfig
 from vs_hdrvid.train.data import WindowDataset
 from vs_hdrvid.train.loop import train
 from vs_hdrvid.train.data import SceneArrays
-from vs_hdrvid.train.stages.dealthdr import DEALTHDR_DEVIATIONS, sample_sensitivity
+from vs_hdrvid.train.stages.dealthdr import DEALTHDR_DEVIATIONS, DeAltHDRStage, sample_sensitivity
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_dealthdr_stage_trains_and_ships(runs):
     assert [Path(f).name for f in first["shipped"]] == ["dealthdr_2exp.safetensors"]
     steps = _log(tmp / "runs" / "straight")
     assert [r["step"] for r in steps] == [1, 2, 3]
-    assert all({"mu_l1", "structure", "linear_l1", "s", "attention_ratio"} <= set(r) for r in steps)
+    assert all({"mu_l1", "structure", "linear_l1", "s", "attention_ratio"} <= set(r) for r in steps)  # logged anyway
     assert not any("epe" in r for r in steps)  # DIS flows: no flow network, no EPE term
     assert all(0.0 <= r["attention_ratio"] <= 1.0 for r in steps)
 
@@ -125,8 +125,8 @@ def test_dealthdr_stage_trains_and_ships(runs):
     rec = entry.recipe
     assert rec["steps"] == 1 and rec["batch"] == 1 and rec["patch"] == 32
     assert "AdamW" in rec["lr_schedule"] and "cosine" in rec["lr_schedule"]
-    assert "lin_weight x L1" in rec["losses"] and "EPE" not in rec["losses"]
-    assert rec["perc_weight"] == 0.5 and rec["lin_weight"] == 1.0 and "flow_weight" not in rec
+    assert "lin_weight" not in rec["losses"] and "EPE" not in rec["losses"]  # the linear term is off by default
+    assert rec["perc_weight"] == 0.5 and rec["lin_weight"] == 0.0 and "flow_weight" not in rec
     assert "30% flow only" in rec["branches"] and "30% attention only" in rec["branches"]
     assert "tone perturbation" not in rec["augmentation"]
     assert rec["data"]["preset"] == "micro" and rec["data"]["exposures"] == 2
@@ -137,6 +137,20 @@ def test_dealthdr_stage_trains_and_ships(runs):
     assert {"val_psnr_mu", "val_psnr_mu_s0", "val_psnr_mu_sinf", "val_psnr_mu_reference_only", "val_psnr_mu_merge",
             "val_psnr_l", "val_attention_ratio_s15"} <= set(entry.metrics)
     assert "--model small" in json.dumps(entry.to_dict())
+
+
+def test_losses_and_deviations_follow_the_options():
+    def stage(**opts):
+        return DeAltHDRStage(TrainConfig.from_dict({"stage": "dealthdr", **opts}), torch.device("cpu"))
+
+    lin, paper = stage(lin_weight=1.0), stage(flow_source="spynet")
+    assert "lin_weight x L1" in lin.losses and "EPE" not in lin.losses
+    dis_cfg = DeAltHDRConfig.small(flow_source="dis").to_dict()
+    assert any("clip(H / H_sat" in d for d in lin.net_deviations("dealthdr", dis_cfg))
+    assert "EPE" in paper.losses and "lin_weight" not in paper.losses
+    devs = paper.net_deviations("dealthdr", DeAltHDRConfig.small().to_dict())
+    assert any("SpyNet is trained" in d for d in devs) and not any("Flows from DIS" in d for d in devs)
+    assert paper.recipe("dealthdr", {})["flow_weight"] == 0.01 and not paper.classical_flow and lin.classical_flow
 
 
 def test_dealthdr_resume_continues_history_schedule_and_optimiser(runs):
