@@ -139,6 +139,17 @@ def test_dealthdr_stage_trains_and_ships(runs):
     assert "--model small" in json.dumps(entry.to_dict())
 
 
+def test_auto_ship_keeps_weights_validated_on_other_crops(runs, root):
+    """``ship="auto"`` compares validation figures only on the same crops: a run validated on
+    others (here more crops per scene) leaves the shipped weights as they are. With a vanishing
+    learning rate the run stays the merge it starts from, which would otherwise let it ship."""
+    tmp = runs[0]
+    before = (tmp / "weights" / "dealthdr_2exp.safetensors").read_bytes()
+    out = train(_cfg(tmp, root, steps=1, lr=1e-30, val_windows=2, ship="auto", out_name="other-crops"))
+    assert out["val"]["val_psnr_mu"] == out["val"]["val_psnr_mu_merge"]
+    assert out["shipped"] == [] and (tmp / "weights" / "dealthdr_2exp.safetensors").read_bytes() == before
+
+
 def test_losses_and_deviations_follow_the_options():
     def stage(**opts):
         return DeAltHDRStage(TrainConfig.from_dict({"stage": "dealthdr", **opts}), torch.device("cpu"))

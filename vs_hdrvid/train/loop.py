@@ -327,8 +327,12 @@ def _ship(stage: Stage, cfg: TrainConfig, train_ds, val_ds, step: int, wall: flo
                     "window_refs": f"references valid for the {window_length('refine', cfg.exposures)}-frame refine window"}
         judged = files[stage.ship_files[-1]]  # finetune: both files or neither, judged by the final output
         old = manifest.get(judged)
-        if cfg.ship == "auto" and old is not None and old.metrics.get("val_protocol") == protocol \
-                and old.metrics.get("val_psnr_mu", -math.inf) > val["val_psnr_mu"]:
+        if cfg.ship == "auto" and old is not None and old.metrics.get("val_protocol") != protocol:
+            log.warning("train: not shipping %s: the shipped weights were validated on other crops (%s), so the "
+                        "two figures do not compare (use --ship always to replace them)",
+                        ", ".join(files.values()), old.metrics.get("val_protocol"))
+            return []
+        if cfg.ship == "auto" and old is not None and old.metrics.get("val_psnr_mu", -math.inf) > val["val_psnr_mu"]:
             log.warning("train: not shipping %s: val PSNR-mu %.3f is below the shipped %.3f (use --ship always)",
                         ", ".join(files.values()), val["val_psnr_mu"], old.metrics["val_psnr_mu"])
             return []
