@@ -324,3 +324,27 @@ def test_cpu_sizes_build_and_grow():
     assert DeAltHDRConfig.small() == DeAltHDRConfig.sized("small")
     with pytest.raises(ValueError, match="unknown size"):
         DeAltHDRConfig.sized("huge")
+
+
+def test_tuned_merge_keeps_the_highlights_the_plain_merge_darkens():
+    """A bright region clipped in the long frames and at 0.95 in the short ones (noise and blur
+    keep real highlights just under 1): the plain window merge trusts the long frames' values under
+    1 and the clipped-everywhere pixels fall to the long centre's darker value; the tuned base (a
+    value counts only below 0.92, the fallback is the shortest exposure) keeps them at least at the
+    short frames' radiance."""
+    h, w = 16, 16
+    hdr = torch.full((1, 3, h, w), 0.1)
+    hdr[..., :8, :] = 3.0  # short frames (EV -2): 0.75 linear; long (EV +1): clipped
+    hdr[..., :4, :] = 8.0  # clipped in every frame
+    evs = torch.tensor([EVS_LONG])
+    ldrs = torch.stack([(hdr * 2.0 ** ev).clamp(0, 1).pow(1 / 2.2) for ev in EVS_LONG], 1)
+    ldrs[:, 2, :, 4:8] = 0.97  # the long centre's highlight just under clipping (blur, noise)
+    flows = zero_flows(1, h, w)
+    with torch.no_grad():
+        plain = net_of(tiny(flow_source="dis")).merge_base(ldrs, evs, flows)
+        tuned = net_of(tiny(flow_source="dis", residual_base="tuned_merge")).merge_base(ldrs, evs, flows)
+    short_clip = 2.0 ** 2  # the radiance where the EV -2 frames clip
+    assert float(tuned[..., :4, :].min()) >= short_clip * 0.999 > float(plain[..., :4, :].max())
+    torch.testing.assert_close(tuned[..., 4:8, :], torch.full_like(tuned[..., 4:8, :], 3.0), rtol=1e-2, atol=0)
+    assert float(plain[..., 4:8, :].mean()) < 2.0  # the long centre's 0.97 pulls it down
+    torch.testing.assert_close(tuned[..., 8:, :], plain[..., 8:, :], rtol=1e-2, atol=0)  # elsewhere alike

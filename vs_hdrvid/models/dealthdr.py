@@ -75,7 +75,9 @@ class DeAltHDRConfig(ConfigMixin):
         dual_encoders: separate short/long encoders (False: one shared).
         flow_source: ``"spynet"`` (the paper: the network's own SpyNet, ``flow``) or ``"dis"``
             (flows given to :meth:`DeAltHDR.forward`; no flow network).
-        residual_base: ``"merge"`` (:func:`window_merge`) or ``"reference"`` (the centre frame).
+        residual_base: ``"merge"`` (:func:`window_merge`), ``"tuned_merge"`` (the same with
+            ``hv.merge``'s clipping level and fallback, ``high=0.92``) or ``"reference"`` (the
+            centre frame).
         gamma: camera response exponent of the LDR input.
         flow: the SpyNet's config.
     """
@@ -99,8 +101,9 @@ class DeAltHDRConfig(ConfigMixin):
             raise ValueError(f"DeAltHDRConfig: frames must be odd and >= 3, got {self.frames}")
         if self.flow_source not in ("spynet", "dis"):
             raise ValueError(f"DeAltHDRConfig: flow_source must be spynet or dis, got {self.flow_source!r}")
-        if self.residual_base not in ("merge", "reference"):
-            raise ValueError(f"DeAltHDRConfig: residual_base must be merge or reference, got {self.residual_base!r}")
+        if self.residual_base not in ("merge", "tuned_merge", "reference"):
+            raise ValueError(f"DeAltHDRConfig: residual_base must be merge, tuned_merge or reference, got "
+                             f"{self.residual_base!r}")
         for lvl, h in enumerate(self.heads):
             if (self.dim * 2 ** lvl) % h:
                 raise ValueError(f"DeAltHDRConfig: {self.dim * 2 ** lvl} channels of level {lvl + 1} "
@@ -154,13 +157,20 @@ def prepare_inputs(ldrs: Tensor, evs: Tensor, gamma: float = 2.2) -> tuple[Tenso
     return torch.cat((lin, lin.clamp_min(1e-8).pow(1.0 / gamma)), 2), evs <= ev_min + 1e-3
 
 
-def window_merge(lin: Tensor, ldrs: Tensor, evs: Tensor, fwd: Tensor, d: Tensor, center: int) -> Tensor:
+def window_merge(lin: Tensor, ldrs: Tensor, evs: Tensor, fwd: Tensor, d: Tensor, center: int,
+                 high: float | None = None) -> Tensor:
     """Exposure-weighted merge of the flow-aligned window (the ``"merge"`` residual base).
 
     Weights: ``(1 - (2 L - 1)**12) * 2**(EV - EV_min)`` on each frame's own LDR value (a flat-top
     hat that drops at black and at clipping, times the exposure, which scales its SNR); a
     neighbour's weight is further multiplied by ``clamp(1 - 20 D, 0, 1)``. The centre keeps a
     small floor so that a pixel clipped or black everywhere falls back to it.
+
+    With ``high`` (the ``"tuned_merge"`` base; 0.92 there, ``hv.merge``'s clipping level) a value
+    counts only below ``high`` (the weight ramps to zero over ``[high - 0.1, high]``: a long frame's
+    blurred or noisy highlight just under 1 is no measurement of the radiance), and the floor goes
+    to the window's shortest exposures instead of the centre, so that a pixel clipped everywhere
+    is at least the shortest exposure's clipping radiance.
 
     Shape: ``lin, ldrs (B, T, 3, H, W)``, ``evs (B, T)``, ``fwd (B, T-1, 2, H, W)``,
     ``d (B*(T-1), 1, H, W)`` -> ``(B, 3, H, W)`` in ``lin``'s units.
@@ -172,9 +182,14 @@ def window_merge(lin: Tensor, ldrs: Tensor, evs: Tensor, fwd: Tensor, d: Tensor,
     frames = torch.cat((both[:, center:center + 1], moved), 1)  # centre first
     ev = torch.cat((evs[:, center:center + 1], evs[:, nb]), 1)
     gain = torch.exp2(ev - evs.min(1, keepdim=True).values)[..., None, None, None]
-    w = (1 - (2 * frames[:, :, 3:].clamp(0, 1) - 1).pow(12)) * gain  # (B, T, 3, H, W)
+    ldr = frames[:, :, 3:].clamp(0, 1)
+    w = (1 - (2 * ldr - 1).pow(12)) * gain  # (B, T, 3, H, W)
     trust = (1 - 20 * d).clamp(0, 1).unflatten(0, (b, t - 1))  # (B, T-1, 1, H, W)
-    w = torch.cat((w[:, :1] + 1e-4, w[:, 1:] * trust), 1)
+    if high is None:
+        w = torch.cat((w[:, :1] + 1e-4, w[:, 1:] * trust), 1)
+    else:
+        w = w * ((high - ldr) / 0.1).clamp(0, 1) * torch.cat((torch.ones_like(trust[:, :1]), trust), 1)
+        w = w + 1e-4 * (ev <= evs.min(1, keepdim=True).values + 1e-3)[..., None, None, None]
     return (w * frames[:, :, :3]).sum(1) / w.sum(1)
 
 
@@ -307,6 +322,9 @@ class DeAltHDR(nn.Module):
         if self.config.residual_base == "merge":
             ldr_p = pad_to_multiple(ldrs, self.multiple)[0]
             return mu_law(window_merge(x[:, :, :3], ldr_p, evs, fwd, d, self.center).clamp(0, 1), MU)
+        if self.config.residual_base == "tuned_merge":
+            ldr_p = pad_to_multiple(ldrs, self.multiple)[0]
+            return mu_law(window_merge(x[:, :, :3], ldr_p, evs, fwd, d, self.center, high=0.92).clamp(0, 1), MU)
         return mu_law(x[:, self.center, :3].clamp(0, 1), MU)
 
     @staticmethod

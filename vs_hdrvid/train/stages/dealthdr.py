@@ -56,6 +56,11 @@ RESIDUAL_DEVIATIONS = {
     "merge": "The output is a zero-initialised correction, in the mu-law domain, of the flow-aligned exposure-weighted "
              "merge of the window (config.residual_base='merge'), so the untrained network is that merge; not "
              "Turtle's global residual over the centre frame.",
+    "tuned_merge": "The output is a zero-initialised correction, in the mu-law domain, of the flow-aligned "
+                   "exposure-weighted merge of the window with hv.merge's clipping level (a value counts only "
+                   "below 0.92 LDR) and fallback (where every frame is clipped, the shortest exposure) "
+                   "(config.residual_base='tuned_merge'), so the untrained network is that merge; not Turtle's "
+                   "global residual over the centre frame.",
     "reference": "The mu-law global residual over the centre frame (Turtle's) is this project's choice where the "
                  "paper gives none.",
 }
@@ -83,12 +88,17 @@ def sample_sensitivity(gen: torch.Generator | None = None) -> float:
 
 @dataclass(frozen=True)
 class DeAltHDROptions(StageOptions):
-    model: str = field(default="small", metadata={
+    model: str = field(default="tiny", metadata={
         "choices": (*CPU_SIZES, "paper"), "run": True,
         "help": "a CPU size (models.dealthdr.CPU_SIZES) or the paper's depth with Turtle's width"})
     flow_source: str = field(default="dis", metadata={
         "choices": ("dis", "spynet"), "run": True,
         "help": "the classical DIS flows (dis) or the paper's SpyNet inside the network (spynet)"})
+    residual_base: str = field(default="tuned_merge", metadata={
+        "choices": ("tuned_merge", "merge", "reference"), "run": True,
+        "help": "what the output corrects: the window's exposure-weighted merge with hv.merge's clipping "
+                "level and fallback (tuned_merge), without them (merge, the first shipped design), or the "
+                "centre frame (reference)"})
     shared_encoder: bool = field(default=False, metadata={
         "run": True, "help": "one encoder for both exposures (the paper's Table 5 ablation)"})
     flow_weight: float = field(default=0.01, metadata={"help": "weight of the SpyNet's EPE against ground-truth flow"})
@@ -126,7 +136,7 @@ class DeAltHDRStage(Stage):
 
     def _config(self) -> DeAltHDRConfig:
         return DeAltHDRConfig.sized(self.opt.model, flow_source=self.opt.flow_source,
-                                    dual_encoders=not self.opt.shared_encoder)
+                                    dual_encoders=not self.opt.shared_encoder, residual_base=self.opt.residual_base)
 
     @property
     def losses(self) -> str:  # type: ignore[override]
@@ -182,7 +192,7 @@ class DeAltHDRStage(Stage):
         for name, s in (("s0", 0.0), ("sinf", math.inf)):
             res[f"val_psnr_mu_{name}"] = psnr_mu(self._run(batch, s).hdr, gt, hs)
         res["val_psnr_mu_reference_only"] = psnr_mu(ref_only(batch, net.center), gt, hs)
-        if net.config.residual_base == "merge":  # the classical starting point: the untrained output
+        if net.config.residual_base != "reference":  # the classical starting point: the untrained output
             res["val_psnr_mu_merge"] = psnr_mu(net.merge_base(batch["ldrs"], batch["evs"], self._flows(batch)), gt, hs)
         return res
 
