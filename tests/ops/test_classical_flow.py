@@ -80,3 +80,14 @@ def test_flow_confidence():
     # inconsistent pair: |fw + bw|^2 = 16 >> tolerance 0.01 * 8 + 0.5
     low = flow_confidence(fw, fw)
     assert np.all(low[:, : w - 2] < 1e-6)
+
+
+def test_exposure_flow_pair_is_exposure_flow_both_ways():
+    from vs_hdrvid.ops.classical_flow import exposure_flow, exposure_flow_pair
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(3, 48, 64, generator=g) * 0.3
+    mov = torch.roll(ref, 2, dims=-1) * 1.1
+    fw, bw = exposure_flow_pair(ref, mov, 1.0)
+    assert np.array_equal(fw, exposure_flow(ref, mov, 1.0)[0]) and np.array_equal(bw, exposure_flow(mov, ref, 1.0)[0])
+    assert np.median(fw[0]) == pytest.approx(2.0, abs=0.3) and np.median(bw[0]) == pytest.approx(-2.0, abs=0.3)

@@ -91,9 +91,9 @@ def _dis_seconds(ldrs: torch.Tensor, evs: torch.Tensor, center: int) -> float:
     """Seconds of ``exposure_flow`` from the centre to each neighbour (what ``classical_flow``
     computes for one output frame: each call also runs the reverse DIS for its confidence)."""
     from ..ops.classical_flow import exposure_flow
-    from ..train.data import CLASSICAL_FLOW, GAMMA
+    from ..train.data import CLASSICAL_FLOW, window_radiance
 
-    lin = ldrs.clamp(0, 1).pow(GAMMA) * torch.exp2(-evs).view(-1, 1, 1, 1)
+    lin = window_radiance(ldrs.numpy(), evs.numpy())
     start = time.perf_counter()
     for i in range(len(evs)):
         if i != center:

@@ -319,13 +319,11 @@ class DeAltHDR(nn.Module):
 
     def _base(self, x: Tensor, ldrs: Tensor, evs: Tensor, fwd: Tensor, d: Tensor) -> Tensor:
         """The residual base in the mu-law domain (``config.residual_base``)."""
-        if self.config.residual_base == "merge":
-            ldr_p = pad_to_multiple(ldrs, self.multiple)[0]
-            return mu_law(window_merge(x[:, :, :3], ldr_p, evs, fwd, d, self.center).clamp(0, 1), MU)
-        if self.config.residual_base == "tuned_merge":
-            ldr_p = pad_to_multiple(ldrs, self.multiple)[0]
-            return mu_law(window_merge(x[:, :, :3], ldr_p, evs, fwd, d, self.center, high=0.92).clamp(0, 1), MU)
-        return mu_law(x[:, self.center, :3].clamp(0, 1), MU)
+        if self.config.residual_base == "reference":
+            return mu_law(x[:, self.center, :3].clamp(0, 1), MU)
+        high = 0.92 if self.config.residual_base == "tuned_merge" else None  # hv.merge's clipping level
+        ldr_p = pad_to_multiple(ldrs, self.multiple)[0]
+        return mu_law(window_merge(x[:, :, :3], ldr_p, evs, fwd, d, self.center, high).clamp(0, 1), MU)
 
     @staticmethod
     def _to_hdr(t_out: Tensor, crop, evs: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ from vs_hdrvid.ops.color import LUMA_COEFFS, rgb_to_luminance
 from vs_hdrvid.ops.warp import flow_warp, forward_backward_confidence, through_similarity, warp_similarity
 
 __all__ = ["FLOW_METHODS", "FLOW_PRESETS", "encode_luminance", "dense_flow", "flow_confidence",
-           "flow_luminance", "exposure_flow", "aligned_exposure_flow"]
+           "flow_luminance", "exposure_flow", "exposure_flow_pair", "aligned_exposure_flow"]
 
 FLOW_METHODS: tuple[str, ...] = ("dis", "farneback")
 FLOW_PRESETS: tuple[str, ...] = ("ultrafast", "fast", "medium")
@@ -163,11 +163,20 @@ def exposure_flow(ref: torch.Tensor, mov: torch.Tensor, ev_max: float, method: s
     Shape:
         ``ref, mov (3, H, W)`` -> flow ``(2, H, W)``, confidence ``(H, W)`` (float32 numpy).
     """
+    fw, bw = exposure_flow_pair(ref, mov, ev_max, method, preset)
+    return fw, flow_confidence(fw, bw)
+
+
+def exposure_flow_pair(ref: torch.Tensor, mov: torch.Tensor, ev_max: float, method: str = "dis",
+                       preset: str = "medium") -> tuple[np.ndarray, np.ndarray]:
+    """Both flows of :func:`exposure_flow`, ``ref -> mov`` and ``mov -> ref`` (the second is
+    ``exposure_flow(mov, ref, ev_max)``'s flow), from one normalisation and two DIS runs.
+
+    Shape: ``ref, mov (3, H, W)`` -> two ``(2, H, W)`` float32 numpy.
+    """
     level = 2.0 ** -float(ev_max) * 0.92 ** 2.2
     a, b = flow_luminance(ref, level), flow_luminance(mov, level)
-    fw = dense_flow(a, b, method=method, preset=preset)
-    bw = dense_flow(b, a, method=method, preset=preset)
-    return fw, flow_confidence(fw, bw)
+    return dense_flow(a, b, method=method, preset=preset), dense_flow(b, a, method=method, preset=preset)
 
 
 def aligned_exposure_flow(ref: torch.Tensor, nbr: torch.Tensor, m: torch.Tensor, ev_max: float,

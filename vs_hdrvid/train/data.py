@@ -46,14 +46,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from vs_hdrvid.ops.classical_flow import exposure_flow
+from vs_hdrvid.ops.classical_flow import exposure_flow, exposure_flow_pair
 from vs_hdrvid.ops.exr import read_exr
 from vs_hdrvid.ops.images import read_image
 from vs_hdrvid.ops.warp import flow_warp
 from vs_hdrvid.synth.augment import Augment, perturb_tone, sample_augment
 
 __all__ = ["SceneArrays", "WindowDataset", "window_length", "list_scene_dirs", "GAMMA",
-           "prepare_classical_flows", "window_classical_flows"]
+           "prepare_classical_flows", "window_classical_flows", "window_radiance"]
 
 GAMMA = 2.2
 KINDS = ("flow", "coarse", "refine", "dealthdr")
@@ -150,8 +150,7 @@ class SceneArrays:
             n, (h, w) = self.num_frames, self.ldr.shape[-2:]
             flows = np.zeros((n, len(offsets), 2, h, w), np.float32)
             conf = np.zeros((n, len(offsets), 1, h, w), np.float16)
-            lin = torch.from_numpy(self.ldr.astype(np.float32) / self.scale).pow(GAMMA)
-            lin = lin * torch.from_numpy(np.exp2(-self.evs)).view(-1, 1, 1, 1)  # H = L**2.2 / 2**EV
+            lin = window_radiance(self.ldr.astype(np.float32) / self.scale, self.evs)
             for t in range(n):
                 for k, d in enumerate(offsets):
                     if 0 <= t + d < n:
@@ -203,15 +202,23 @@ def window_classical_flows(ldrs: np.ndarray, evs: np.ndarray, center: int) -> tu
 
     Shape: ``ldrs (T, 3, H, W)`` in [0, 1], ``evs (T,)`` -> two ``(T-1, 2, H, W)`` float32.
     """
-    lin = torch.from_numpy(np.ascontiguousarray(ldrs, np.float32)).clamp(0, 1).pow(GAMMA)
-    lin = lin * torch.from_numpy(np.exp2(-np.asarray(evs, np.float32))).view(-1, 1, 1, 1)
+    lin = window_radiance(ldrs, evs)
     fwd, bwd = [], []
     for i in range(len(evs)):
         if i != center:
-            ev = float(max(evs[center], evs[i]))
-            fwd.append(exposure_flow(lin[center], lin[i], ev, *CLASSICAL_FLOW)[0])
-            bwd.append(exposure_flow(lin[i], lin[center], ev, *CLASSICAL_FLOW)[0])
+            fw, bw = exposure_flow_pair(lin[center], lin[i], float(max(evs[center], evs[i])), *CLASSICAL_FLOW)
+            fwd.append(fw)
+            bwd.append(bw)
     return np.stack(fwd), np.stack(bwd)
+
+
+def window_radiance(ldrs: np.ndarray, evs: np.ndarray) -> Tensor:
+    """Gamma-LDR frames in [0, 1] as radiance ``H = L**2.2 / 2**EV``, what the classical flows see.
+
+    Shape: ``(T, 3, H, W)``, ``(T,)`` -> ``(T, 3, H, W)`` float32 tensor.
+    """
+    lin = torch.from_numpy(np.ascontiguousarray(ldrs, np.float32)).clamp(0, 1).pow(GAMMA)
+    return lin * torch.from_numpy(np.exp2(-np.asarray(evs, np.float32))).view(-1, 1, 1, 1)
 
 
 def _has_classical_flows(path: Path, reach: int) -> bool:
