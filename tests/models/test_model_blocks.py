@@ -11,6 +11,7 @@ from vs_hdrvid.models.blocks import (
     ConfigMixin,
     DeformConvPack,
     deform_conv2d,
+    float_nchw,
     hdr_scale,
     ldr_to_hdr,
     pad_to_multiple,
@@ -114,3 +115,26 @@ def test_deform_conv2d_equals_torchvision(groups):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-3)
     with torch.no_grad():  # the in-place path of inference
         assert torch.allclose(deform_conv2d(x, offset, weight, bias, mask, 1), ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_float_nchw_of_channels_last_memory_and_its_channel_slices(dtype):
+    x = torch.randn(2, 12, 5, 7).to(dtype)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    for view, ref in ((cl, x), (cl[:, 3:9], x[:, 3:9]), (x, x), (x[:, 2:5], x[:, 2:5])):
+        out = float_nchw(view)
+        assert out.dtype == torch.float32 and out.is_contiguous()
+        assert torch.equal(out, ref.float())
+
+
+def test_deform_conv_pack_same_on_channels_last_features():
+    """The inference layout (channels-last convolutions) gives what NCHW gives."""
+    torch.manual_seed(0)
+    dcn = DeformConvPack(8, 6, 8, groups=2)
+    torch.nn.init.normal_(dcn.offset_mask.weight, std=0.3)
+    x, guide = torch.randn(1, 8, 11, 14), torch.randn(1, 8, 11, 14)
+    with torch.no_grad():
+        ref = dcn(x, guide)
+        dcn.to(memory_format=torch.channels_last)
+        out = dcn(x.contiguous(memory_format=torch.channels_last), guide.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(out, ref, atol=1e-5)
