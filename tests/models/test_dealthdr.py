@@ -348,3 +348,36 @@ def test_tuned_merge_keeps_the_highlights_the_plain_merge_darkens():
     torch.testing.assert_close(tuned[..., 4:8, :], torch.full_like(tuned[..., 4:8, :], 3.0), rtol=1e-2, atol=0)
     assert float(plain[..., 4:8, :].mean()) < 2.0  # the long centre's 0.97 pulls it down
     torch.testing.assert_close(tuned[..., 8:, :], plain[..., 8:, :], rtol=1e-2, atol=0)  # elsewhere alike
+
+
+def test_bounded_correction_stays_in_its_trust_region_around_the_base():
+    """``residual_bound``: untrained, still the base exactly; with a large correction, the output's
+    radiance (short-exposure units) stays within ``tau * (b + floor)`` of the base's ``b``, a
+    small correction passes nearly unchanged, and the bound has a gradient everywhere."""
+    tau, floor = 0.05, 0.05
+    cfg = tiny(flow_source="dis", residual_base="tuned_merge", residual_bound=tau, bound_floor=floor)
+    ldrs, evs = random_window(1, 32, 32, seed=3)
+    flows = zero_flows(1, 32, 32)
+    scale = 4.0  # centre long: H_sat = 2**2 in scene units
+    with torch.no_grad():
+        base = net_of(cfg).merge_base(ldrs, evs, flows)
+        torch.testing.assert_close(net_of(cfg)(ldrs, evs, 15.0, flows=flows).hdr, base, rtol=0, atol=0)
+        big = net_of(cfg, head=True)
+        torch.nn.init.constant_(big.head.bias, 0.5)  # a mu-law correction of half the range
+        out = big(ldrs, evs, 15.0, flows=flows).hdr
+        free = net_of(dataclasses.replace(cfg, residual_bound=0.0), head=True)
+        free.load_state_dict(big.state_dict())
+        unbounded = free(ldrs, evs, 15.0, flows=flows).hdr
+    b, o = base / scale, out / scale
+    assert ((o - b).abs() <= tau * (b + floor) + 1e-6).all()
+    assert ((unbounded / scale - b).abs() > tau * (b + floor)).any()  # it was a large correction
+    small = net_of(cfg, head=True)
+    with torch.no_grad():
+        small.head.weight.mul_(1e-3)
+    out = small(ldrs, evs, 15.0, flows=flows).hdr
+    free.load_state_dict(small.state_dict())
+    torch.testing.assert_close(out, free(ldrs, evs, 15.0, flows=flows).hdr, rtol=1e-3, atol=1e-5)
+    out.sum().backward()
+    assert small.head.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="residual_bound"):
+        tiny(residual_bound=-0.1)

@@ -119,7 +119,7 @@ def test_dealthdr_stage_trains_and_ships(runs):
     assert all(0.0 <= r["attention_ratio"] <= 1.0 for r in steps)
 
     net, entry = W.load("dealthdr-2exp", folder=tmp / "weights")  # sha256 checked
-    want = DeAltHDRConfig.small(flow_source="dis", residual_base="tuned_merge")
+    want = DeAltHDRConfig.small(flow_source="dis", residual_base="tuned_merge", residual_bound=0.05)
     assert isinstance(net, DeAltHDR) and net.config == want
     assert net.flownet is None and net.needs_flows
     assert entry.network == "DeAltHDR" and entry.parameters == sum(p.numel() for p in net.parameters())
@@ -134,6 +134,7 @@ def test_dealthdr_stage_trains_and_ships(runs):
     assert entry.deviations[:len(DEALTHDR_DEVIATIONS)] == DEALTHDR_DEVIATIONS
     assert any("'small' size" in d for d in entry.deviations)
     assert any("hv.merge's clipping level" in d for d in entry.deviations)
+    assert any("bounded around the base" in d for d in entry.deviations)
     assert any("Flows from DIS" in d for d in entry.deviations) and not any("SpyNet is trained" in d
                                                                              for d in entry.deviations)
     assert {"val_psnr_mu", "val_psnr_mu_s0", "val_psnr_mu_sinf", "val_psnr_mu_reference_only", "val_psnr_mu_merge",
@@ -163,6 +164,7 @@ def test_losses_and_deviations_follow_the_options():
     assert "EPE" in paper.losses and "lin_weight" not in paper.losses
     devs = paper.net_deviations("dealthdr", DeAltHDRConfig.small().to_dict())
     assert any("SpyNet is trained" in d for d in devs) and not any("Flows from DIS" in d for d in devs)
+    assert not any("bounded around the base" in d for d in devs)  # residual_bound 0
     assert paper.recipe("dealthdr", {})["flow_weight"] == 0.01 and not paper.classical_flow and lin.classical_flow
 
 
@@ -173,7 +175,7 @@ def test_dealthdr_resume_continues_history_schedule_and_optimiser(runs):
     ckpt = torch.load(run / "ckpt.pt", weights_only=False)
     assert [s for s, _ in ckpt["history"]["train"]] == [1, 2, 3]
     assert set(ckpt["nets"]) == {"dealthdr"} and ckpt["net_configs"]["dealthdr"] == DeAltHDRConfig.small(
-        flow_source="dis", residual_base="tuned_merge").to_dict()
+        flow_source="dis", residual_base="tuned_merge", residual_bound=0.05).to_dict()
     group = ckpt["optimizer"]["param_groups"][0]
     assert group["betas"] == (0.9, 0.999) and group["weight_decay"] == 0.01  # AdamW's default decay (Adam: 0)
     lrs = [r["lr"] for r in _log(run)]

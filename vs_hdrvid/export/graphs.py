@@ -253,7 +253,7 @@ class DeAltHDRGraph(_Graph):
         for i, lvl in enumerate((2, 1, 0)):
             y = net.skip[i](torch.cat((net.up[i](y), feats[lvl][:, ci]), 1))
             y = net.dec[i](align(lvl, y, net.align[i]))
-        hdr = net._to_hdr(net._base(inp, ldrs, evs, fwd, d) + net.head(y), crop, evs)
+        hdr = net._to_hdr(net._base(inp, ldrs, evs, fwd, d), net.head(y), crop, evs)
         if self.outputs == "hdr":
             return hdr
         return hdr, torch.stack(masked).sum() / total, crop(fwd)

@@ -78,6 +78,15 @@ class DeAltHDRConfig(ConfigMixin):
         residual_base: ``"merge"`` (:func:`window_merge`), ``"tuned_merge"`` (the same with
             ``hv.merge``'s clipping level and fallback, ``high=0.92``) or ``"reference"`` (the
             centre frame).
+        residual_bound: ``tau`` of a trust region around the base (0: none, the output is the base
+            plus the correction). With ``tau > 0`` the correction's linear radiance ``r`` (short-
+            exposure units) is squashed to ``tau * (b + bound_floor) * tanh(r / (tau * (b +
+            bound_floor)))`` around the base's radiance ``b``: at most a fraction ``tau`` of it in
+            the highlights, where the base's well-exposed short frames are already accurate and an
+            unbounded correction learnt on other highlights made them up (a deviation; the
+            untrained network is still the base exactly).
+        bound_floor: the radiance added to ``b`` in the bound, which leaves the shadows, where the
+            short frames' noise is of the order of the signal, free to be corrected.
         gamma: camera response exponent of the LDR input.
         flow: the SpyNet's config.
     """
@@ -93,6 +102,8 @@ class DeAltHDRConfig(ConfigMixin):
     dual_encoders: bool = True
     flow_source: str = "spynet"
     residual_base: str = "merge"
+    residual_bound: float = 0.0
+    bound_floor: float = 0.05
     gamma: float = 2.2
     flow: PairSpyNetConfig = field(default_factory=PairSpyNetConfig)
 
@@ -104,6 +115,9 @@ class DeAltHDRConfig(ConfigMixin):
         if self.residual_base not in ("merge", "tuned_merge", "reference"):
             raise ValueError(f"DeAltHDRConfig: residual_base must be merge, tuned_merge or reference, got "
                              f"{self.residual_base!r}")
+        if not (self.residual_bound >= 0 and self.bound_floor > 0):
+            raise ValueError(f"DeAltHDRConfig: residual_bound must be >= 0 and bound_floor > 0, got "
+                             f"{self.residual_bound}, {self.bound_floor}")
         for lvl, h in enumerate(self.heads):
             if (self.dim * 2 ** lvl) % h:
                 raise ValueError(f"DeAltHDRConfig: {self.dim * 2 ** lvl} channels of level {lvl + 1} "
@@ -325,15 +339,23 @@ class DeAltHDR(nn.Module):
         ldr_p = pad_to_multiple(ldrs, self.multiple)[0]
         return mu_law(window_merge(x[:, :, :3], ldr_p, evs, fwd, d, self.center, high).clamp(0, 1), MU)
 
-    @staticmethod
-    def _to_hdr(t_out: Tensor, crop, evs: Tensor) -> Tensor:
-        lin = torch.expm1(t_out.clamp(0, 1) * math.log1p(MU)) / MU  # inverse mu-law: short-exposure units
+    def _to_hdr(self, base: Tensor, correction: Tensor | None, crop, evs: Tensor) -> Tensor:
+        """HDR radiance of the base corrected in the mu-law domain (``config.residual_bound``)."""
+        def linear(t: Tensor) -> Tensor:  # inverse mu-law: short-exposure units
+            return torch.expm1(t.clamp(0, 1) * math.log1p(MU)) / MU
+
+        lin = linear(base if correction is None else base + correction)
+        tau = self.config.residual_bound
+        if correction is not None and tau > 0:
+            ref = linear(base)
+            bound = tau * (ref + self.config.bound_floor)
+            lin = ref + bound * torch.tanh((lin - ref) / bound)
         return crop(lin) * torch.exp2(-evs.min(1).values).view(-1, 1, 1, 1)
 
     def merge_base(self, ldrs: Tensor, evs: Tensor, flows: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """The HDR of the residual base alone: what the untrained network returns, ``(B, 3, H, W)``."""
         x, _, crop, fwd, d = self._prepare(ldrs, evs, flows)
-        return self._to_hdr(self._base(x, ldrs, evs, fwd, d), crop, evs)
+        return self._to_hdr(self._base(x, ldrs, evs, fwd, d), None, crop, evs)
 
     def forward(self, ldrs: Tensor, evs: Tensor, s: float = 15.0,
                 flows: tuple[Tensor, Tensor] | None = None) -> DeAltHDROutput:
@@ -358,5 +380,5 @@ class DeAltHDR(nn.Module):
         for i, lvl in enumerate((2, 1, 0)):
             y = self.skip[i](torch.cat((self.up[i](y), feats[lvl][:, ci]), 1))
             y = self.dec[i](align(lvl, y, self.align[i]))
-        hdr = self._to_hdr(self._base(x, ldrs, evs, fwd, d) + self.head(y), crop, evs)
+        hdr = self._to_hdr(self._base(x, ldrs, evs, fwd, d), self.head(y), crop, evs)
         return DeAltHDROutput(hdr, masked / max(total, 1.0), crop(fwd))

@@ -67,6 +67,11 @@ RESIDUAL_DEVIATIONS = {
 LINEAR_DEVIATION = ("Adds lin_weight x the L1 of the normalised linear HDR clip(H / H_sat, 0, 1) to the mu-law "
                     "losses: the mu-law space of eq. 9 compresses the highlights, whose errors PSNR-L counts.")
 
+BOUND_DEVIATION = ("The correction is bounded around the base's linear radiance b (short-exposure units): at most "
+                   "residual_bound x (b + bound_floor), through a tanh (config.residual_bound, bound_floor). "
+                   "Unbounded, the network trained here pushed near-clipped short-frame highlights towards "
+                   "saturation on scenes it had not seen and gave back PSNR-L the merge had.")
+
 BRANCHES = "30% flow only (s=0), 30% attention only (s=inf), 40% FGMA with s ~ U(0,1] or U(1,100)"
 
 
@@ -99,6 +104,10 @@ class DeAltHDROptions(StageOptions):
         "help": "what the output corrects: the window's exposure-weighted merge with hv.merge's clipping "
                 "level and fallback (tuned_merge), without them (merge, the first shipped design), or the "
                 "centre frame (reference)"})
+    residual_bound: float = field(default=0.05, metadata={
+        "run": True, "help": "trust region of the correction: at most this fraction of the base's radiance "
+                             "in the highlights (DeAltHDRConfig.residual_bound; 0: unbounded, the first "
+                             "shipped designs)"})
     shared_encoder: bool = field(default=False, metadata={
         "run": True, "help": "one encoder for both exposures (the paper's Table 5 ablation)"})
     flow_weight: float = field(default=0.01, metadata={"help": "weight of the SpyNet's EPE against ground-truth flow"})
@@ -136,7 +145,8 @@ class DeAltHDRStage(Stage):
 
     def _config(self) -> DeAltHDRConfig:
         return DeAltHDRConfig.sized(self.opt.model, flow_source=self.opt.flow_source,
-                                    dual_encoders=not self.opt.shared_encoder, residual_base=self.opt.residual_base)
+                                    dual_encoders=not self.opt.shared_encoder, residual_base=self.opt.residual_base,
+                                    residual_bound=self.opt.residual_bound)
 
     @property
     def losses(self) -> str:  # type: ignore[override]
@@ -203,7 +213,8 @@ class DeAltHDRStage(Stage):
     def net_deviations(self, key: str, config: dict) -> list[str]:
         cfg = DeAltHDRConfig.from_dict(config)
         out = list(self.deviations) + (DIS_DEVIATIONS if cfg.flow_source == "dis" else SPYNET_DEVIATIONS)
-        return out + [RESIDUAL_DEVIATIONS[cfg.residual_base]] + [LINEAR_DEVIATION] * bool(self.opt.lin_weight)
+        return (out + [RESIDUAL_DEVIATIONS[cfg.residual_base]] + [BOUND_DEVIATION] * bool(cfg.residual_bound)
+                + [LINEAR_DEVIATION] * bool(self.opt.lin_weight))
 
     def size_note(self) -> str:
         return f"; the '{self.opt.model}' size (models.dealthdr.CPU_SIZES)" if self.opt.model in CPU_SIZES else ""
