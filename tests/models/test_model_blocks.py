@@ -125,6 +125,9 @@ def test_float_nchw_of_channels_last_memory_and_its_channel_slices(dtype):
         out = float_nchw(view)
         assert out.dtype == torch.float32 and out.is_contiguous()
         assert torch.equal(out, ref.float())
+    leaf = torch.randn(2, 12, 5, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
+    float_nchw(leaf[:, 3:9]).mul(2).sum().backward()  # the training path: differentiable
+    assert torch.equal(leaf.grad[:, 3:9], torch.full((2, 6, 5, 7), 2.0)) and not leaf.grad[:, :3].any()
 
 
 def test_deform_conv_pack_same_on_channels_last_features():

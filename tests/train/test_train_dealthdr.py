@@ -198,3 +198,15 @@ def test_dealthdr_stage_continues_shipped_weights_of_the_same_width(tmp_path, ro
     assert out["shipped"] and entry.sha256 != sha
     ckpt = torch.load(tmp_path / "runs" / "again" / "ckpt.pt", weights_only=False)
     assert any("(shipped)" in note for note in ckpt["init"])
+
+
+def test_init_from_weights_of_another_design_that_fits_and_of_another_width(tmp_path, root):
+    """``--init-from`` the shipped file into a new design whose tensors fit (another residual_bound):
+    loaded, the change named in the run's provenance; into another width: a clear error."""
+    train(_cfg(tmp_path, root, steps=1, residual_bound=0.0))
+    shipped = tmp_path / "weights" / "dealthdr_2exp.safetensors"
+    train(_cfg(tmp_path, root, steps=1, init_from=str(shipped), out_name="bounded", ship="never"))
+    ckpt = torch.load(tmp_path / "runs" / "bounded" / "ckpt.pt", weights_only=False)
+    assert any("config changed: residual_bound 0.0 -> 0.05" in note for note in ckpt["init"])
+    with pytest.raises(ValueError, match="do not fit"):
+        train(_cfg(tmp_path, root, steps=1, init_from=str(shipped), out_name="wider", model="medium"))

@@ -240,9 +240,9 @@ def float_nchw(x: Tensor) -> Tensor:
     Channels-last memory (a view of it, such as a slice of its channels) is transposed as one
     2-D ``(H*W, C) -> (C, H*W)`` matrix per sample before the cast: torch's CPU copy is 2-3x
     slower at the same transpose as a 4-D strided copy, and a cast after it moves half the bytes
-    when ``x`` is bfloat16.
+    when ``x`` is bfloat16. Under autograd the plain differentiable copy.
     """
-    if x.is_contiguous() or x.stride(1) != 1 or x.device.type != "cpu":
+    if x.is_contiguous() or x.stride(1) != 1 or x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()):
         return x.float().contiguous()
     b, c, h, w = x.shape
     out = torch.empty(b, c, h, w, dtype=x.dtype)

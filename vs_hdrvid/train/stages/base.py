@@ -88,9 +88,20 @@ def load_shipped(name: str, cfg: TrainConfig, device: torch.device, folder: Path
     return net.train(), entry
 
 
+def _config_changes(saved: dict, config: Any) -> str:
+    """``"config changed: k a -> b, ..."`` for the fields in which ``config`` differs from the
+    ``saved`` config dict (fields the saved dict lacks take their defaults); empty if none."""
+    old = type(config).from_dict(saved).to_dict()
+    new = config.to_dict()
+    diff = [f"{k} {old[k]} -> {new[k]}" for k in new if json.dumps(old.get(k)) != json.dumps(new[k])]
+    return "config changed: " + ", ".join(diff) if diff else ""
+
+
 def load_into(net: nn.Module, path: Path, key: str) -> str:
     """Load weights for ``net`` from a ``.safetensors`` file or from a run's ``ckpt.pt`` (its
-    ``nets[key]``). A safetensors file listed in its folder's manifest must match its sha256.
+    ``nets[key]``). A safetensors file listed in its folder's manifest must match its sha256; its
+    config may differ from ``net``'s where the tensors still fit (a fine-tune into a new design,
+    such as another ``residual_bound``), which the provenance string then names.
 
     Returns:
         a provenance string ``"<path> (sha256 ...)"``.
@@ -103,10 +114,13 @@ def load_into(net: nn.Module, path: Path, key: str) -> str:
         digest = W.sha256_of(path)
         if entry is not None and entry.sha256 != digest:
             raise W.WeightsError(f"{path}: sha256 {digest} but the manifest expects {entry.sha256}")
-        if entry is not None and entry.config != json.loads(json.dumps(net.config.to_dict())):
-            raise ValueError(f"train: {path} holds a network with config {entry.config}, not {net.config.to_dict()}")
-        net.load_state_dict(load_file(str(path)))
-        return f"{path} (sha256 {digest[:16]})"
+        changed = _config_changes(entry.config, net.config) if entry is not None else ""
+        try:
+            net.load_state_dict(load_file(str(path)))
+        except RuntimeError as e:  # another width or depth: the tensors do not fit
+            raise ValueError(f"train: {path} holds a network with config {entry.config if entry else '?'}, whose "
+                             f"tensors do not fit {net.config.to_dict()}: {str(e).splitlines()[0]}") from None
+        return f"{path} (sha256 {digest[:16]}{'; ' + changed if changed else ''})"
     state = torch.load(path, map_location="cpu", weights_only=False)
     if key not in state.get("nets", {}):
         raise ValueError(f"train: checkpoint {path} holds {sorted(state.get('nets', {}))}, not {key!r}")
