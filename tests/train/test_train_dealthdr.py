@@ -205,8 +205,12 @@ def test_init_from_weights_of_another_design_that_fits_and_of_another_width(tmp_
     loaded, the change named in the run's provenance; into another width: a clear error."""
     train(_cfg(tmp_path, root, steps=1, residual_bound=0.0))
     shipped = tmp_path / "weights" / "dealthdr_2exp.safetensors"
-    train(_cfg(tmp_path, root, steps=1, init_from=str(shipped), out_name="bounded", ship="never"))
+    sha = W.read_manifest(shipped.parent)[shipped.name].sha256
+    train(_cfg(tmp_path, root, steps=1, init_from=str(shipped), out_name="bounded", ship="always",
+               weights_dir=str(tmp_path / "bounded-weights")))
     ckpt = torch.load(tmp_path / "runs" / "bounded" / "ckpt.pt", weights_only=False)
     assert any("config changed: residual_bound 0.0 -> 0.05" in note for note in ckpt["init"])
+    entry = W.read_manifest(tmp_path / "bounded-weights")[shipped.name]
+    assert entry.config["residual_bound"] == 0.05 and entry.recipe["continued_from"]["sha256"] == sha
     with pytest.raises(ValueError, match="do not fit"):
         train(_cfg(tmp_path, root, steps=1, init_from=str(shipped), out_name="wider", model="medium"))

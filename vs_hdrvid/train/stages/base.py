@@ -97,11 +97,13 @@ def _config_changes(saved: dict, config: Any) -> str:
     return "config changed: " + ", ".join(diff) if diff else ""
 
 
-def load_into(net: nn.Module, path: Path, key: str) -> str:
+def load_into(net: nn.Module, path: Path, key: str, previous: dict | None = None) -> str:
     """Load weights for ``net`` from a ``.safetensors`` file or from a run's ``ckpt.pt`` (its
     ``nets[key]``). A safetensors file listed in its folder's manifest must match its sha256; its
     config may differ from ``net``'s where the tensors still fit (a fine-tune into a new design,
-    such as another ``residual_bound``), which the provenance string then names.
+    such as another ``residual_bound``), which the provenance string then names. With
+    ``previous`` (a stage's), the file's manifest entry goes into ``previous[key]``, so the weights
+    shipped from it record what they continued (``continued_from``).
 
     Returns:
         a provenance string ``"<path> (sha256 ...)"``.
@@ -120,6 +122,8 @@ def load_into(net: nn.Module, path: Path, key: str) -> str:
         except RuntimeError as e:  # another width or depth: the tensors do not fit
             raise ValueError(f"train: {path} holds a network with config {entry.config if entry else '?'}, whose "
                              f"tensors do not fit {net.config.to_dict()}: {str(e).splitlines()[0]}") from None
+        if previous is not None and entry is not None:
+            previous[key] = entry
         return f"{path} (sha256 {digest[:16]}{'; ' + changed if changed else ''})"
     state = torch.load(path, map_location="cpu", weights_only=False)
     if key not in state.get("nets", {}):

@@ -183,7 +183,7 @@ class CoarseStage(CoarseNetStage):
         if cfg.init_from:
             self.nets["coarse"] = CoarseNet(coarse_config(cfg))
             if cfg.init_from != "none":
-                self.init_notes.append(load_into(self.nets["coarse"], Path(cfg.init_from), "coarse"))
+                self.init_notes.append(load_into(self.nets["coarse"], Path(cfg.init_from), "coarse", self.previous))
             return
         shipped = shipped_coarse(self, require=False)
         if shipped is not None:

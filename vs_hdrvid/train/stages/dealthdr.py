@@ -167,7 +167,7 @@ class DeAltHDRStage(Stage):
         cfg = self.cfg
         if cfg.init_from and cfg.init_from != "none":
             self.nets["dealthdr"] = DeAltHDR(self._config())
-            self.init_notes.append(load_into(self.nets["dealthdr"], Path(cfg.init_from), "dealthdr"))
+            self.init_notes.append(load_into(self.nets["dealthdr"], Path(cfg.init_from), "dealthdr", self.previous))
             return
         shipped = None if cfg.init_from == "none" else load_shipped("dealthdr-2exp", cfg, self.device)
         if shipped is not None and shipped[0].config == self._config():

@@ -63,7 +63,7 @@ class RefineStage(CoarseNetStage):
         config = self.opt.refine_config(n)
         if cfg.init_from and cfg.init_from != "none":
             self.nets["refine"] = RefineNet(config)
-            self.init_notes.append(load_into(self.nets["refine"], Path(cfg.init_from), "refine"))
+            self.init_notes.append(load_into(self.nets["refine"], Path(cfg.init_from), "refine", self.previous))
             return
         shipped = None if cfg.init_from == "none" else load_shipped(f"refine-{n}exp", cfg, self.device)
         coarse_sha = self.previous["coarse"].sha256
