@@ -91,8 +91,11 @@ def load_shipped(name: str, cfg: TrainConfig, device: torch.device, folder: Path
 def _config_changes(saved: dict, config: Any) -> str:
     """``"config changed: k a -> b, ..."`` for the fields in which ``config`` differs from the
     ``saved`` config dict (fields the saved dict lacks take their defaults); empty if none."""
-    old = type(config).from_dict(saved).to_dict()
     new = config.to_dict()
+    try:
+        old = type(config).from_dict(saved).to_dict()
+    except (TypeError, ValueError):  # a field this code does not know: compare as saved
+        old = saved
     diff = [f"{k} {old[k]} -> {new[k]}" for k in new if json.dumps(old.get(k)) != json.dumps(new[k])]
     return "config changed: " + ", ".join(diff) if diff else ""
 
