@@ -350,6 +350,54 @@ def test_tuned_merge_keeps_the_highlights_the_plain_merge_darkens():
     torch.testing.assert_close(tuned[..., 8:, :], plain[..., 8:, :], rtol=1e-2, atol=0)  # elsewhere alike
 
 
+def test_bounded_merge_drops_neighbours_darker_than_a_clipped_short_centre():
+    """A highlight clipped in the short centre and seen darker by a misaligned neighbour (here a
+    long frame that reads 0.5 LDR, and a short one that reads 0.6): the tuned base blends them in
+    and darkens the highlight; the bounded base drops them (and their 3x3 surroundings) and keeps
+    at least the centre's clipping radiance, and is the tuned base elsewhere and for a long centre."""
+    h, w = 16, 16
+    evs = torch.tensor([EVS])
+    hdr = torch.full((1, 3, h, w), 0.05)
+    hdr[..., :6, :] = 8.0  # clipped in every frame of the scene
+    ldrs = torch.stack([(hdr * 2.0 ** ev).clamp(0, 1).pow(1 / 2.2) for ev in EVS], 1)
+    ldrs[:, 1, :, :6] = 0.5  # a long neighbour misaligned over the highlight
+    ldrs[:, 4, :, :6] = 0.6  # a short one too
+    flows = zero_flows(1, h, w)
+    with torch.no_grad():
+        tuned = net_of(tiny(flow_source="dis", residual_base="tuned_merge")).merge_base(ldrs, evs, flows)
+        bounded = net_of(tiny(flow_source="dis", residual_base="bounded_merge")).merge_base(ldrs, evs, flows)
+        net = net_of(tiny(flow_source="dis", residual_base="bounded_merge"))
+        torch.testing.assert_close(net(ldrs, evs, 15.0, flows=flows).hdr, bounded, rtol=0, atol=0)  # step 0
+        long_c = torch.tensor([EVS_LONG])
+        ldrs_l = torch.stack([(hdr * 2.0 ** ev).clamp(0, 1).pow(1 / 2.2) for ev in EVS_LONG], 1)
+        ldrs_l[:, 1, :, :6] = 0.6
+        same = [net_of(tiny(flow_source="dis", residual_base=b)).merge_base(ldrs_l, long_c, flows)
+                for b in ("tuned_merge", "bounded_merge")]
+    short_clip = 2.0 ** 2  # the radiance where the EV -2 frames clip
+    assert float(bounded[..., :6, :].min()) >= short_clip * 0.999 > float(tuned[..., :6, :].max())
+    torch.testing.assert_close(bounded[..., 7:, :], tuned[..., 7:, :], rtol=1e-6, atol=0)  # beyond the 3x3 spread
+    torch.testing.assert_close(same[1], same[0], rtol=0, atol=0)
+
+
+def test_bound_power_shrinks_the_trust_region_in_the_highlights_only():
+    """``bound_power``: the bound ``tau * f**(1 - p) * (b + f)**p`` holds for p = 0.5, is the same
+    ``tau * f`` as p = 1's at b = 0, and is tighter than p = 1's wherever b > 0."""
+    tau, floor = 0.05, 0.05
+    ldrs, evs = random_window(1, 32, 32, seed=3)
+    flows = zero_flows(1, 32, 32)
+    outs = {}
+    for p in (1.0, 0.5):
+        net = net_of(tiny(flow_source="dis", residual_base="tuned_merge", residual_bound=tau, bound_power=p), head=True)
+        torch.nn.init.constant_(net.head.bias, 0.5)
+        with torch.no_grad():
+            outs[p] = net(ldrs, evs, 15.0, flows=flows).hdr / 4.0, net.merge_base(ldrs, evs, flows) / 4.0
+    (o, b), (o1, _) = outs[0.5], outs[1.0]
+    assert ((o - b).abs() <= tau * floor ** 0.5 * (b + floor) ** 0.5 + 1e-6).all()
+    assert ((o - b).abs() <= (o1 - b).abs() + 1e-6).all() and ((o - b).abs() < (o1 - b).abs() - 1e-4).any()
+    with pytest.raises(ValueError, match="bound_power"):
+        tiny(bound_power=1.5)
+
+
 def test_bounded_correction_stays_in_its_trust_region_around_the_base():
     """``residual_bound``: untrained, still the base exactly; with a large correction, the output's
     radiance (short-exposure units) stays within ``tau * (b + floor)`` of the base's ``b``, a

@@ -42,6 +42,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vs_hdrvid.models.blocks import ConfigMixin, pad_to_multiple
@@ -49,10 +50,15 @@ from vs_hdrvid.models.dealthdr_blocks import (ChannelBlock, ChannelCrossFusion, 
                                               ReducedAttnBlock, Upsample)
 from vs_hdrvid.models.fgma import FGMA, consistency_difference, level_mask
 from vs_hdrvid.models.spynet import PairSpyNet, PairSpyNetConfig
+from vs_hdrvid.ops.color import LUMA_COEFFS
 from vs_hdrvid.ops.metrics import MU, mu_law
 from vs_hdrvid.ops.warp import flow_warp, resize_flow
 
-__all__ = ["CPU_SIZES", "DeAltHDRConfig", "DeAltHDR", "DeAltHDROutput", "prepare_inputs", "window_merge"]
+__all__ = ["CPU_SIZES", "RESIDUAL_BASES", "DeAltHDRConfig", "DeAltHDR", "DeAltHDROutput", "prepare_inputs",
+           "window_merge"]
+
+#: What the network's zero-initialised output corrects (``DeAltHDRConfig.residual_base``).
+RESIDUAL_BASES = ("merge", "tuned_merge", "bounded_merge", "reference")
 
 
 @dataclass(frozen=True)
@@ -76,8 +82,9 @@ class DeAltHDRConfig(ConfigMixin):
         flow_source: ``"spynet"`` (the paper: the network's own SpyNet, ``flow``) or ``"dis"``
             (flows given to :meth:`DeAltHDR.forward`; no flow network).
         residual_base: ``"merge"`` (:func:`window_merge`), ``"tuned_merge"`` (the same with
-            ``hv.merge``'s clipping level and fallback, ``high=0.92``) or ``"reference"`` (the
-            centre frame).
+            ``hv.merge``'s clipping level and fallback, ``high=0.92``), ``"bounded_merge"``
+            (``tuned_merge`` that also drops a neighbour darker than a short centre's clipped
+            pixels allow, ``hv.merge``'s lower-bound test) or ``"reference"`` (the centre frame).
         residual_bound: ``tau`` of a trust region around the base (0: none, the output is the base
             plus the correction). With ``tau > 0`` the correction's linear radiance ``r`` (short-
             exposure units) is squashed to ``tau * (b + bound_floor) * tanh(r / (tau * (b +
@@ -87,6 +94,11 @@ class DeAltHDRConfig(ConfigMixin):
             untrained network is still the base exactly).
         bound_floor: the radiance added to ``b`` in the bound, which leaves the shadows, where the
             short frames' noise is of the order of the signal, free to be corrected.
+        bound_power: ``p`` of the bound's growth with the radiance: ``tau * f**(1 - p) * (b +
+            f)**p`` with ``f = bound_floor``, the same ``tau * f`` in the shadows for every ``p``.
+            ``1``: a fixed fraction of the radiance; ``0.5``: proportional to shot noise, whose
+            share of the signal falls as ``1 / sqrt(b)``, so the well-exposed highlights get
+            the least change; ``0``: one absolute bound.
         gamma: camera response exponent of the LDR input.
         flow: the SpyNet's config.
     """
@@ -104,6 +116,7 @@ class DeAltHDRConfig(ConfigMixin):
     residual_base: str = "merge"
     residual_bound: float = 0.0
     bound_floor: float = 0.05
+    bound_power: float = 1.0
     gamma: float = 2.2
     flow: PairSpyNetConfig = field(default_factory=PairSpyNetConfig)
 
@@ -112,12 +125,12 @@ class DeAltHDRConfig(ConfigMixin):
             raise ValueError(f"DeAltHDRConfig: frames must be odd and >= 3, got {self.frames}")
         if self.flow_source not in ("spynet", "dis"):
             raise ValueError(f"DeAltHDRConfig: flow_source must be spynet or dis, got {self.flow_source!r}")
-        if self.residual_base not in ("merge", "tuned_merge", "reference"):
-            raise ValueError(f"DeAltHDRConfig: residual_base must be merge, tuned_merge or reference, got "
+        if self.residual_base not in RESIDUAL_BASES:
+            raise ValueError(f"DeAltHDRConfig: residual_base must be one of {', '.join(RESIDUAL_BASES)}, got "
                              f"{self.residual_base!r}")
-        if not (self.residual_bound >= 0 and self.bound_floor > 0):
-            raise ValueError(f"DeAltHDRConfig: residual_bound must be >= 0 and bound_floor > 0, got "
-                             f"{self.residual_bound}, {self.bound_floor}")
+        if not (self.residual_bound >= 0 and self.bound_floor > 0 and 0 <= self.bound_power <= 1):
+            raise ValueError(f"DeAltHDRConfig: residual_bound must be >= 0, bound_floor > 0 and bound_power in "
+                             f"[0, 1], got {self.residual_bound}, {self.bound_floor}, {self.bound_power}")
         for lvl, h in enumerate(self.heads):
             if (self.dim * 2 ** lvl) % h:
                 raise ValueError(f"DeAltHDRConfig: {self.dim * 2 ** lvl} channels of level {lvl + 1} "
@@ -172,7 +185,7 @@ def prepare_inputs(ldrs: Tensor, evs: Tensor, gamma: float = 2.2) -> tuple[Tenso
 
 
 def window_merge(lin: Tensor, ldrs: Tensor, evs: Tensor, fwd: Tensor, d: Tensor, center: int,
-                 high: float | None = None) -> Tensor:
+                 high: float | None = None, bounds: bool = False) -> Tensor:
     """Exposure-weighted merge of the flow-aligned window (the ``"merge"`` residual base).
 
     Weights: ``(1 - (2 L - 1)**12) * 2**(EV - EV_min)`` on each frame's own LDR value (a flat-top
@@ -185,6 +198,16 @@ def window_merge(lin: Tensor, ldrs: Tensor, evs: Tensor, fwd: Tensor, d: Tensor,
     blurred or noisy highlight just under 1 is no measurement of the radiance), and the floor goes
     to the window's shortest exposures instead of the centre, so that a pixel clipped everywhere
     is at least the shortest exposure's clipping radiance.
+
+    With ``bounds`` (the ``"bounded_merge"`` base; needs ``high``) a neighbour is also dropped
+    where it contradicts the clipped pixels of a short centre, ``hv.merge``'s lower-bound test
+    (:class:`~vs_hdrvid.ops.merge.MergeConfig`, margin 0.25 stops, spread over 3x3): where the
+    centre is clipped the scene is at least ``high**gamma`` of its clipping radiance, so a darker
+    neighbour (a misaligned or motion-blurred frame) is a ghost. Only a short centre: a long
+    frame is integrated over the motion, and its blur spreads the clipped area beyond the sharp
+    scene's. ``hv.merge``'s other tests stay out: its agreement test and its upper bound where
+    the centre is black reject the noisy neighbours of a noisy short centre, which is where the
+    window denoises.
 
     Shape: ``lin, ldrs (B, T, 3, H, W)``, ``evs (B, T)``, ``fwd (B, T-1, 2, H, W)``,
     ``d (B*(T-1), 1, H, W)`` -> ``(B, 3, H, W)`` in ``lin``'s units.
@@ -204,7 +227,28 @@ def window_merge(lin: Tensor, ldrs: Tensor, evs: Tensor, fwd: Tensor, d: Tensor,
     else:
         w = w * ((high - ldr) / 0.1).clamp(0, 1) * torch.cat((torch.ones_like(trust[:, :1]), trust), 1)
         w = w + 1e-4 * (ev <= evs.min(1, keepdim=True).values + 1e-3)[..., None, None, None]
+        if bounds:
+            w = torch.cat((w[:, :1] + 1e-8, w[:, 1:] * _within_bounds(frames, ldr, ev - evs.min(1, keepdim=True).values,
+                                                                       high)), 1)
     return (w * frames[:, :, :3]).sum(1) / w.sum(1)
+
+
+def _within_bounds(frames: Tensor, ldr: Tensor, rel_ev: Tensor, high: float, gamma: float = 2.2,
+                   margin: float = 0.25) -> Tensor:
+    """1 where a neighbour is not darker than a short centre's clipped pixels allow, else 0, spread 3x3.
+
+    ``frames (B, T, 6, H, W)`` centre first (linear in short-exposure units, where a short frame
+    clips at 1, then LDR), ``ldr`` their LDR values, ``rel_ev (B, T)`` each frame's EV above the
+    window's shortest -> ``(B, T-1, 1, H, W)``.
+    """
+    b, t = frames.shape[:2]
+    kr, kg, kb = LUMA_COEFFS["709"]
+    y = frames[:, 1:, 0:1] * kr + frames[:, 1:, 1:2] * kg + frames[:, 1:, 2:3] * kb  # (B, T-1, 1, H, W)
+    short = (rel_ev[:, 0] <= 1e-3).view(b, 1, 1, 1)
+    clipped = (ldr[:, 0].amax(1, keepdim=True) >= high) & short  # (B, 1, H, W)
+    ghost = clipped[:, None] & (y < high ** gamma * 2.0 ** -margin)
+    ok = (~ghost).to(frames.dtype).flatten(0, 1)
+    return (-F.max_pool2d(-ok, 3, 1, 1)).unflatten(0, (b, t - 1))
 
 
 class _Encoder(nn.Module):
@@ -335,9 +379,11 @@ class DeAltHDR(nn.Module):
         """The residual base in the mu-law domain (``config.residual_base``)."""
         if self.config.residual_base == "reference":
             return mu_law(x[:, self.center, :3].clamp(0, 1), MU)
-        high = 0.92 if self.config.residual_base == "tuned_merge" else None  # hv.merge's clipping level
+        tuned = self.config.residual_base in ("tuned_merge", "bounded_merge")
+        high = 0.92 if tuned else None  # hv.merge's clipping level
         ldr_p = pad_to_multiple(ldrs, self.multiple)[0]
-        return mu_law(window_merge(x[:, :, :3], ldr_p, evs, fwd, d, self.center, high).clamp(0, 1), MU)
+        bounds = self.config.residual_base == "bounded_merge"
+        return mu_law(window_merge(x[:, :, :3], ldr_p, evs, fwd, d, self.center, high, bounds).clamp(0, 1), MU)
 
     def _to_hdr(self, base: Tensor, correction: Tensor | None, crop, evs: Tensor) -> Tensor:
         """HDR radiance of the base corrected in the mu-law domain (``config.residual_bound``)."""
@@ -348,7 +394,8 @@ class DeAltHDR(nn.Module):
         tau = self.config.residual_bound
         if correction is not None and tau > 0:
             ref = linear(base)
-            bound = tau * (ref + self.config.bound_floor)
+            f, p = self.config.bound_floor, self.config.bound_power
+            bound = tau * f ** (1 - p) * (ref + f) ** p
             lin = ref + bound * torch.tanh((lin - ref) / bound)
         return crop(lin) * torch.exp2(-evs.min(1).values).view(-1, 1, 1, 1)
 

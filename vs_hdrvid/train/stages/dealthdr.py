@@ -61,6 +61,14 @@ RESIDUAL_DEVIATIONS = {
                    "below 0.92 LDR) and fallback (where every frame is clipped, the shortest exposure) "
                    "(config.residual_base='tuned_merge'), so the untrained network is that merge; not Turtle's "
                    "global residual over the centre frame.",
+    "bounded_merge": "The output is a zero-initialised correction, in the mu-law domain, of the flow-aligned "
+                     "exposure-weighted merge of the window with hv.merge's clipping level (a value counts only "
+                     "below 0.92 LDR), fallback (where every frame is clipped, the shortest exposure) and "
+                     "lower-bound test (where a short centre is clipped, a neighbour darker than 0.92**2.2 of "
+                     "its clipping radiance, less 0.25 stops, is a ghost; spread over 3x3) "
+                     "(config.residual_base='bounded_merge'), so the untrained network is that merge; not "
+                     "Turtle's global residual over the centre frame. Without the test, misaligned and "
+                     "motion-blurred neighbours darkened the clipped highlights of short frames.",
     "reference": "The mu-law global residual over the centre frame (Turtle's) is this project's choice where the "
                  "paper gives none.",
 }
@@ -68,7 +76,9 @@ LINEAR_DEVIATION = ("Adds lin_weight x the L1 of the normalised linear HDR clip(
                     "losses: the mu-law space of eq. 9 compresses the highlights, whose errors PSNR-L counts.")
 
 BOUND_DEVIATION = ("The correction is bounded around the base's linear radiance b (short-exposure units): at most "
-                   "residual_bound x (b + bound_floor), through a tanh (config.residual_bound, bound_floor). "
+                   "residual_bound x bound_floor**(1 - p) x (b + bound_floor)**p, p = bound_power (1: a fixed "
+                   "fraction of b, 0.5: with the shot noise), through a tanh (config.residual_bound, bound_floor, "
+                   "bound_power). "
                    "Unbounded, the network trained here pushed near-clipped short-frame highlights towards "
                    "saturation on scenes it had not seen and gave back PSNR-L the merge had.")
 
@@ -99,15 +109,19 @@ class DeAltHDROptions(StageOptions):
     flow_source: str = field(default="dis", metadata={
         "choices": ("dis", "spynet"), "run": True,
         "help": "the classical DIS flows (dis) or the paper's SpyNet inside the network (spynet)"})
-    residual_base: str = field(default="tuned_merge", metadata={
-        "choices": ("tuned_merge", "merge", "reference"), "run": True,
+    residual_base: str = field(default="bounded_merge", metadata={
+        "choices": ("bounded_merge", "tuned_merge", "merge", "reference"), "run": True,
         "help": "what the output corrects: the window's exposure-weighted merge with hv.merge's clipping "
-                "level and fallback (tuned_merge), without them (merge, the first shipped design), or the "
-                "centre frame (reference)"})
+                "level and fallback (tuned_merge), that merge dropping a neighbour darker than a short "
+                "centre's clipped pixels allow (bounded_merge), the merge without either (merge, the first "
+                "shipped design), or the centre frame (reference)"})
     residual_bound: float = field(default=0.05, metadata={
         "run": True, "help": "trust region of the correction: at most this fraction of the base's radiance "
-                             "in the highlights (DeAltHDRConfig.residual_bound; 0: unbounded, the first "
+                             "in the shadows (DeAltHDRConfig.residual_bound; 0: unbounded, the first "
                              "shipped designs)"})
+    bound_power: float = field(default=0.5, metadata={
+        "run": True, "help": "growth of the trust region with the radiance (DeAltHDRConfig.bound_power; "
+                             "1: a fixed fraction, 0.5: with the shot noise)"})
     shared_encoder: bool = field(default=False, metadata={
         "run": True, "help": "one encoder for both exposures (the paper's Table 5 ablation)"})
     flow_weight: float = field(default=0.01, metadata={"help": "weight of the SpyNet's EPE against ground-truth flow"})
@@ -146,7 +160,7 @@ class DeAltHDRStage(Stage):
     def _config(self) -> DeAltHDRConfig:
         return DeAltHDRConfig.sized(self.opt.model, flow_source=self.opt.flow_source,
                                     dual_encoders=not self.opt.shared_encoder, residual_base=self.opt.residual_base,
-                                    residual_bound=self.opt.residual_bound)
+                                    residual_bound=self.opt.residual_bound, bound_power=self.opt.bound_power)
 
     @property
     def losses(self) -> str:  # type: ignore[override]
