@@ -350,18 +350,21 @@ def test_tuned_merge_keeps_the_highlights_the_plain_merge_darkens():
     torch.testing.assert_close(tuned[..., 8:, :], plain[..., 8:, :], rtol=1e-2, atol=0)  # elsewhere alike
 
 
-def test_bounded_merge_drops_neighbours_darker_than_a_clipped_short_centre():
+def test_bounded_merge_drops_neighbours_that_contradict_a_short_centres_highlights():
     """A highlight clipped in the short centre and seen darker by a misaligned neighbour (here a
-    long frame that reads 0.5 LDR, and a short one that reads 0.6): the tuned base blends them in
-    and darkens the highlight; the bounded base drops them (and their 3x3 surroundings) and keeps
-    at least the centre's clipping radiance, and is the tuned base elsewhere and for a long centre."""
+    long frame that reads 0.5 LDR, and a short one that reads 0.6), and a bright stripe the short
+    neighbour sees 1.5 stops darker: the tuned base blends them in and darkens the highlights; the
+    bounded base drops them (and their 3x3 surroundings), keeping at least the centre's clipping
+    radiance and the stripe's own, and is the tuned base elsewhere and for a long centre."""
     h, w = 16, 16
     evs = torch.tensor([EVS])
     hdr = torch.full((1, 3, h, w), 0.05)
     hdr[..., :6, :] = 8.0  # clipped in every frame of the scene
+    hdr[..., 10:12, :] = 2.0  # bright in the short frames (0.73 LDR), clipped in the long ones
     ldrs = torch.stack([(hdr * 2.0 ** ev).clamp(0, 1).pow(1 / 2.2) for ev in EVS], 1)
     ldrs[:, 1, :, :6] = 0.5  # a long neighbour misaligned over the highlight
     ldrs[:, 4, :, :6] = 0.6  # a short one too
+    ldrs[:, 4, :, 10:12] = 0.4  # and over the bright stripe
     flows = zero_flows(1, h, w)
     with torch.no_grad():
         tuned = net_of(tiny(flow_source="dis", residual_base="tuned_merge")).merge_base(ldrs, evs, flows)
@@ -375,7 +378,10 @@ def test_bounded_merge_drops_neighbours_darker_than_a_clipped_short_centre():
                 for b in ("tuned_merge", "bounded_merge")]
     short_clip = 2.0 ** 2  # the radiance where the EV -2 frames clip
     assert float(bounded[..., :6, :].min()) >= short_clip * 0.999 > float(tuned[..., :6, :].max())
-    torch.testing.assert_close(bounded[..., 7:, :], tuned[..., 7:, :], rtol=1e-6, atol=0)  # beyond the 3x3 spread
+    torch.testing.assert_close(bounded[..., 10:12, :], hdr[..., 10:12, :], rtol=1e-4, atol=0)  # the centre alone
+    assert float(tuned[..., 10:12, :].max()) < 1.9  # the misaligned short neighbour darkens it
+    for rows in (slice(7, 9), slice(13, None)):  # beyond the 3x3 spread
+        torch.testing.assert_close(bounded[..., rows, :], tuned[..., rows, :], rtol=1e-6, atol=0)
     torch.testing.assert_close(same[1], same[0], rtol=0, atol=0)
 
 
