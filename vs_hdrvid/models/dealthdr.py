@@ -86,9 +86,9 @@ class DeAltHDRConfig(ConfigMixin):
             (``tuned_merge`` that also drops a neighbour contradicting a short centre's clipped or
             bright pixels, ``hv.merge``'s tests there) or ``"reference"`` (the centre frame).
         residual_bound: ``tau`` of a trust region around the base (0: none, the output is the base
-            plus the correction). With ``tau > 0`` the correction's linear radiance ``r`` (short-
-            exposure units) is squashed to ``tau * (b + bound_floor) * tanh(r / (tau * (b +
-            bound_floor)))`` around the base's radiance ``b``: at most a fraction ``tau`` of it in
+            plus the correction). With ``tau > 0`` and ``bound_power`` 1 the correction's linear
+            radiance ``r`` (short-exposure units) is squashed to ``tau * (b + bound_floor) * tanh(r /
+            (tau * (b + bound_floor)))`` around the base's radiance ``b``: at most a fraction ``tau`` of it in
             the highlights, where the base's well-exposed short frames are already accurate and an
             unbounded correction learnt on other highlights made them up (a deviation; the
             untrained network is still the base exactly).

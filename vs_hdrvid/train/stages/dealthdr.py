@@ -63,12 +63,13 @@ RESIDUAL_DEVIATIONS = {
                    "global residual over the centre frame.",
     "bounded_merge": "The output is a zero-initialised correction, in the mu-law domain, of the flow-aligned "
                      "exposure-weighted merge of the window with hv.merge's clipping level (a value counts only "
-                     "below 0.92 LDR), fallback (where every frame is clipped, the shortest exposure) and "
-                     "lower-bound test (where a short centre is clipped, a neighbour darker than 0.92**2.2 of "
-                     "its clipping radiance, less 0.25 stops, is a ghost; spread over 3x3) "
-                     "(config.residual_base='bounded_merge'), so the untrained network is that merge; not "
-                     "Turtle's global residual over the centre frame. Without the test, misaligned and "
-                     "motion-blurred neighbours darkened the clipped highlights of short frames.",
+                     "below 0.92 LDR), fallback (where every frame is clipped, the shortest exposure) and ghost "
+                     "tests where the centre is a short frame: where it is clipped a neighbour darker than "
+                     "0.92**2.2 of its clipping radiance, less 0.25 stops, and where its LDR luminance is above "
+                     "0.35 a neighbour whose 3x3-averaged log2 ratio to it exceeds 0.25 stops is dropped, spread "
+                     "over 3x3 (config.residual_base='bounded_merge'), so the untrained network is that merge; "
+                     "not Turtle's global residual over the centre frame. Without the tests, misaligned and "
+                     "motion-blurred neighbours darkened the highlights of short frames.",
     "reference": "The mu-law global residual over the centre frame (Turtle's) is this project's choice where the "
                  "paper gives none.",
 }
@@ -112,13 +113,13 @@ class DeAltHDROptions(StageOptions):
     residual_base: str = field(default="bounded_merge", metadata={
         "choices": ("bounded_merge", "tuned_merge", "merge", "reference"), "run": True,
         "help": "what the output corrects: the window's exposure-weighted merge with hv.merge's clipping "
-                "level and fallback (tuned_merge), that merge dropping a neighbour darker than a short "
-                "centre's clipped pixels allow (bounded_merge), the merge without either (merge, the first "
+                "level and fallback (tuned_merge), that merge dropping a neighbour that contradicts a short "
+                "centre's clipped or bright pixels (bounded_merge), the merge without either (merge, the first "
                 "shipped design), or the centre frame (reference)"})
     residual_bound: float = field(default=0.05, metadata={
-        "run": True, "help": "trust region of the correction: at most this fraction of the base's radiance "
-                             "in the shadows (DeAltHDRConfig.residual_bound; 0: unbounded, the first "
-                             "shipped designs)"})
+        "run": True, "help": "scale of the correction's trust region (DeAltHDRConfig.residual_bound; with "
+                             "--bound-power 1 at most this fraction of the base's radiance; 0: unbounded, the "
+                             "first shipped designs)"})
     bound_power: float = field(default=0.5, metadata={
         "run": True, "help": "growth of the trust region with the radiance (DeAltHDRConfig.bound_power; "
                              "1: a fixed fraction, 0.5: with the shot noise)"})
