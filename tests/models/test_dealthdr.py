@@ -386,8 +386,8 @@ def test_bounded_merge_drops_neighbours_that_contradict_a_short_centres_highligh
 
 
 def test_bound_power_shrinks_the_trust_region_in_the_highlights_only():
-    """``bound_power``: the bound ``tau * f**(1 - p) * (b + f)**p`` holds for p = 0.5, is the same
-    ``tau * f`` as p = 1's at b = 0, and is tighter than p = 1's wherever b > 0."""
+    """``bound_power``: the bound ``tau * f**(1 - p) * (b + f)**p`` holds for p = 0.5, never lets
+    through more than p = 1's and somewhere less (p = 0.5 is tighter wherever b > 0)."""
     tau, floor = 0.05, 0.05
     ldrs, evs = random_window(1, 32, 32, seed=3)
     flows = zero_flows(1, 32, 32)
