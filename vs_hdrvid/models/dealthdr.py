@@ -50,7 +50,7 @@ from vs_hdrvid.models.dealthdr_blocks import (ChannelBlock, ChannelCrossFusion, 
                                               ReducedAttnBlock, Upsample)
 from vs_hdrvid.models.fgma import FGMA, consistency_difference, level_mask
 from vs_hdrvid.models.spynet import PairSpyNet, PairSpyNetConfig
-from vs_hdrvid.ops.color import LUMA_COEFFS
+from vs_hdrvid.ops.color import rgb_to_luminance
 from vs_hdrvid.ops.metrics import MU, mu_law
 from vs_hdrvid.ops.warp import flow_warp, resize_flow
 
@@ -248,10 +248,11 @@ def _within_bounds(frames: Tensor, ldr: Tensor, rel_ev: Tensor, high: float, gam
     window's shortest -> ``(B, T-1, 1, H, W)``.
     """
     b, t = frames.shape[:2]
-    kr, kg, kb = LUMA_COEFFS["709"]
-    y = frames[:, :, 0:1] * kr + frames[:, :, 1:2] * kg + frames[:, :, 2:3] * kb  # (B, T, 1, H, W)
-    y, yc = y[:, 1:], y[:, :1]
     short = (rel_ev[:, 0] <= 1e-3).view(b, 1, 1, 1)
+    if not bool(short.any()):  # a long centre: no test applies
+        return frames.new_ones(b, t - 1, 1, *frames.shape[-2:])
+    y = rgb_to_luminance(frames[:, :, :3])  # (B, T, 1, H, W)
+    y, yc = y[:, 1:], y[:, :1]
     clipped = (ldr[:, 0].amax(1, keepdim=True) >= high) & short  # (B, 1, H, W)
     ghost = clipped[:, None] & (y < high ** gamma * 2.0 ** -margin)
     bright = (yc >= knee ** gamma) & (short & ~clipped)[:, None]  # above the knee: noise is small
