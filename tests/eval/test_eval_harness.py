@@ -43,7 +43,9 @@ def test_method_table_and_frames():
         method_argv("mrege")
     assert method_argv("dealthdr@s0@fp32") == ["--method", "dealthdr", "--s", "0", "--fp32"]
     assert method_argv("coarse@fp32") == ["--method", "coarse", "--fp32"]
-    for bad in ("merge@fp32", "coarse@s15", "refine@fp16"):
+    assert method_argv("dealthdr@compile") == ["--method", "dealthdr", "--compile"]
+    assert method_argv("refine@nocompile") == ["--method", "refine", "--no-compile"]
+    for bad in ("merge@fp32", "coarse@s15", "refine@fp16", "merge+dis@compile"):
         with pytest.raises(ValueError, match="unknown modifier"):
             method_argv(bad)
     assert parse_frames("2:5", 10) == (2, 5)

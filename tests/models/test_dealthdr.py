@@ -14,7 +14,7 @@ import torch
 
 from vs_hdrvid.models import fgma
 from vs_hdrvid.models.blocks import ldr_to_hdr
-from vs_hdrvid.models.dealthdr import DeAltHDR, DeAltHDRConfig, prepare_inputs, window_merge
+from vs_hdrvid.models.dealthdr import DeAltHDR, DeAltHDRConfig, FeatureCache, prepare_inputs, window_merge
 from vs_hdrvid.models.fgma import consistency_difference, level_mask
 from vs_hdrvid.models.spynet import PairSpyNet, PairSpyNetConfig
 
@@ -196,6 +196,45 @@ def test_frames_go_through_the_encoder_of_their_exposure(evs, n_short):
         a = net(ldrs, ev, 0.0).hdr
         net.enc_short, net.enc_long = net.enc_long, net.enc_short
         assert not torch.allclose(net(ldrs, ev, 0.0).hdr, a)
+
+
+
+def test_feature_cache_encodes_one_new_frame_per_window_with_the_same_output():
+    """A window sliding along an alternating clip: with a cache, each window after the first
+    encodes only its new frame, and every output is that of encoding the whole window."""
+    net = net_of(tiny(flow_source="dis"), head=True)
+    g = torch.Generator().manual_seed(3)
+    clip = torch.rand(9, 3, 24, 32, generator=g)
+    evs = torch.tensor([-2.0, 1.0] * 5)[:9]
+    encoded = []
+    for enc in (net.enc_short, net.enc_long):
+        enc.stem.register_forward_hook(lambda m, i, o: encoded.append(o.shape[0]))
+    cache = FeatureCache(capacity=8)
+    with torch.no_grad():
+        for n in range(2, 7):
+            idx = list(range(n - 2, n + 3))
+            flows = (0.5 * torch.randn(1, 4, 2, 24, 32, generator=g), 0.5 * torch.randn(1, 4, 2, 24, 32, generator=g))
+            whole = net(clip[idx][None], evs[idx][None], 15.0, flows=flows).hdr
+            encoded.clear()
+            cached = net(clip[idx][None], evs[idx][None], 15.0, flows=flows, frame_ids=idx, cache=cache).hdr
+            assert sum(encoded) == (5 if n == 2 else 1)
+            torch.testing.assert_close(cached, whole, rtol=1e-5, atol=1e-6)
+    assert (cache.hits, cache.misses, len(cache)) == (16, 9, 8)
+
+
+def test_feature_cache_keys_hold_the_exposure_and_the_call_is_checked():
+    net = net_of(tiny(flow_source="dis"), head=True)
+    ldrs, evs, _ = static_window(16, 16, EVS)
+    cache = FeatureCache()
+    with torch.no_grad():
+        net(ldrs, evs, 0.0, flows=zero_flows(1, 16, 16), frame_ids=range(5), cache=cache)
+        net(ldrs, torch.tensor([EVS_LONG]), 0.0, flows=zero_flows(1, 16, 16), frame_ids=range(5), cache=cache)
+        assert cache.hits == 0 and cache.misses == 10  # the same ids at other exposures: other features
+        with pytest.raises(ValueError, match="go together"):
+            net(ldrs, evs, 0.0, flows=zero_flows(1, 16, 16), frame_ids=range(5))
+        with pytest.raises(ValueError, match="one window and one id per frame"):
+            net(ldrs.repeat(2, 1, 1, 1, 1), evs.repeat(2, 1), 0.0, flows=zero_flows(2, 16, 16),
+                frame_ids=range(5), cache=cache)
 
 
 # -- the s dial

@@ -114,5 +114,6 @@ def test_auto_compile_only_pays_on_long_cpu_clips():
     assert auto_compile("coarse", CPU, AUTO_COMPILE_FRAMES, tiled=False)
     assert not auto_compile("coarse", CPU, AUTO_COMPILE_FRAMES - 1, tiled=False)
     assert not auto_compile("refine", CPU, 1000, tiled=True)
-    assert not auto_compile("dealthdr", CPU, 1000, tiled=False)
+    assert auto_compile("dealthdr", CPU, AUTO_COMPILE_FRAMES, tiled=False)
+    assert not auto_compile("spynet", CPU, 1000, tiled=False)
     assert not auto_compile("coarse", torch.device("cuda"), 1000, tiled=False)

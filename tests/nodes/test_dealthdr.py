@@ -44,6 +44,18 @@ def wdir_dis(tmp_path_factory):
     return folder
 
 
+
+@pytest.fixture(scope="module")
+def wdir_dis_head(tmp_path_factory):
+    """The classical-flow design with a random non-zero head, so the encoder features reach the output."""
+    folder = tmp_path_factory.mktemp("dealthdr-dis-head-weights")
+    torch.manual_seed(0)
+    net = DeAltHDR(DeAltHDRConfig.sized("tiny", flow_source="dis"))
+    torch.nn.init.normal_(net.head.weight, std=0.05)
+    W.write(net, "dealthdr-2exp", folder, recipe={"training": "none (tests)"})
+    return folder
+
+
 def linear_clip(tmp_path, evs=EVS, frames=5, size=(48, 64), motion=(1.0, 0.5, 0.0, 1.0)):
     seq = make_sequence(tmp_path, evs, frames, size=size, motion=motion)
     return seq, hv.linearize(hv.read_images(seq.pattern), exposures=evs, device="cpu")
@@ -192,3 +204,21 @@ def test_dealthdr_of_the_classical_flow_design_computes_the_dis_flows_itself(tmp
         np.testing.assert_array_equal(planes(a), planes(b))
         assert a.props["HdrAttentionRatio"] == b.props["HdrAttentionRatio"]
     assert np.abs(planes(own.get_frame(2)) - planes(zero.get_frame(2))).max() > 1e-3  # the scene moves
+
+
+def test_dealthdr_reuses_encoder_features_whatever_the_order_frames_are_asked_in(tmp_path, wdir_dis_head):
+    """The node keeps each frame's encoder features for the windows that share it: frames asked
+    for backwards, or one alone, are those asked for in order (the ends included)."""
+    _, lin = linear_clip(tmp_path, frames=7)
+    flows = [hv.classical_flow(lin, o) for o in (-2, -1, 1, 2)]
+
+    def node():
+        return hv.dealthdr(lin, s=15.0, flow=flows, weights=wdir_dis_head, device="cpu", fp32=True)
+
+    forward = node()
+    ahead = [planes(forward.get_frame(n)) for n in range(7)]
+    backward = node()
+    for n in reversed(range(7)):
+        np.testing.assert_allclose(planes(backward.get_frame(n)), ahead[n], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(planes(node().get_frame(4)), ahead[4], rtol=1e-5, atol=1e-6)
+    assert np.abs(ahead[3] - ahead[4]).max() > 1e-3

@@ -197,9 +197,10 @@ def _profile(run, dev: torch.device, top: int = 8) -> list[dict]:
 
 
 def _in_child(**kwargs) -> dict:
-    """:func:`measure` in a fresh interpreter (its peak memory is then the network's alone)."""
-    code = ("import json, sys; from vs_hdrvid.eval.bench_nets import measure; "
-            "print(json.dumps(measure(**json.loads(sys.argv[1]))))")
+    """:func:`measure` in a fresh interpreter (its peak memory is then the network's alone), with the
+    allocator tuned as ``vs-hdrvid`` tunes its own process (:func:`vs_hdrvid.tune_malloc`)."""
+    code = ("import json, sys; from vs_hdrvid.malloc import tune_malloc; tune_malloc(); "
+            "from vs_hdrvid.eval.bench_nets import measure; print(json.dumps(measure(**json.loads(sys.argv[1]))))")
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True)
     if proc.returncode != 0:
         why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]

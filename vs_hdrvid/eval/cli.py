@@ -24,7 +24,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--preset", default="test", help="dataset preset (default: test)")
     p.add_argument("--methods", default="reference,merge,merge+dis",
                    help=f"comma-separated method specs from: {', '.join(METHODS)}, dealthdr@s<S> (S a number or inf), "
-                        "<network>@fp32 (the exact float32 path, e.g. coarse@fp32)")
+                        "<network>@fp32 (the exact float32 path, e.g. coarse@fp32), <network>@compile / @nocompile "
+                        "(torch.compile or not, whatever the clip's length)")
     p.add_argument("--out", default="runs/eval", help="output folder (default: runs/eval)")
     p.add_argument("--scenes", type=_scenes, default=None,
                    help="first N scenes, or comma-separated scene ids (default: all)")

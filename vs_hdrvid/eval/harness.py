@@ -40,7 +40,8 @@ METHODS: dict[str, tuple[str, ...]] = {
     "dealthdr": ("--method", "dealthdr"),
 }
 #: ``dealthdr@s<S>`` runs DeAltHDR at sensitivity ``S`` (a number or ``inf``), e.g. ``dealthdr@s0``;
-#: ``@fp32`` after a network method runs its exact float32 path, e.g. ``coarse@fp32``.
+#: ``@fp32`` after a network method runs its exact float32 path, e.g. ``coarse@fp32``; ``@compile``
+#: its ``torch.compile`` path (``@nocompile`` the eager one), whatever the clip's length.
 _SENSITIVITY = re.compile(r"s(inf|\d+(?:\.\d*)?)")
 NETWORKS = ("coarse", "refine", "dealthdr")
 
@@ -54,7 +55,8 @@ def method_argv(method: str) -> list[str]:
     """Command-line arguments of a method spec; raises ``ValueError`` for unknown specs."""
     base, *mods = method.split("@")
     if base not in METHODS:
-        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}, dealthdr@s<S>, <network>@fp32")
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}, dealthdr@s<S>, <network>@fp32, "
+                         "<network>@compile")
     argv = list(METHODS[base])
     for mod in mods:
         at = _SENSITIVITY.fullmatch(mod)
@@ -62,9 +64,11 @@ def method_argv(method: str) -> list[str]:
             argv += ["--s", at.group(1)]
         elif mod == "fp32" and base in NETWORKS:
             argv.append("--fp32")
+        elif mod in ("compile", "nocompile") and base in NETWORKS:
+            argv.append("--compile" if mod == "compile" else "--no-compile")
         else:
             raise ValueError(f"unknown modifier @{mod} in {method!r}: dealthdr takes @s<S>, the networks "
-                             f"({', '.join(NETWORKS)}) @fp32")
+                             f"({', '.join(NETWORKS)}) @fp32, @compile and @nocompile")
     return argv
 
 

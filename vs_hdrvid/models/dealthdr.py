@@ -39,7 +39,10 @@ Convention: windows ``ldrs (B, 5, 3, H, W)`` gamma-2.2 LDR in [0, 1], ``evs (B, 
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Hashable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,8 +57,8 @@ from vs_hdrvid.ops.color import rgb_to_luminance
 from vs_hdrvid.ops.metrics import MU, mu_law
 from vs_hdrvid.ops.warp import flow_warp, resize_flow
 
-__all__ = ["CPU_SIZES", "RESIDUAL_BASES", "DeAltHDRConfig", "DeAltHDR", "DeAltHDROutput", "prepare_inputs",
-           "window_merge"]
+__all__ = ["CPU_SIZES", "RESIDUAL_BASES", "DeAltHDRConfig", "DeAltHDR", "DeAltHDROutput", "FeatureCache",
+           "prepare_inputs", "window_merge"]
 
 #: What the network's zero-initialised output corrects (``DeAltHDRConfig.residual_base``).
 RESIDUAL_BASES = ("merge", "tuned_merge", "bounded_merge", "reference")
@@ -263,6 +266,46 @@ def _within_bounds(frames: Tensor, ldr: Tensor, rel_ev: Tensor, high: float, gam
     return (-F.max_pool2d(-ok, 3, 1, 1)).unflatten(0, (b, t - 1))
 
 
+class FeatureCache:
+    """Encoder features of a video's recent frames, for the overlapping windows that share them.
+
+    The windows ``t-2..t+2`` and ``t-1..t+3`` have four frames in common, and a frame's encoder
+    features depend only on its own input (equation 1's normalisation by the window's shortest
+    exposure is part of the key): a node that keeps them encodes one new frame per window
+    instead of five, with the same output. The features must come from frames that are not
+    warped per window (the node caches only when the flows are given).
+
+    Args:
+        capacity: frames kept, least recently used dropped first (a 1080p frame's features are
+            about 60 MB in bfloat16, 125 MB in float32).
+    """
+
+    def __init__(self, capacity: int = 8) -> None:
+        self.capacity, self.hits, self.misses = capacity, 0, 0
+        self._items: OrderedDict[Hashable, list[Tensor]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> list[Tensor] | None:
+        with self._lock:
+            feats = self._items.get(key)
+            if feats is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+                self._items.move_to_end(key)
+            return feats
+
+    def put(self, key: Hashable, feats: list[Tensor]) -> None:
+        with self._lock:
+            self._items[key] = feats
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class _Encoder(nn.Module):
     def __init__(self, cfg: DeAltHDRConfig) -> None:
         super().__init__()
@@ -325,6 +368,28 @@ class DeAltHDR(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
+    def compile_blocks(self, **options) -> None:
+        """``torch.compile`` the blocks whose shapes depend only on the frame size, in place.
+
+        The encoders, the fusions, the middle, the decoder levels and the head: the elementwise
+        passes between their convolutions (LayerNorm, GELU, gates, residuals) fuse. FGMA's masked
+        attention gathers a data-dependent number of pixels and the flows' warps and the merge
+        base stay eager, so a new ``s`` or mask never recompiles; each frame size compiles once
+        (with a feature cache the encoders see one frame at a time).
+        """
+        import torch._dynamo.config as dynamo
+
+        options = {"dynamic": False, **options}
+        mods = [self.enc_short, self.middle_align.fuse, self.middle, self.head,
+                *self.up, *self.skip, *(a.fuse for a in self.align), *self.dec]
+        if self.enc_long is not self.enc_short:
+            mods.append(self.enc_long)
+        # Module.compile compiles the one Module._call_impl of every module: room for each block
+        # at a few frame sizes, or the blocks past dynamo's limit (8) would silently stay eager
+        dynamo.cache_size_limit = max(dynamo.cache_size_limit, 4 * len(mods))
+        for m in mods:
+            m.compile(**options)
+
     @property
     def center(self) -> int:
         return self.config.frames // 2
@@ -352,20 +417,44 @@ class DeAltHDR(nn.Module):
         fwd, bwd = both.chunk(2)
         return fwd.unflatten(0, (b, t - 1)), bwd.unflatten(0, (b, t - 1))
 
-    def _encode(self, x: Tensor, short: Tensor) -> list[Tensor]:
-        """Each frame through the encoder of its exposure; features ``(B, T, C_l, H_l, W_l)`` per level."""
+    def _encode(self, x: Tensor, short: Tensor) -> list[list[Tensor]]:
+        """Each frame through the encoder of its exposure: per level, the ``(B, C_l, H_l, W_l)``
+        features of every window frame (encoded in one batch per encoder)."""
         b, t = x.shape[:2]
         flat, sel = x.flatten(0, 1), short.flatten()
         if not self.config.dual_encoders or bool(sel.all()) or not bool(sel.any()):
             enc = self.enc_short if (not self.config.dual_encoders or bool(sel.all())) else self.enc_long
-            return [f.unflatten(0, (b, t)) for f in enc(flat)]
-        fs, fl = self.enc_short(flat[sel]), self.enc_long(flat[~sel])
+            return [list(f.unflatten(0, (b, t)).unbind(1)) for f in enc(flat)]
+        if bool((short == short[:1]).all()):  # one pattern (inference): each frame's features as computed
+            idx = sel[:t].nonzero().squeeze(1).tolist(), (~sel[:t]).nonzero().squeeze(1).tolist()
+            out: list[list[Tensor]] = [[x] * t for _ in range(4)]  # placeholders, all overwritten
+            for enc, frames in zip((self.enc_short, self.enc_long), idx):
+                for lvl, f in enumerate(enc(x[:, frames].flatten(0, 1))):
+                    for j, fj in zip(frames, f.unflatten(0, (b, len(frames))).unbind(1)):
+                        out[lvl][j] = fj
+            return out
+        fs, fl = self.enc_short(flat[sel]), self.enc_long(flat[~sel])  # a training batch of mixed windows
         out = []
         for a, c in zip(fs, fl):
             merged = a.new_empty(b * t, *a.shape[1:])
             merged[sel], merged[~sel] = a, c
-            out.append(merged.unflatten(0, (b, t)))
+            out.append(list(merged.unflatten(0, (b, t)).unbind(1)))
         return out
+
+    def _encode_cached(self, x: Tensor, short: Tensor, evs: Tensor, frame_ids: Sequence[Hashable],
+                       cache: FeatureCache) -> list[list[Tensor]]:
+        """:meth:`_encode` reusing the features of frames that ``cache`` holds, encoding the rest."""
+        if x.shape[0] != 1 or len(frame_ids) != x.shape[1]:
+            raise ValueError(f"DeAltHDR: a feature cache needs one window and one id per frame, got a batch of "
+                             f"{x.shape[0]} and {len(frame_ids)} ids for {x.shape[1]} frames")
+        ev_min = float(evs.min())
+        keys = [(fid, float(ev), ev_min, tuple(x.shape[-2:]), x.dtype) for fid, ev in zip(frame_ids, evs[0].tolist())]
+        got = [cache.get(k) for k in keys]
+        todo = [i for i, g in enumerate(got) if g is None]
+        for i in todo:  # one frame at a time: the same features whichever frames were cached
+            got[i] = [level[0] for level in self._encode(x[:, i:i + 1], short[:, i:i + 1])]
+            cache.put(keys[i], got[i])
+        return [[g[lvl] for g in got] for lvl in range(4)]
 
     def _prepare(self, ldrs: Tensor, evs: Tensor, flows: tuple[Tensor, Tensor] | None):
         """Equation 1's input padded to the multiple, its crop, the flows both ways and ``D``."""
@@ -416,14 +505,17 @@ class DeAltHDR(nn.Module):
         x, _, crop, fwd, d = self._prepare(ldrs, evs, flows)
         return self._to_hdr(self._base(x, ldrs, evs, fwd, d), None, crop, evs)
 
-    def forward(self, ldrs: Tensor, evs: Tensor, s: float = 15.0,
-                flows: tuple[Tensor, Tensor] | None = None) -> DeAltHDROutput:
+    def forward(self, ldrs: Tensor, evs: Tensor, s: float = 15.0, flows: tuple[Tensor, Tensor] | None = None,
+                frame_ids: Sequence[Hashable] | None = None, cache: FeatureCache | None = None) -> DeAltHDROutput:
         if not s >= 0:  # also rejects NaN
             raise ValueError(f"DeAltHDR: s must be >= 0 (inf allowed), got {s}")
+        if (cache is None) != (frame_ids is None):
+            raise ValueError("DeAltHDR: frame_ids and cache go together")
         x, short, crop, fwd, d = self._prepare(ldrs, evs, flows)
         b, t = ldrs.shape[:2]
         ci, n = self.center, t - 1
-        feats = self._encode(x, short)
+        feats = (self._encode(x, short) if cache is None else
+                 self._encode_cached(x, short, evs, frame_ids, cache))
         nb = [i for i in range(t) if i != ci]
         masked = total = 0.0
 
@@ -433,11 +525,12 @@ class DeAltHDR(nn.Module):
             mask = level_mask(d, s, size)  # (B*N, 1, h, w)
             fl = resize_flow(fwd.flatten(0, 1), size)
             masked, total = masked + float(mask.sum()), total + mask.numel()
-            return module(cur, feats[level][:, nb], fl.unflatten(0, (b, n)), mask.unflatten(0, (b, n)))
+            nbrs = torch.stack([feats[level][i] for i in nb], 1)
+            return module(cur, nbrs, fl.unflatten(0, (b, n)), mask.unflatten(0, (b, n)))
 
-        y = self.middle(align(3, feats[3][:, ci], self.middle_align))
+        y = self.middle(align(3, feats[3][ci], self.middle_align))
         for i, lvl in enumerate((2, 1, 0)):
-            y = self.skip[i](torch.cat((self.up[i](y), feats[lvl][:, ci]), 1))
+            y = self.skip[i](torch.cat((self.up[i](y), feats[lvl][ci]), 1))
             y = self.dec[i](align(lvl, y, self.align[i]))
         hdr = self._to_hdr(self._base(x, ldrs, evs, fwd, d), self.head(y), crop, evs)
         return DeAltHDROutput(hdr, masked / max(total, 1.0), crop(fwd))

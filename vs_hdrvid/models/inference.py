@@ -10,7 +10,8 @@ A node (or a benchmark) runs an :class:`Inference` around a loaded network:
 * **channels_last**: the convolutions in NHWC, oneDNN's and cuDNN's preferred layout.
 * **compile**: ``torch.compile`` of the forward pass (inductor; on CPU with the weights frozen
   into the graph as constants). Each frame size is compiled once, at its first frame; the nodes'
-  default (:func:`auto_compile`) compiles CoarseNet and RefineNet on a CPU for long clips.
+  default (:func:`auto_compile`) compiles the networks on a CPU for long clips (DeAltHDR its
+  fixed-shape blocks only, :meth:`~vs_hdrvid.models.dealthdr.DeAltHDR.compile_blocks`).
 * **tiling** (:class:`Tiling`): frames split into tiles that overlap by at least the receptive
   field's radius of the part that is tiled, on the grid of the network's strides, so that each
   tile's core is computed from the same pixels as in the whole frame: tiled equals untiled up to
@@ -73,12 +74,12 @@ class Precision:
 #: (11-50 s for CoarseNet on 2 cores, cached by inductor across processes) is paid back within
 #: this many frames by the 3x faster forward pass it gives at 1280x720 (bench-nets --compile).
 AUTO_COMPILE_FRAMES = 48
-AUTO_COMPILE_KINDS = ("coarse", "refine")
+AUTO_COMPILE_KINDS = ("coarse", "refine", "dealthdr")
 
 
 def auto_compile(kind: str, device: torch.device, num_frames: int, tiled: bool) -> bool:
-    """Whether ``compile=None`` compiles: CPU, CoarseNet or RefineNet, a long clip, whole frames
-    (tiles of several sizes would each compile)."""
+    """Whether ``compile=None`` compiles: CPU, CoarseNet, RefineNet or DeAltHDR, a long clip, whole
+    frames (tiles of several sizes would each compile)."""
     return device.type == "cpu" and kind in AUTO_COMPILE_KINDS and num_frames >= AUTO_COMPILE_FRAMES and not tiled
 
 
@@ -253,7 +254,10 @@ class Inference:
                 import torch._inductor.config as inductor
 
                 inductor.freezing = True  # weights as constants: folded, and packed for oneDNN once
-            forward = torch.compile(forward, dynamic=False)
+            if kind == "dealthdr":  # data-dependent attention: its fixed-shape blocks only
+                model.compile_blocks()
+            else:
+                forward = torch.compile(forward, dynamic=False)
         self.compiled = compile
         self._forward = forward
 

@@ -9,6 +9,7 @@ import vapoursynth as vs
 
 from ..bridge import NodeRunner, blank_like, shift_clip
 from ..models.blocks import radiance_to_ldr
+from ..models.dealthdr import FeatureCache
 from ..ops.warp import align_to_ref
 from ._common import (PATTERN_PROP, check_linear, error, exposure_pattern_of, log, pick_device, recall,
                       remember, renamed_args)
@@ -46,13 +47,15 @@ def _warn_ratio(pattern: list[float]) -> None:
 @renamed_args(lin="clip")
 def dealthdr(clip: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] | None = None,
              weights: str | os.PathLike | None = None, device: str = "auto", fp32: bool = False,
-             num_streams: int | None = None, compile: bool = False, backend: str = "torch") -> vs.VideoNode:
+             num_streams: int | None = None, compile: bool | None = None, backend: str = "torch") -> vs.VideoNode:
     """HDR of every frame by DeAltHDR (flow-guided masked attention, dual exposure encoders).
 
     Each frame's window ``t-2..t+2`` (at the clip's ends the nearest frame of the same exposure
     stands in) is turned back into gamma-2.2 LDR, the neighbours are warped onto the reference by
     the similarity props of :func:`align` when present, and the network aligns the rest: flows
     (its SpyNet's or DIS's) everywhere, cross-attention where the forward-backward check flags the flow (``s``).
+    With flow clips (given, or DIS for the shipped weights) each frame's encoder features are kept
+    for the five windows it is in, so a frame encodes one new frame instead of five.
 
     Args:
         clip: output of :func:`linearize` (ideally through :func:`align`) with a 2-exposure
@@ -68,8 +71,12 @@ def dealthdr(clip: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] |
             medium, including the :func:`align` similarity), as in training.
         weights: ``None`` for the shipped ``dealthdr-2exp``, a folder holding the weights file and
             its ``MANIFEST.json``, or the file itself.
-        device, fp32, num_streams, compile, backend: as for :func:`coarse` (no tiling: the flows
-            and the attention reach across the frame).
+        device, fp32, num_streams, backend: as for :func:`coarse` (no tiling: the flows and the
+            attention reach across the frame).
+        compile: ``torch.compile`` the blocks whose shapes depend only on the frame size
+            (:meth:`~vs_hdrvid.models.dealthdr.DeAltHDR.compile_blocks`; the masked attention stays
+            eager): the first frame waits for it (35-80 s at 1080p on 2 cores), the others run
+            about 1.35x faster. None: on a CPU for clips of 48 frames or more, not ``fp32``.
 
     Returns:
         RGBS linear HDR on the input's radiance scale, with the reference frame's props.
@@ -92,7 +99,8 @@ def dealthdr(clip: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] |
         _warn_ratio(list(known))
         warned[0] = True
     dev, dtype = pick_device(device, fp32 or backend != "torch", NODE)  # ONNX graphs run in float32
-    engine = load_network("dealthdr", weights, period, dev, NODE, fp32, compile, backend=backend)
+    engine = load_network("dealthdr", weights, period, dev, NODE, fp32, compile, backend=backend,
+                          num_frames=clip.num_frames)
     net = engine.model
     window = ExposureWindow(clip, OFFSETS, period, NODE)
     if not flows and net.needs_flows:  # weights trained on the classical flows get them here too
@@ -105,6 +113,8 @@ def dealthdr(clip: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] |
         extra = flows + back
     runner = NodeRunner(NODE, dev, dtype, num_streams=num_streams, cache_frames=2 * len(OFFSETS) + 2,
                         network=True)
+    # given flows leave the frames unwarped, so a frame's encoder features serve all five windows it is in
+    features = FeatureCache(len(OFFSETS) + 3) if extra and backend == "torch" else None
     ref, gamma, k = OFFSETS.index(0), net.config.gamma, len(window.clips)
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
@@ -120,7 +130,8 @@ def dealthdr(clip: vs.VideoNode, s: float = 15.0, flow: Sequence[vs.VideoNode] |
             given = (torch.stack(uv[:4])[None].float(), torch.stack(uv[4:])[None].float())
         else:
             ldr = align_to_ref(ldr, w.to_ref, ref)
-        out = engine(ldr[None], ev[None], s, flows=given)
+        reuse = {} if features is None else {"frame_ids": w.sources, "cache": features}
+        out = engine(ldr[None], ev[None], s, flows=given, **reuse)
         props = dict(w.props)
         props[RATIO_PROP] = float(out.attention_ratio)
         return runner.emit(out.hdr[0], RGBS, props)
