@@ -31,7 +31,6 @@ import argparse
 import copy
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from .. import weights as weights_mod
+from ..devices import cpu_features
 from ..models.dealthdr import DeAltHDR, DeAltHDRConfig, FeatureCache
 from ..models.inference import Inference
 from .bench_nets import _devices, _size, add_bench_args, sizes_of
@@ -214,7 +214,9 @@ def run_bench(configs: list[str], sizes: list[tuple[int, int]], device: str = "a
                     if log:
                         log(_format_row(row))
             del net, exact
-    return {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+    cpu = cpu_features()
+    isa = ", ".join(f for f in ("amx_bf16", "avx512_bf16") if cpu[f]) or "no native bf16"
+    return {"machine": f"{cpu['model']} ({isa}), {os.cpu_count()} cores, torch "
                        f"{torch.__version__}, {torch.get_num_threads()} threads"
                        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
             "window": {"root": root, "preset": preset, "scene": scene, "crop": patch, "resized_to": "size"},
