@@ -1,4 +1,4 @@
-"""Tests of vs_hdrvid.models.blocks: padding, radiometry, masks (eq. 5), configs, DCN pack."""
+"""Tests of vs_hdrvid.models.blocks: padding, radiometry, masks (eq. 5), configs."""
 
 import json
 from dataclasses import dataclass
@@ -9,9 +9,6 @@ import torch.nn.functional as F
 
 from vs_hdrvid.models.blocks import (
     ConfigMixin,
-    DeformConvPack,
-    deform_conv2d,
-    float_nchw,
     hdr_scale,
     ldr_to_hdr,
     pad_to_multiple,
@@ -87,57 +84,3 @@ def test_config_from_dict_roundtrip_and_unknown_keys():
         _Outer.from_dict({"bb": 1})
     with pytest.raises(ValueError, match="unknown keys"):
         _Outer.from_dict({"inner": {"a": 1, "typo": 2}})
-
-
-def test_deform_conv_pack_starts_as_half_masked_conv():
-    torch.manual_seed(0)
-    dcn = DeformConvPack(8, 16, 4, groups=2)
-    x, guide = torch.rand(2, 8, 9, 11), torch.rand(2, 4, 9, 11)
-    ref = 0.5 * F.conv2d(x, dcn.weight, padding=1) + dcn.bias.view(1, -1, 1, 1)
-    assert torch.allclose(dcn(x, guide), ref, atol=1e-5)
-
-
-@pytest.mark.parametrize("groups", [1, 4])
-def test_deform_conv2d_equals_torchvision(groups):
-    from torchvision.ops import deform_conv2d as tv_deform_conv2d
-
-    torch.manual_seed(0)
-    x = torch.randn(2, 8, 13, 17, requires_grad=True)
-    offset = (4 * torch.randn(2, 2 * groups * 9, 13, 17)).requires_grad_()  # many taps leave the frame
-    mask = torch.rand(2, groups * 9, 13, 17, requires_grad=True)
-    weight, bias = torch.randn(6, 8, 3, 3, requires_grad=True), torch.randn(6, requires_grad=True)
-    ours = deform_conv2d(x, offset, weight, bias, mask, 1)
-    ref = tv_deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
-    assert torch.allclose(ours, ref, atol=1e-4)
-    g_ours = torch.autograd.grad(ours.square().sum(), (x, weight, mask))
-    g_ref = torch.autograd.grad(ref.square().sum(), (x, weight, mask))
-    for a, b in zip(g_ours, g_ref):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-3)
-    with torch.no_grad():  # the in-place path of inference
-        assert torch.allclose(deform_conv2d(x, offset, weight, bias, mask, 1), ref, atol=1e-4)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_float_nchw_of_channels_last_memory_and_its_channel_slices(dtype):
-    x = torch.randn(2, 12, 5, 7).to(dtype)
-    cl = x.contiguous(memory_format=torch.channels_last)
-    for view, ref in ((cl, x), (cl[:, 3:9], x[:, 3:9]), (x, x), (x[:, 2:5], x[:, 2:5])):
-        out = float_nchw(view)
-        assert out.dtype == torch.float32 and out.is_contiguous()
-        assert torch.equal(out, ref.float())
-    leaf = torch.randn(2, 12, 5, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
-    float_nchw(leaf[:, 3:9]).mul(2).sum().backward()  # the training path: differentiable
-    assert torch.equal(leaf.grad[:, 3:9], torch.full((2, 6, 5, 7), 2.0)) and not leaf.grad[:, :3].any()
-
-
-def test_deform_conv_pack_same_on_channels_last_features():
-    """The inference layout (channels-last convolutions) gives what NCHW gives."""
-    torch.manual_seed(0)
-    dcn = DeformConvPack(8, 6, 8, groups=2)
-    torch.nn.init.normal_(dcn.offset_mask.weight, std=0.3)
-    x, guide = torch.randn(1, 8, 11, 14), torch.randn(1, 8, 11, 14)
-    with torch.no_grad():
-        ref = dcn(x, guide)
-        dcn.to(memory_format=torch.channels_last)
-        out = dcn(x.contiguous(memory_format=torch.channels_last), guide.contiguous(memory_format=torch.channels_last))
-    assert torch.allclose(out, ref, atol=1e-5)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vs_hdrvid.models.blocks import DeformConvPack
+from vs_hdrvid.models.deform_conv import DeformConvPack
 from vs_hdrvid.models.refinenet import RefineNet, RefineNetConfig, TemporalAttentionFusion
 
 PUBLIC_REFINE_PARAMS = 3_010_019  # DAHDRnet: 6 channels in, nf 64, 5 + 10 blocks, PCD, TA fusion

@@ -17,7 +17,7 @@ Where torch.onnx cannot express a module as written, the graph computes the same
 
 - RefineNet's modulated deformable convolution: ``torchvision.ops.deform_conv2d`` has no ONNX
   translation in torch.onnx. ``deform="grid"`` exports the network's own
-  :func:`~vs_hdrvid.models.blocks.deform_conv2d` (the same arithmetic as one ``GridSample`` of the
+  :func:`~vs_hdrvid.models.deform_conv.deform_conv2d` (the same arithmetic as one ``GridSample`` of the
   nine taps and a matrix product), which every runtime runs; ``deform="op"`` calls torchvision's
   and emits ONNX's ``DeformConv`` for it (opset 19; onnxruntime's CPU provider runs it, OpenVINO's
   ONNX reader has no rule for it).

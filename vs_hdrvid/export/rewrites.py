@@ -4,7 +4,7 @@ Each function here gives the values of the module code it replaces (the tests co
 
 - :func:`use_torchvision_deform`: RefineNet's deformable convolution through
   ``torchvision.ops.deform_conv2d``, for a graph with ONNX ``DeformConv`` (``deform="op"``); the
-  module's own :func:`~vs_hdrvid.models.blocks.deform_conv2d` (one ``GridSample`` of all taps and
+  module's own :func:`~vs_hdrvid.models.deform_conv.deform_conv2d` (one ``GridSample`` of all taps and
   a matrix product) exports as it is (``deform="grid"``).
 - :func:`window_attention`: FGMA's masked window attention
   (:func:`~vs_hdrvid.models.fgma.masked_window_attention`) without its data-dependent branch and
@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models.blocks import DeformConvPack, pad_to_multiple
+from ..models.blocks import pad_to_multiple
+from ..models.deform_conv import DeformConvPack
 from ..ops.warp import flow_warp
 
 __all__ = ["use_torchvision_deform", "window_attention", "resize_flow_exportable",

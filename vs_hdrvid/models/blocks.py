@@ -2,8 +2,8 @@
 
 Configs that reject unknown keys, padding to a network's size multiple, the gamma-2.2
 radiometry of section 3.1, the well-exposed masks of section 3.3 (equation 5, figure 5),
-residual blocks and a modulated deformable convolution pack (the arithmetic of
-``torchvision.ops.deform_conv2d`` by ``grid_sample``: no custom kernels).
+and residual blocks; the modulated deformable convolution of RefineNet is in
+:mod:`vs_hdrvid.models.deform_conv`.
 
 Convention: images are ``(B, C, H, W)``, windows ``(B, T, C, H, W)``; exposures are EVs in
 stops, one per frame, as tensors ``(B,)`` or ``(B, T)``; radiance is ``H = L**gamma / 2**EV``.
@@ -206,86 +206,3 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.conv2(F.relu(self.conv1(x)))
-
-
-class DeformConvPack(nn.Module):
-    """Modulated deformable 3x3 convolution whose offsets and mask come from a guide feature.
-
-    Section 3.3, equations 2-3: ``F~ = DConv(F, dp)`` with ``dp`` predicted from ``[F, F_ref]``
-    (here from the PCD offset feature ``guide``). The offset/mask convolution starts at zero,
-    so the pack starts as a plain convolution with mask 0.5.
-
-    Shape: ``x (B, C_in, H, W)``, ``guide (B, C_guide, H, W)`` -> ``(B, C_out, H, W)``.
-    """
-
-    def __init__(self, c_in: int, c_out: int, c_guide: int, groups: int = 8, k: int = 3) -> None:
-        super().__init__()
-        self.k = k
-        self.weight = nn.Parameter(torch.empty(c_out, c_in, k, k))
-        self.bias = nn.Parameter(torch.zeros(c_out))
-        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
-        self.offset_mask = nn.Conv2d(c_guide, groups * 3 * k * k, 3, 1, 1)
-        nn.init.zeros_(self.offset_mask.weight)
-        nn.init.zeros_(self.offset_mask.bias)
-
-    def forward(self, x: Tensor, guide: Tensor) -> Tensor:
-        om = float_nchw(self.offset_mask(guide))  # (B, 3*G*k*k, H, W): the offsets (dy, dx), the mask
-        n = om.shape[1] * 2 // 3
-        return deform_conv2d(x, om[:, :n], self.weight, self.bias, om[:, n:].sigmoid(), self.k // 2)
-
-
-def float_nchw(x: Tensor) -> Tensor:
-    """``x (B, C, H, W)`` as contiguous float32 (NCHW).
-
-    Channels-last memory (a view of it, such as a slice of its channels) is transposed as one
-    2-D ``(H*W, C) -> (C, H*W)`` matrix per sample before the cast: torch's CPU copy is 2-3x
-    slower at the same transpose as a 4-D strided copy, and a cast after it moves half the bytes
-    when ``x`` is bfloat16. Under autograd the plain differentiable copy.
-    """
-    if x.is_contiguous() or x.stride(1) != 1 or x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()):
-        return x.float().contiguous()
-    b, c, h, w = x.shape
-    out = torch.empty(b, c, h, w, dtype=x.dtype)
-    for src, dst in zip(x, out):
-        dst.view(c, h * w).copy_(src.permute(1, 2, 0).reshape(h * w, c).t())
-    return out.float()
-
-
-def deform_conv2d(x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor,
-                  padding: int) -> Tensor:
-    """Modulated deformable convolution (stride 1, dilation 1) by ``grid_sample`` and one matmul.
-
-    The arithmetic of ``torchvision.ops.deform_conv2d`` (the same bilinear taps, zero outside the
-    frame; equal up to rounding, ``tests/models/test_blocks.py``), 2x faster on the CPU than its
-    kernel and differentiable by autograd: every tap of every offset group is sampled in one
-    ``grid_sample``, weighted by its mask, and the columns go through the weight as one matrix
-    product (bfloat16 under autocast). The sampling positions are computed in float32: in
-    bfloat16 a position of 1000 pixels would be rounded by 4. Every input is first made float32
-    NCHW (:func:`float_nchw`): from channels-last convolutions each later pass would gather its
-    operands with a stride of the channel count (2.2x the time of the whole function at 640x360,
-    64 channels).
-
-    Shape: ``x (B, C, H, W)``, ``offset (B, 2*G*k*k, H, W)`` (per offset group and tap: dy, dx),
-    ``weight (O, C, k, k)``, ``mask (B, G*k*k, H, W)`` -> ``(B, O, H, W)``.
-    """
-    b, c, h, w = x.shape
-    o, _, kh, kw = weight.shape
-    taps = kh * kw
-    g = offset.shape[1] // (2 * taps)
-    off = float_nchw(offset).reshape(b, g, taps, 2, h, w)
-    tap = torch.arange(taps, device=x.device)
-    ky = (tap // kw - padding).float().view(1, 1, taps, 1, 1)
-    kx = (tap % kw - padding).float().view(1, 1, taps, 1, 1)
-    ys = torch.arange(h, device=x.device, dtype=torch.float32).view(1, 1, 1, h, 1)
-    xs = torch.arange(w, device=x.device, dtype=torch.float32).view(1, 1, 1, 1, w)
-    gx = (xs + kx + off[:, :, :, 1]).mul_(2.0 / max(w - 1, 1)).sub_(1)  # (B, G, k*k, H, W)
-    gy = (ys + ky + off[:, :, :, 0]).mul_(2.0 / max(h - 1, 1)).sub_(1)
-    grid = torch.stack((gx, gy), -1).reshape(b * g, taps * h, w, 2)
-    with torch.autocast(x.device.type, enabled=False):
-        cols = F.grid_sample(float_nchw(x).reshape(b * g, c // g, h, w), grid, mode="bilinear",
-                             padding_mode="zeros", align_corners=True)  # (B*G, C/G, k*k*H, W)
-    cols, m = cols.reshape(b, g, c // g, taps, h, w), float_nchw(mask).reshape(b, g, 1, taps, h, w)
-    cols = cols * m if torch.is_grad_enabled() else cols.mul_(m)
-    out = torch.matmul(weight.reshape(o, c * taps).to(x.dtype), cols.reshape(b, c * taps, h * w).to(x.dtype))
-    out = out.reshape(b, o, h, w)
-    return out if bias is None else out + bias.to(out.dtype).view(1, -1, 1, 1)

@@ -27,12 +27,12 @@ from torch import Tensor, nn
 
 from vs_hdrvid.models.blocks import (
     ConfigMixin,
-    DeformConvPack,
     ResidualBlock,
     hdr_scale,
     pad_to_multiple,
     well_exposed_mask,
 )
+from vs_hdrvid.models.deform_conv import DeformConvPack
 from vs_hdrvid.ops.tonemap import inverse_mulaw, mulaw
 
 
