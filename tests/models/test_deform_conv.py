@@ -95,3 +95,19 @@ def test_bands_in_bfloat16_from_channels_last_features(monkeypatch):
         out = deform_conv2d(cl(x), cl(offset), weight, bias, cl(mask), 1)
     assert out.dtype == whole.dtype == torch.bfloat16
     assert (out.float() - whole.float()).abs().max() <= 0.01 * whole.abs().max()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pack_bands_from_its_raw_offsets_equal_the_autograd_path(monkeypatch, channels_last):
+    """In inference the pack hands its offset/mask convolution's raw output to the bands."""
+    torch.manual_seed(0)
+    dcn = DeformConvPack(16, 8, 12, groups=4)
+    torch.nn.init.normal_(dcn.offset_mask.weight, std=0.3)
+    x, guide = torch.randn(2, 16, 21, 18), torch.randn(2, 12, 21, 18)
+    ref = dcn(x, guide).detach()  # parameters require grad: the whole-frame path
+    monkeypatch.setattr(deform_conv, "BAND_BYTES", 30_000)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    with torch.inference_mode():
+        dcn.to(memory_format=fmt)
+        out = dcn(x.contiguous(memory_format=fmt), guide.contiguous(memory_format=fmt))
+    assert torch.allclose(out, ref, atol=1e-4)

@@ -207,3 +207,26 @@ def test_refine_restarts_its_residual_when_the_coarse_net_changed(tmp_path, cfg)
     coarse = W.read_manifest(tmp_path / "weights")["coarse_2exp.safetensors"]
     assert fresh.recipe["continued_from"] is None and fresh.recipe["coarse_sha256"] == coarse.sha256
     assert not any("RefineNet" in note for note in fresh.recipe["init"])
+
+
+def test_steps_with_non_finite_loss_are_not_taken(tmp_path, cfg, monkeypatch):
+    """A NaN loss (or gradient) leaves the weights and Adam's moments as they were; a run of them stops."""
+    from vs_hdrvid.train import loop
+    from vs_hdrvid.train.stages.coarse import CoarseStage
+
+    real, calls = CoarseStage.loss, {"n": 0}
+
+    def sometimes_nan(self, batch):
+        loss, parts = real(self, batch)
+        calls["n"] += 1
+        return (loss * torch.nan if calls["n"] % 2 == 0 else loss), parts
+
+    monkeypatch.setattr(CoarseStage, "loss", sometimes_nan)
+    out = train(cfg(steps=4))
+    assert out["stopped"] == "steps"
+    state = torch.load(tmp_path / "runs" / "coarse-2exp" / "ckpt.pt", weights_only=False)
+    assert all(torch.isfinite(t).all() for net in state["nets"].values() for t in net.values() if t.is_floating_point())
+
+    monkeypatch.setattr(CoarseStage, "loss", lambda self, batch: (real(self, batch)[0] * torch.nan, {}))
+    monkeypatch.setattr(loop, "MAX_SKIPPED_STEPS", 2)
+    assert train(cfg(steps=10, runs_dir=str(tmp_path / "runs2")))["stopped"] == "non-finite"

@@ -48,7 +48,10 @@ class DeformConvPack(nn.Module):
         nn.init.zeros_(self.offset_mask.bias)
 
     def forward(self, x: Tensor, guide: Tensor) -> Tensor:
-        om = float_nchw(self.offset_mask(guide))  # (B, 3*G*k*k, H, W): the offsets (dy, dx), the mask
+        om = self.offset_mask(guide)  # (B, 3*G*k*k, H, W): the offsets (dy, dx), the mask's logits
+        if _cpu_inference(x, om, self.weight):  # each band converts and squashes its own rows
+            return _deform_conv2d_bands(x, om, self.weight, self.bias, None, self.k // 2)
+        om = float_nchw(om)
         n = om.shape[1] * 2 // 3
         return deform_conv2d(x, om[:, :n], self.weight, self.bias, om[:, n:].sigmoid(), self.k // 2)
 
@@ -140,21 +143,23 @@ def _grid(offset: Tensor, kh: int, kw: int, padding: int, y0: int, h: int, w: in
 
 
 @torch.compiler.disable  # a graph break: compiled networks run it eagerly (inductor's fused sampling is slower)
-def _deform_conv2d_bands(x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor,
+def _deform_conv2d_bands(x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor | None,
                          padding: int) -> Tensor:
     """:func:`deform_conv2d` in bands of rows, the output channels-last (``(B, H, W, O)`` memory).
 
-    Per band: the grid of its rows, one ``grid_sample`` from the whole frame, the mask's weighting
-    written straight in the matrix product's dtype, and ``addmm`` of its transposed columns by
-    the weight into the band's rows of the output (bias included). Inference only.
+    Per band: its rows of the offsets and the mask made float32 NCHW, the grid, one
+    ``grid_sample`` from the whole frame, the mask's weighting written straight in the matrix
+    product's dtype, and ``addmm`` of its transposed columns by the weight into the band's rows
+    of the output (bias included). ``mask=None``: ``offset`` is :class:`DeformConvPack`'s
+    ``(B, 3*G*k*k, H, W)`` offsets and mask logits, in any layout. Inference only.
     """
     b, c, h, w = x.shape
     o, _, kh, kw = weight.shape
     taps = kh * kw
-    g = offset.shape[1] // (2 * taps)
+    n = 2 * taps * (offset.shape[1] // (3 * taps) if mask is None else offset.shape[1] // (2 * taps))
+    g = n // (2 * taps)
     dtype = x.dtype
     src = float_nchw(x).reshape(b * g, c // g, h, w)
-    offset, mask = float_nchw(offset), float_nchw(mask)
     wmat = weight.reshape(o, c * taps).t().to(dtype)  # (C*k*k, O), rows ordered (group, channel, tap)
     bias = torch.zeros(o, dtype=dtype, device=x.device) if bias is None else bias.to(dtype)
     out = torch.empty(b, h, w, o, dtype=dtype, device=x.device)
@@ -162,10 +167,12 @@ def _deform_conv2d_bands(x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor
     with torch.autocast(x.device.type, enabled=False):
         for y0 in range(0, h, rows):
             r = min(rows, h - y0)
-            grid = _grid(offset[:, :, y0:y0 + r], kh, kw, padding, y0, h, w, into=True)
+            band = float_nchw(offset[:, :, y0:y0 + r])
+            m = band[:, n:].sigmoid_() if mask is None else float_nchw(mask[:, :, y0:y0 + r])
+            grid = _grid(band[:, :n], kh, kw, padding, y0, h, w, into=True)
             cols = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros",
                                  align_corners=True)  # (B*G, C/G, k*k*r, W)
-            m = mask[:, :, y0:y0 + r].reshape(b, g, 1, taps, r, w)
+            m = m.reshape(b, g, 1, taps, r, w)
             weighted = torch.empty(b, g, c // g, taps, r, w, dtype=dtype, device=x.device)
             torch.mul(cols.view(b, g, c // g, taps, r, w), m, out=weighted)
             for i in range(b):

@@ -36,6 +36,9 @@ from vs_hdrvid.train.data import window_length
 from vs_hdrvid.train.fastpath import FastPath
 from vs_hdrvid.train.stages import Stage, make_stage
 
+#: A run stops after this many steps in a row whose loss or gradients are not finite.
+MAX_SKIPPED_STEPS = 20
+
 __all__ = ["train", "make_optimizer", "train_step", "make_loader", "validate"]
 
 log = logging.getLogger("vs_hdrvid.train")
@@ -63,13 +66,21 @@ def make_loader(cfg: TrainConfig, ds, step: int, device: torch.device) -> DataLo
 
 def train_step(stage: Stage, opt: torch.optim.Optimizer, batch: dict, lr: float, fast: FastPath
                ) -> tuple[Tensor, dict[str, float]]:
-    """One optimiser step of ``stage`` on ``batch`` (already on the stage's device)."""
+    """One optimiser step of ``stage`` on ``batch`` (already on the stage's device).
+
+    A step whose loss or gradients are not finite is not taken (the returned loss is then not
+    finite): one such update would turn the weights and Adam's moments into NaN for good.
+    """
     for g in opt.param_groups:
         g["lr"] = lr * g["lr_scale"]
     with fast.autocast(stage.device):
         loss, parts = stage.loss(batch)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+    if not (torch.isfinite(loss) and all(torch.isfinite(n) for n in torch._foreach_norm(grads))):
+        opt.zero_grad(set_to_none=True)
+        return torch.full_like(loss.detach(), math.nan), parts
     opt.step()
     stage.after_step()
     return loss.detach(), parts
@@ -219,7 +230,7 @@ def train(cfg: TrainConfig) -> dict:
     old = {s: signal.signal(s, _signal) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
     run_dir.mkdir(parents=True, exist_ok=True)
     logf = open(run_dir / "log.jsonl", "a")
-    t0, step0 = time.monotonic(), step
+    t0, step0, skipped = time.monotonic(), step, 0
     last_val = history["val"][-1]["step"] if history["val"] else -1
     best = _Best(stage)
     if val_ds is None:  # nothing to validate on (unlabeled footage)
@@ -231,6 +242,12 @@ def train(cfg: TrainConfig) -> dict:
             lr = cfg.lr_at(step)
             loss, parts = train_step(stage, opt, _to(batch, device), lr, fast)
             step += 1
+            skipped = skipped + 1 if not math.isfinite(loss.item()) else 0
+            if skipped:
+                log.warning("train %s: step %d not taken, its loss or gradients are not finite (%d in a row)",
+                            cfg.out_name, step, skipped)
+                if skipped >= MAX_SKIPPED_STEPS:
+                    stop["reason"] = "non-finite"
             history["train"].append((step, loss.item()))
             elapsed = time.monotonic() - t0
             if step % cfg.log_every == 0 or step == 1:
