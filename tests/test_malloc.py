@@ -27,4 +27,6 @@ def test_rejects_thresholds_glibc_would_not_take():
         tune_malloc(mmap_threshold=64 << 20)
     with pytest.raises(ValueError, match="trim_threshold"):
         tune_malloc(trim_threshold=-1)
+    with pytest.raises(ValueError, match="top_pad"):
+        tune_malloc(top_pad=2**31)
     assert tune_malloc() is GLIBC

@@ -13,10 +13,16 @@ frame whatever the threshold. ``heap_only`` (the default) turns mmap off for lar
 every block comes from the heap and is reused. DeAltHDR at 1080p ran 2.3x faster with it than with
 the thresholds alone (``vs-hdrvid bench-dealthdr``, README "Networks on the CPU").
 
+Freeing a network's largest maps still grows the heap's free top past the trim threshold, and
+glibc then returns all of it but ``top_pad`` to the kernel, to fault it in again at the next
+forward pass. ``top_pad`` (512 MiB by default) keeps that much: RefineNet at 1080p page-faulted
+260 000 times per frame with glibc's 128 KiB (1.3 s of kernel time on 2 cores), none with 512 MiB.
+
 ``vs-hdrvid`` tunes its own process. A ``.vpy`` script run by vspipe or a previewer opts in with
 ``hv.tune_malloc()``, or the same settings come from the environment::
 
-    MALLOC_MMAP_MAX_=0 MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 vspipe ...
+    MALLOC_MMAP_MAX_=0 MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 \\
+    MALLOC_TOP_PAD_=536870912 vspipe ...
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import platform
 __all__ = ["tune_malloc", "malloc_tuned"]
 
 _M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
 _MMAP_THRESHOLD_MAX = 32 << 20  # glibc's ceiling on 64-bit systems (4 * 1024 * 1024 * sizeof(long))
@@ -39,7 +46,7 @@ def malloc_tuned() -> bool:
 
 
 def tune_malloc(trim_threshold: int = 1 << 30, mmap_threshold: int = _MMAP_THRESHOLD_MAX,
-                heap_only: bool = True) -> bool:
+                heap_only: bool = True, top_pad: int = 512 << 20) -> bool:
     """Keep freed memory in the process for reuse (glibc ``mallopt``); a no-op elsewhere.
 
     Args:
@@ -49,6 +56,8 @@ def tune_malloc(trim_threshold: int = 1 << 30, mmap_threshold: int = _MMAP_THRES
         heap_only: no block gets its own mapping, whatever its size (``M_MMAP_MAX`` 0): the
             networks' frame-sized feature maps are reused too. The process keeps its peak
             working set, up to ``trim_threshold`` more than it uses at the moment.
+        top_pad: free bytes kept at the top of the heap when it is trimmed (and asked for beyond
+            each request that grows it); at most 2 GiB - 1.
 
     Returns:
         True when the settings were taken, False on a C library without ``mallopt`` (musl, macOS,
@@ -58,6 +67,8 @@ def tune_malloc(trim_threshold: int = 1 << 30, mmap_threshold: int = _MMAP_THRES
         raise ValueError(f"mmap_threshold must be within 1..{_MMAP_THRESHOLD_MAX}, got {mmap_threshold}")
     if trim_threshold < 0:
         raise ValueError(f"trim_threshold must be >= 0, got {trim_threshold}")
+    if not 0 <= top_pad < 2**31:
+        raise ValueError(f"top_pad must be within 0..{2**31 - 1}, got {top_pad}")
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
@@ -69,6 +80,7 @@ def tune_malloc(trim_threshold: int = 1 << 30, mmap_threshold: int = _MMAP_THRES
     trim = min(trim_threshold, 2**31 - 1)  # mallopt takes an int
     global _tuned
     _tuned = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim))
+    _tuned = bool(mallopt(_M_TOP_PAD, top_pad)) and _tuned
     if heap_only:
         _tuned = bool(mallopt(_M_MMAP_MAX, 0)) and _tuned
     return _tuned

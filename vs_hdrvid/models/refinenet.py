@@ -240,35 +240,35 @@ class RefineNet(nn.Module):
             )
             x = torch.cat((bad.reshape(b, n, c, h, w), x), dim=2)  # (B, N, 6, H, W)
         x, crop = pad_to_multiple(x, 8)
-        hp, wp = x.shape[-2:]
 
         act = self.act
-        skip1 = act(self.conv_first1(x.reshape(b * n, -1, hp, wp)))  # (B*N, C, H, W)
-        skip2 = act(self.conv_first2(skip1))  # (B*N, C, H/2, W/2)
-        l1 = self.front(skip2)
+        ci = n // 2
+        pyr, skip1_ref, skip2_ref = [], None, None  # pyr[i]: frame i's [L1, L2, L3], (B, C, H/2**l, W/2**l)
+        for i in range(n):  # frame by frame: of the full-resolution features only the reference's are kept
+            skip1 = act(self.conv_first1(x[:, i]))  # (B, C, H, W)
+            skip2 = act(self.conv_first2(skip1))  # (B, C, H/2, W/2)
+            levels = [self.front(skip2)]
+            for down in self.down or ():
+                levels.append(act(down(levels[-1])))  # L2 (B, C, H/4, W/4), L3 (B, C, H/8, W/8)
+            pyr.append(levels)
+            if i == ci:
+                skip1_ref, skip2_ref = skip1, skip2
         if self.align is None:  # Table 5's "w/o DA": the features as they are
-            aligned = l1.reshape(b, n, *l1.shape[1:])
+            aligned = torch.stack([levels[0] for levels in pyr], dim=1)
         else:
-            l2 = act(self.down[0](l1))  # (B*N, C, H/4, W/4)
-            l3 = act(self.down[1](l2))  # (B*N, C, H/8, W/8)
-            pyr = [lv.reshape(b, n, *lv.shape[1:]) for lv in (l1, l2, l3)]  # (B, N, C, h, w) each
-            ref = [lv[:, n // 2] for lv in pyr]
-            aligned = torch.stack([self.align([lv[:, i] for lv in pyr], ref) for i in range(n)], dim=1)
+            aligned = torch.stack([self.align(pyr[i], pyr[ci]) for i in range(n)], dim=1)
 
         out = self.trunk(self.fusion(aligned))  # (B, C, H/2, W/2)
-        skip2_ref = skip2.reshape(b, n, *skip2.shape[1:])[:, n // 2]
         out = self.upconv(torch.cat((skip2_ref, out), dim=1))  # (B, C, H, W)
-        skip1_ref = skip1.reshape(b, n, *skip1.shape[1:])[:, n // 2]
         out = act(self.hr_conv(torch.cat((skip1_ref, out), dim=1)))
         head = self.conv_last(out)
         if cfg.coarse_residual:
-            base = mulaw(x[:, n // 2, -3:].clamp(0, 1))  # the reference's coarse HDR, padded
+            base = mulaw(x[:, ci, -3:].clamp(0, 1))  # the reference's coarse HDR, padded
             refined = inverse_mulaw((base + head).clamp(0, 1))
         else:
             refined = torch.sigmoid(head)
         refined = crop(refined) / scale  # (B, 3, H, W), absolute radiance
 
-        ci = n // 2
         mask = well_exposed_mask(ldrs[:, ci], evs[:, ci], evs, cfg.mask_low, cfg.mask_high, soft=True)
         hdr = mask * hdrs[:, ci] + (1 - mask) * refined
         return RefineOutput(hdr=hdr, refined=refined, mask=mask)
