@@ -78,7 +78,8 @@ def train_step(stage: Stage, opt: torch.optim.Optimizer, batch: dict, lr: float,
     opt.zero_grad(set_to_none=True)
     loss.backward()
     grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
-    if not (torch.isfinite(loss) and all(torch.isfinite(n) for n in torch._foreach_norm(grads))):
+    norms = torch.stack(torch._foreach_norm(grads)) if grads else loss.detach()
+    if not bool(torch.isfinite(loss) & torch.isfinite(norms).all()):  # one host sync
         opt.zero_grad(set_to_none=True)
         return torch.full_like(loss.detach(), math.nan), parts
     opt.step()
