@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from vs_hdrvid import cli
+from vs_hdrvid.train.config import TrainConfig
 from vs_hdrvid.train.plan import PLAN, plan_configs, run_plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +33,7 @@ def test_plan_shares_the_budget_and_keeps_the_schedule():
     assert sum(c.max_minutes for _, c in items) == pytest.approx(60)
     coarse = dict((i.name, c) for i, c in items)["coarse-2exp"]
     assert (coarse.batch, coarse.patch, coarse.options.flow_refine, coarse.options.blend) == (4, 128, False, "merge")
+    assert dict((i.name, c) for i, c in items)["coarse-3exp"].lr == 3e-5 and coarse.lr == TrainConfig(stage="coarse").lr
     gpu = dict((i.name, c) for i, c in plan_configs(8, "gpu", ("coarse-2exp",)))
     assert list(gpu) == ["coarse-2exp"] and gpu["coarse-2exp"].batch == 16
     assert gpu["coarse-2exp"].max_minutes == pytest.approx(8)
@@ -56,7 +58,6 @@ def test_bad_budgets_and_names_are_one_line(argv, match, capsys):
 
 
 def test_resume_of_another_design_is_refused_and_the_run_kept(tmp_path, root):
-    from vs_hdrvid.train.config import TrainConfig
     from vs_hdrvid.train.loop import train
 
     base = dict(stage="coarse", exposures=2, root=str(root), preset="micro", val_preset="micro", steps=1,

@@ -1,7 +1,7 @@
 """Modulated deformable convolution (DCNv2, as in EDVR's PCD alignment) without custom kernels.
 
 The arithmetic of ``torchvision.ops.deform_conv2d`` (the same bilinear taps, zero outside the
-frame; equal up to rounding, ``tests/models/test_model_blocks.py``) by ``grid_sample`` and a
+frame; equal up to rounding, ``tests/models/test_deform_conv.py``) by ``grid_sample`` and a
 matrix product, in two schedules of the same sums:
 
 * :func:`deform_conv2d` whole-frame: every tap of every offset group sampled in one
@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 __all__ = ["DeformConvPack", "deform_conv2d", "float_nchw", "BAND_BYTES"]
 
-#: Bytes of float32 sampled columns per band of the eager CPU path (about an L2 cache's worth).
+#: Bytes of float32 sampled columns per band of the CPU inference path (about an L2 cache's worth).
 BAND_BYTES = 2 << 20
 
 

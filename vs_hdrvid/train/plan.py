@@ -36,18 +36,22 @@ HALVE_EVERY = 50_000
 
 @dataclass(frozen=True)
 class PlanItem:
-    """One network's run: its stage, pattern, share of the budget and the stage's options."""
+    """One network's run: its stage, pattern, share of the budget, the stage's options and the
+    :class:`TrainConfig` fields it sets (``train``)."""
 
     name: str
     stage: str
     exposures: int
     share: float
     options: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
 
 
 PLAN: tuple[PlanItem, ...] = (
     PlanItem("coarse-2exp", "coarse", 2, 0.35, {"flow_refine": False}),
-    PlanItem("coarse-3exp", "coarse", 3, 0.25, {"flow_refine": False}),
+    # lr 3e-5: continued at 1e-4, validation peaked within 250 steps and fell; at 3e-5 it rose for
+    # 8426 steps (weights/MANIFEST.json, coarse_3exp.safetensors)
+    PlanItem("coarse-3exp", "coarse", 3, 0.25, {"flow_refine": False}, {"lr": 3e-5}),
     PlanItem("spynet-2exp", "spynet", 2, 0.10, {}),
     PlanItem("refine-2exp", "refine", 2, 0.15, {"flow_refine": False}),  # on the shipped coarse-2exp
     PlanItem("dealthdr-2exp", "dealthdr", 2, 0.15, {}),
@@ -87,7 +91,7 @@ def plan_configs(minutes: float, profile: str = "cpu", only: tuple[str, ...] = (
                           lr_halve_every=HALVE_EVERY if item.stage != "dealthdr" else 0,
                           max_minutes=minutes * item.share / total,
                           options=item.options,
-                          batch=sizes["batch"], patch=sizes["patch"], **common)
+                          batch=sizes["batch"], patch=sizes["patch"], **(common | item.train))
         out.append((item, cfg))
     return out
 
