@@ -33,7 +33,8 @@ def test_plan_shares_the_budget_and_keeps_the_schedule():
     assert sum(c.max_minutes for _, c in items) == pytest.approx(60)
     coarse = dict((i.name, c) for i, c in items)["coarse-2exp"]
     assert (coarse.batch, coarse.patch, coarse.options.flow_refine, coarse.options.blend) == (4, 128, False, "merge")
-    assert dict((i.name, c) for i, c in items)["coarse-3exp"].lr == 3e-5 and coarse.lr == TrainConfig(stage="coarse").lr
+    configs = dict((i.name, c) for i, c in items)
+    assert configs["coarse-3exp"].lr == coarse.lr == 3e-5 and configs["spynet-2exp"].lr == TrainConfig(stage="spynet").lr
     gpu = dict((i.name, c) for i, c in plan_configs(8, "gpu", ("coarse-2exp",)))
     assert list(gpu) == ["coarse-2exp"] and gpu["coarse-2exp"].batch == 16
     assert gpu["coarse-2exp"].max_minutes == pytest.approx(8)

@@ -48,9 +48,9 @@ class PlanItem:
 
 
 PLAN: tuple[PlanItem, ...] = (
-    PlanItem("coarse-2exp", "coarse", 2, 0.35, {"flow_refine": False}),
-    # lr 3e-5: continued at 1e-4, validation peaked within 250 steps and fell; at 3e-5 it rose for
-    # 8426 steps (weights/MANIFEST.json, coarse_3exp.safetensors)
+    # lr 3e-5 for the continued CoarseNets: at 1e-4 validation peaked within a few hundred steps and
+    # fell; at 3e-5 it rose for 5200 (2-exp) and 8426 (3-exp) steps (weights/MANIFEST.json)
+    PlanItem("coarse-2exp", "coarse", 2, 0.35, {"flow_refine": False}, {"lr": 3e-5}),
     PlanItem("coarse-3exp", "coarse", 3, 0.25, {"flow_refine": False}, {"lr": 3e-5}),
     PlanItem("spynet-2exp", "spynet", 2, 0.10, {}),
     PlanItem("refine-2exp", "refine", 2, 0.15, {"flow_refine": False}),  # on the shipped coarse-2exp
