@@ -156,14 +156,15 @@ def _deform_conv2d_bands(x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor
     b, c, h, w = x.shape
     o, _, kh, kw = weight.shape
     taps = kh * kw
-    n = 2 * taps * (offset.shape[1] // (3 * taps) if mask is None else offset.shape[1] // (2 * taps))
-    g = n // (2 * taps)
+    g = offset.shape[1] // ((3 if mask is None else 2) * taps)  # offset groups
+    n = 2 * g * taps  # offset channels (dy, dx per group and tap)
     dtype = x.dtype
     src = float_nchw(x).reshape(b * g, c // g, h, w)
     wmat = weight.reshape(o, c * taps).t().to(dtype)  # (C*k*k, O), rows ordered (group, channel, tap)
     bias = torch.zeros(o, dtype=dtype, device=x.device) if bias is None else bias.to(dtype)
     out = torch.empty(b, h, w, o, dtype=dtype, device=x.device)
     rows = max(1, min(h, BAND_BYTES // (4 * c * taps * w)))
+    scratch = torch.empty(b * c * taps * rows * w, dtype=dtype, device=x.device)  # every band's weighted columns
     with torch.autocast(x.device.type, enabled=False):
         for y0 in range(0, h, rows):
             r = min(rows, h - y0)
@@ -173,7 +174,7 @@ def _deform_conv2d_bands(x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor
             cols = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros",
                                  align_corners=True)  # (B*G, C/G, k*k*r, W)
             m = m.reshape(b, g, 1, taps, r, w)
-            weighted = torch.empty(b, g, c // g, taps, r, w, dtype=dtype, device=x.device)
+            weighted = scratch[:b * c * taps * r * w].view(b, g, c // g, taps, r, w)
             torch.mul(cols.view(b, g, c // g, taps, r, w), m, out=weighted)
             for i in range(b):
                 torch.addmm(bias, weighted[i].view(c * taps, r * w).t(), wmat, out=out[i, y0:y0 + r].view(r * w, o))
