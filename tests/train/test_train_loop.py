@@ -10,7 +10,7 @@ from vs_hdrvid import weights as W
 from vs_hdrvid.train.cli import add_cli, config_from_args
 from vs_hdrvid.train.config import TrainConfig
 from vs_hdrvid.train.loop import train
-from vs_hdrvid.train.stages.refine import REFINE_RESIDUAL_DEVIATION
+from vs_hdrvid.train.stages.refine import REFINE_LOG_LOSS_DEVIATION, REFINE_RESIDUAL_DEVIATION
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,8 @@ def test_refine_continues_from_shipped_coarse(tmp_path, cfg):
     assert {"val_psnr_mu", "val_psnr_mu_coarse", "val_psnr_mu_reference_only"} <= set(entry.metrics)
     net, _ = W.load("refine-2exp", folder=tmp_path / "weights")
     assert type(net).__name__ == "RefineNet" and net.config.coarse_residual
-    assert REFINE_RESIDUAL_DEVIATION in entry.deviations
+    assert {REFINE_RESIDUAL_DEVIATION, REFINE_LOG_LOSS_DEVIATION} <= set(entry.deviations)
+    assert "log_mu_l1" in entry.recipe["losses"]
     assert REFINE_RESIDUAL_DEVIATION not in manifest["coarse_2exp.safetensors"].deviations
 
 
