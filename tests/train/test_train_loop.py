@@ -117,6 +117,11 @@ def test_refine_continues_from_shipped_coarse(tmp_path, cfg):
     assert {REFINE_RESIDUAL_DEVIATION, REFINE_LOG_LOSS_DEVIATION} <= set(entry.deviations)
     assert "log_mu_l1" in entry.recipe["losses"]
     assert REFINE_RESIDUAL_DEVIATION not in manifest["coarse_2exp.safetensors"].deviations
+    # the paper's loss: eq. 6 + the perceptual substitute, without the log-loss deviation
+    out = train(cfg(stage="refine", loss="eq6", steps=1, batch=1, ckpt_every=100, ship="always", out_name="eq6"))
+    entry = W.read_manifest(tmp_path / "weights")["refine_2exp.safetensors"]
+    assert out["step"] == 1 and entry.recipe["losses"].startswith("eq. 6")
+    assert REFINE_RESIDUAL_DEVIATION in entry.deviations and REFINE_LOG_LOSS_DEVIATION not in entry.deviations
 
 
 def test_spynet_stage_trains_the_flow_net_only(tmp_path, cfg):

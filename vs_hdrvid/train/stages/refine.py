@@ -1,9 +1,9 @@
 """``refine`` and ``finetune``: RefineNet on the coarse HDRs of ``t-1, t, t+1`` (Chen et al. section 3.3).
 
 ``refine`` trains RefineNet with the shipped CoarseNet frozen; ``finetune`` trains both at
-``lr 2e-5`` and ships both files. Loss: for the shipped residual design (``coarse_residual``), as
-for the CoarseNet that corrects the merge, the mean over crops of the log of each crop's mu-law L1
-(:func:`~vs_hdrvid.train.losses.log_mu_l1`); for the paper's design, eq. 6 (the L1 normalised by the
+``lr 2e-5`` and ships both files. Loss (``--loss``): by default, as for the CoarseNet that corrects
+the merge, the mean over crops of the log of each crop's mu-law L1
+(:func:`~vs_hdrvid.train.losses.log_mu_l1`); ``eq6`` is the paper's: eq. 6 (the L1 normalised by the
 badly exposed area) + ``perc_weight`` x the perceptual substitute.
 """
 from __future__ import annotations
@@ -33,18 +33,19 @@ REFINE_RESIDUAL_DEVIATION = (
     "output: a CPU budget does not bring a from-scratch head back up to CoarseNet's quality.")
 
 REFINE_LOG_LOSS_DEVIATION = (
-    "The residual RefineNet trains on the mean over crops of log(1e-4 + each crop's mu-law L1) instead of eq. 6 "
-    "+ the perceptual term: with eq. 6 the clean crops, whose errors are a tenth of the noisy ones', were traded "
-    "for the noisy ones (validation on the clean short references fell 1.7 dB in 700 steps while the noisy ones "
-    "gained 0.03), as for the CoarseNet that corrects the merge (losses.log_mu_l1).")
-
-EQ6_LOSSES = ("eq. 6 L1 normalised by the badly exposed area (floored at 5% of the pixels) + perc_weight x "
-              "(multi-scale gradient L1 + (1 - SSIM)) in the mu-law domain, substituting the VGG16 perceptual loss")
+    "RefineNet trains on the mean over crops of log(1e-4 + each crop's mu-law L1) instead of eq. 6 + the "
+    "perceptual term (--loss eq6): with eq. 6 the clean crops, whose errors are a tenth of the noisy ones', were "
+    "traded for the noisy ones (validation on the clean short references fell 1.7 dB in 600 steps while the noisy "
+    "ones gained 0.03), as for the CoarseNet that corrects the merge (losses.log_mu_l1).")
 
 
 @dataclass(frozen=True)
 class RefineOptions(CoarseOptions):
-    perc_weight: float = field(default=0.5, metadata={"help": "weight of the perceptual substitute"})
+    loss: str = field(default="log", metadata={
+        "choices": ("log", "eq6"), "run": True,
+        "help": "the per-crop log mu-law L1 (losses.log_mu_l1) or the paper's eq. 6 + perc_weight x the "
+                "perceptual substitute"})
+    perc_weight: float = field(default=0.5, metadata={"help": "weight of the perceptual substitute (--loss eq6)"})
     deformable_align: bool = field(default=True, metadata={
         "run": True, "help": "RefineNet's deformable alignment (--no-deformable-align: Table 5's w/o DA)"})
     attention_fusion: bool = field(default=True, metadata={
@@ -59,7 +60,7 @@ class RefineOptions(CoarseOptions):
 class RefineStage(CoarseNetStage):
     name = "refine"
     order = 2
-    summary = "RefineNet with the shipped CoarseNet frozen (eq. 6 + perceptual substitute)"
+    summary = "RefineNet with the shipped CoarseNet frozen (per-crop log mu-law L1, or eq. 6 + perceptual substitute)"
     Options = RefineOptions
     kind = "refine"
     ship_files = ("refine",)
@@ -67,16 +68,11 @@ class RefineStage(CoarseNetStage):
     start_metric = "val_psnr_mu_coarse"  # its zero-initialised residual starts from the coarse HDR
 
     @property
-    def residual(self) -> bool:
-        """The shipped design: a zero-initialised residual over the coarse HDR, trained on the per-crop log loss."""
-        return self.opt.refine_config(self.cfg.exposures).coarse_residual
-
-    @property
     def losses(self) -> str:  # type: ignore[override]
-        if self.residual:
-            return ("mean over crops of log(1e-4 + each crop's mu-law L1) on the final HDR (losses.log_mu_l1; "
-                    "perc_weight unused)")
-        return EQ6_LOSSES
+        if self.opt.loss == "log":
+            return "mean over crops of log(1e-4 + each crop's mu-law L1) on the final HDR (losses.log_mu_l1)"
+        return ("eq. 6 L1 normalised by the badly exposed area (floored at 5% of the pixels) + perc_weight x "
+                "(multi-scale gradient L1 + (1 - SSIM)) in the mu-law domain, substituting the VGG16 perceptual loss")
 
     def init(self) -> None:
         cfg, n = self.cfg, self.cfg.exposures
@@ -110,7 +106,7 @@ class RefineStage(CoarseNetStage):
         _, out = self._forward(batch)
         gt, hs = batch["gt"][:, 1], batch["h_sat"]
         l1 = refine_l1(out.hdr, gt, out.mask, hs)
-        if self.residual:  # a correction of CoarseNet: every crop counts alike
+        if self.opt.loss == "log":  # a correction of CoarseNet: every crop counts alike
             return log_mu_l1(out.hdr, gt, hs), {"eq6_l1": l1.item()}
         perc = structure_loss(out.hdr, gt, hs)
         return l1 + self.opt.perc_weight * perc, {"eq6_l1": l1.item(), "structure": perc.item()}
@@ -131,8 +127,10 @@ class RefineStage(CoarseNetStage):
         return out
 
     def net_deviations(self, key: str, config: dict) -> list[str]:
-        return super().net_deviations(key, config) + [REFINE_RESIDUAL_DEVIATION, REFINE_LOG_LOSS_DEVIATION] * (
-            key == "refine" and bool(config.get("coarse_residual")))
+        if key != "refine":
+            return super().net_deviations(key, config)
+        return (super().net_deviations(key, config) + [REFINE_RESIDUAL_DEVIATION] * bool(config.get("coarse_residual"))
+                + [REFINE_LOG_LOSS_DEVIATION] * (self.opt.loss == "log"))
 
 
 @register
