@@ -69,6 +69,25 @@ def test_untrained_residual_refinenet_returns_the_coarse_hdr():
         assert (paper(hdrs, ldrs, evs).refined - hdrs[:, 1]).abs().max() > 0.1
 
 
+def test_unmasked_residual_starts_exactly_at_coarse_and_reaches_well_exposed_pixels():
+    """``output_mask=False``: a zero head returns the coarse HDR bit for bit, even above ``H_sat``
+    (where the mu-law residual's clamp would change it); a trained head also changes the pixels
+    that equation 5 keeps from CoarseNet."""
+    torch.manual_seed(4)
+    evs = torch.tensor([1.5, -1.5, 1.5])
+    hdrs, ldrs = torch.rand(1, 3, 3, 20, 12) * 2**1.5 * 1.2, torch.rand(1, 3, 3, 20, 12)
+    net = RefineNet(RefineNetConfig(output_mask=False, **SMALL)).eval()
+    with torch.no_grad():
+        out = net(hdrs, ldrs, evs)
+        assert torch.equal(out.hdr, hdrs[:, 1]) and torch.equal(out.refined, out.hdr)
+        torch.nn.init.normal_(net.conv_last.weight, std=0.1)
+        out = net(hdrs, ldrs, evs)
+    well = (out.mask == 1).expand_as(out.hdr)
+    assert well.any() and (out.hdr - hdrs[:, 1])[well].abs().max() > 1e-3
+    with pytest.raises(ValueError, match="coarse_residual"):
+        RefineNetConfig(output_mask=False, coarse_residual=False)
+
+
 def test_temporal_attention_fusion_shapes():
     taf = TemporalAttentionFusion(nf=8, num_frames=5)
     assert taf(torch.rand(2, 5, 8, 6, 6)).shape == (2, 8, 6, 6)

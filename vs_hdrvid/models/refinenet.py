@@ -14,6 +14,13 @@ convolution zero-initialised, so an untrained RefineNet returns CoarseNet's outp
 starts from it. The paper trains for many GPU epochs; a short CPU budget does not lift a
 from-scratch sigmoid head back to CoarseNet's quality. ``coarse_residual=False`` is the paper's
 head.
+
+Deviation (``output_mask=False``): the residual replaces the coarse HDR everywhere instead of only
+in the badly exposed area ``1 - M`` of equation 5. Where the reference is well exposed but noisy
+(night footage), equation 5 keeps CoarseNet's output, which is a blend of noisy frames; on those
+scenes most of CoarseNet's error lies there (only 13-23% of it inside ``1 - M``, measured by filling
+``1 - M`` with the ground truth). The residual is added so that a zero head returns the coarse HDR
+exactly.
 """
 
 from __future__ import annotations
@@ -56,6 +63,8 @@ class RefineNetConfig(ConfigMixin):
             features fused unaligned).
         attention_fusion: temporal attention fusion (False: Table 5's "w/o TAF", a
             convolution after the features' concatenation).
+        output_mask: equation 5's blend, the coarse HDR kept where the reference is well
+            exposed; False (with ``coarse_residual``): the residual applies to every pixel.
     """
 
     num_frames: int = 3
@@ -71,6 +80,7 @@ class RefineNetConfig(ConfigMixin):
     coarse_residual: bool = True
     deformable_align: bool = True
     attention_fusion: bool = True
+    output_mask: bool = True
 
     @classmethod
     def for_exposures(cls, n: int, num_frames: int = 3) -> RefineNetConfig:
@@ -85,6 +95,9 @@ class RefineNetConfig(ConfigMixin):
     def __post_init__(self) -> None:
         if self.num_frames < 1 or self.num_frames % 2 == 0:
             raise ValueError(f"RefineNetConfig: num_frames must be odd, got {self.num_frames}")
+        if not (self.output_mask or self.coarse_residual):
+            raise ValueError("RefineNetConfig: output_mask=False needs coarse_residual (the sigmoid head has no "
+                             "coarse HDR to start from)")
         if self.features % self.deformable_groups:
             raise ValueError("RefineNetConfig: features must be a multiple of deformable_groups")
 
@@ -262,13 +275,17 @@ class RefineNet(nn.Module):
         out = self.upconv(torch.cat((skip2_ref, out), dim=1))  # (B, C, H, W)
         out = act(self.hr_conv(torch.cat((skip1_ref, out), dim=1)))
         head = self.conv_last(out)
+        mask = well_exposed_mask(ldrs[:, ci], evs[:, ci], evs, cfg.mask_low, cfg.mask_high, soft=True)
+        if not cfg.output_mask:  # the residual's change, added to the exact coarse HDR: a zero head returns it
+            base = mulaw(x[:, ci, -3:].clamp(0, 1))
+            delta = inverse_mulaw((base + head).clamp(0, 1)) - inverse_mulaw(base)
+            refined = hdrs[:, ci] + crop(delta) / scale
+            return RefineOutput(hdr=refined, refined=refined, mask=mask)
         if cfg.coarse_residual:
             base = mulaw(x[:, ci, -3:].clamp(0, 1))  # the reference's coarse HDR, padded
             refined = inverse_mulaw((base + head).clamp(0, 1))
         else:
             refined = torch.sigmoid(head)
         refined = crop(refined) / scale  # (B, 3, H, W), absolute radiance
-
-        mask = well_exposed_mask(ldrs[:, ci], evs[:, ci], evs, cfg.mask_low, cfg.mask_high, soft=True)
         hdr = mask * hdrs[:, ci] + (1 - mask) * refined
         return RefineOutput(hdr=hdr, refined=refined, mask=mask)

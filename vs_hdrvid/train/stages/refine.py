@@ -23,7 +23,8 @@ from vs_hdrvid.train.losses import log_mu_l1, refine_l1, structure_loss
 from vs_hdrvid.train.stages.base import load_into, load_shipped, ref_only, register
 from vs_hdrvid.train.stages.coarse import CoarseNetStage, CoarseOptions, run_coarse_window, shipped_coarse
 
-__all__ = ["RefineOptions", "RefineStage", "FinetuneStage", "REFINE_RESIDUAL_DEVIATION", "REFINE_LOG_LOSS_DEVIATION"]
+__all__ = ["RefineOptions", "RefineStage", "FinetuneStage", "REFINE_RESIDUAL_DEVIATION", "REFINE_LOG_LOSS_DEVIATION",
+           "REFINE_UNMASKED_DEVIATION"]
 
 log = logging.getLogger("vs_hdrvid.train")
 
@@ -38,6 +39,11 @@ REFINE_LOG_LOSS_DEVIATION = (
     "traded for the noisy ones (validation on the clean short references fell 1.7 dB in 600 steps while the noisy "
     "ones gained 0.03), as for the CoarseNet that corrects the merge (losses.log_mu_l1).")
 
+REFINE_UNMASKED_DEVIATION = (
+    "RefineNet's residual applies to every pixel (config.output_mask=False) instead of only to the badly exposed "
+    "area 1 - M of eq. 5: on noisy footage eq. 5 keeps CoarseNet's blend of noisy frames where the reference is "
+    "well exposed, and 77-87% of CoarseNet's error on the EV-2/+1 validation crops lies there.")
+
 
 @dataclass(frozen=True)
 class RefineOptions(CoarseOptions):
@@ -50,10 +56,14 @@ class RefineOptions(CoarseOptions):
         "run": True, "help": "RefineNet's deformable alignment (--no-deformable-align: Table 5's w/o DA)"})
     attention_fusion: bool = field(default=True, metadata={
         "run": True, "help": "RefineNet's temporal attention fusion (--no-attention-fusion: Table 5's w/o TAF)"})
+    output_mask: bool = field(default=True, metadata={
+        "run": True, "help": "eq. 5's blend, CoarseNet's HDR kept where the reference is well exposed "
+                             "(--no-output-mask: the residual applies everywhere, so noisy well-exposed pixels "
+                             "are refined too)"})
 
     def refine_config(self, exposures: int) -> RefineNetConfig:
         return dataclasses.replace(RefineNetConfig.for_exposures(exposures), deformable_align=self.deformable_align,
-                                   attention_fusion=self.attention_fusion)
+                                   attention_fusion=self.attention_fusion, output_mask=self.output_mask)
 
 
 @register
@@ -130,7 +140,8 @@ class RefineStage(CoarseNetStage):
         if key != "refine":
             return super().net_deviations(key, config)
         return (super().net_deviations(key, config) + [REFINE_RESIDUAL_DEVIATION] * bool(config.get("coarse_residual"))
-                + [REFINE_LOG_LOSS_DEVIATION] * (self.opt.loss == "log"))
+                + [REFINE_LOG_LOSS_DEVIATION] * (self.opt.loss == "log")
+                + [REFINE_UNMASKED_DEVIATION] * (config.get("output_mask") is False))
 
 
 @register
