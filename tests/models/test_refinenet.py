@@ -64,19 +64,23 @@ def test_untrained_residual_refinenet_returns_the_coarse_hdr():
         out = net(hdrs, ldrs, evs)
     torch.testing.assert_close(out.refined, hdrs[:, 1], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out.hdr, hdrs[:, 1], rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        out = RefineNet(RefineNetConfig(mulaw_input=True, **SMALL)).eval()(hdrs, ldrs, evs)
+    torch.testing.assert_close(out.hdr, hdrs[:, 1], rtol=1e-4, atol=1e-5)
     paper = RefineNet(RefineNetConfig(coarse_residual=False, **SMALL)).eval()
     with torch.no_grad():
         assert (paper(hdrs, ldrs, evs).refined - hdrs[:, 1]).abs().max() > 0.1
 
 
-def test_unmasked_residual_starts_exactly_at_coarse_and_reaches_well_exposed_pixels():
+@pytest.mark.parametrize("mulaw_input", [False, True])
+def test_unmasked_residual_starts_exactly_at_coarse_and_reaches_well_exposed_pixels(mulaw_input):
     """``output_mask=False``: a zero head returns the coarse HDR bit for bit, even above ``H_sat``
     (where the mu-law residual's clamp would change it); a trained head also changes the pixels
     that equation 5 keeps from CoarseNet."""
     torch.manual_seed(4)
     evs = torch.tensor([1.5, -1.5, 1.5])
     hdrs, ldrs = torch.rand(1, 3, 3, 20, 12) * 2**1.5 * 1.2, torch.rand(1, 3, 3, 20, 12)
-    net = RefineNet(RefineNetConfig(output_mask=False, **SMALL)).eval()
+    net = RefineNet(RefineNetConfig(output_mask=False, mulaw_input=mulaw_input, **SMALL)).eval()
     with torch.no_grad():
         out = net(hdrs, ldrs, evs)
         assert torch.equal(out.hdr, hdrs[:, 1]) and torch.equal(out.refined, out.hdr)

@@ -21,6 +21,12 @@ in the badly exposed area ``1 - M`` of equation 5. Where the reference is well e
 scenes most of CoarseNet's error lies there (only 13-23% of it inside ``1 - M``, measured by filling
 ``1 - M`` with the ground truth). The residual is added so that a zero head returns the coarse HDR
 exactly.
+
+Deviation (``mulaw_input``): the coarse HDRs enter the extractor mu-law tonemapped instead of as
+linear radiance over ``H_sat``. Linear, the dark half of a frame (where RefineNet's ``1 - M`` lies,
+and the night footage) reaches the first convolution as values of 1e-3 to 1e-2, which a short
+budget does not learn to tell apart; in the mu-law domain, where the loss is computed, they span
+a fifth of the range.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class RefineNetConfig(ConfigMixin):
             convolution after the features' concatenation).
         output_mask: equation 5's blend, the coarse HDR kept where the reference is well
             exposed; False (with ``coarse_residual``): the residual applies to every pixel.
+        mulaw_input: the coarse HDRs enter mu-law tonemapped (False: linear over ``H_sat``).
     """
 
     num_frames: int = 3
@@ -81,6 +88,7 @@ class RefineNetConfig(ConfigMixin):
     deformable_align: bool = True
     attention_fusion: bool = True
     output_mask: bool = True
+    mulaw_input: bool = False
 
     @classmethod
     def for_exposures(cls, n: int, num_frames: int = 3) -> RefineNetConfig:
@@ -245,6 +253,8 @@ class RefineNet(nn.Module):
         evs = torch.as_tensor(evs, dtype=hdrs.dtype, device=hdrs.device).expand(b, n)
         scale = hdr_scale(evs)  # (B, 1, 1, 1) = 1 / H_sat
         x = hdrs * scale[:, None]  # (B, N, 3, H, W) in [0, 1]
+        if cfg.mulaw_input:
+            x = mulaw(x.clamp(0, 1))
         if cfg.exposure_mask_input:
             flat_evs = evs.repeat_interleave(n, dim=0)  # (B*N, N): each frame's window
             bad = 1 - well_exposed_mask(
@@ -276,13 +286,12 @@ class RefineNet(nn.Module):
         out = act(self.hr_conv(torch.cat((skip1_ref, out), dim=1)))
         head = self.conv_last(out)
         mask = well_exposed_mask(ldrs[:, ci], evs[:, ci], evs, cfg.mask_low, cfg.mask_high, soft=True)
+        base = x[:, ci, -3:] if cfg.mulaw_input else mulaw(x[:, ci, -3:].clamp(0, 1))  # the reference's, padded
         if not cfg.output_mask:  # the residual's change, added to the exact coarse HDR: a zero head returns it
-            base = mulaw(x[:, ci, -3:].clamp(0, 1))
             delta = inverse_mulaw((base + head).clamp(0, 1)) - inverse_mulaw(base)
             refined = hdrs[:, ci] + crop(delta) / scale
             return RefineOutput(hdr=refined, refined=refined, mask=mask)
         if cfg.coarse_residual:
-            base = mulaw(x[:, ci, -3:].clamp(0, 1))  # the reference's coarse HDR, padded
             refined = inverse_mulaw((base + head).clamp(0, 1))
         else:
             refined = torch.sigmoid(head)

@@ -50,12 +50,13 @@ class PlanItem:
 PLAN: tuple[PlanItem, ...] = (
     # lr 3e-5 for the continued CoarseNets: at 1e-4 validation peaked within a few hundred steps and
     # fell; at 3e-5 it rose for 5200 (2-exp) and 8426 (3-exp) steps (weights/MANIFEST.json)
-    PlanItem("coarse-2exp", "coarse", 2, 0.35, {"flow_refine": False}, {"lr": 3e-5}),
-    PlanItem("coarse-3exp", "coarse", 3, 0.25, {"flow_refine": False}, {"lr": 3e-5}),
+    PlanItem("coarse-2exp", "coarse", 2, 0.30, {"flow_refine": False}, {"lr": 3e-5}),
+    PlanItem("coarse-3exp", "coarse", 3, 0.20, {"flow_refine": False}, {"lr": 3e-5}),
     PlanItem("spynet-2exp", "spynet", 2, 0.10, {}),
     # on the shipped coarse-2exp; at 1e-4 (with eq. 6) its validation fell from step 300, at 3e-5 (per-crop
     # log loss) it held within 0.005 dB of CoarseNet for 983 steps
     PlanItem("refine-2exp", "refine", 2, 0.15, {"flow_refine": False}, {"lr": 3e-5}),
+    PlanItem("refine-3exp", "refine", 3, 0.10, {"flow_refine": False}, {"lr": 3e-5}),
     PlanItem("dealthdr-2exp", "dealthdr", 2, 0.15, {}),
 )
 

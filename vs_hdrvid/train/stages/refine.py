@@ -24,7 +24,7 @@ from vs_hdrvid.train.stages.base import load_into, load_shipped, ref_only, regis
 from vs_hdrvid.train.stages.coarse import CoarseNetStage, CoarseOptions, run_coarse_window, shipped_coarse
 
 __all__ = ["RefineOptions", "RefineStage", "FinetuneStage", "REFINE_RESIDUAL_DEVIATION", "REFINE_LOG_LOSS_DEVIATION",
-           "REFINE_UNMASKED_DEVIATION"]
+           "REFINE_UNMASKED_DEVIATION", "REFINE_MULAW_INPUT_DEVIATION"]
 
 log = logging.getLogger("vs_hdrvid.train")
 
@@ -44,6 +44,10 @@ REFINE_UNMASKED_DEVIATION = (
     "area 1 - M of eq. 5: on noisy footage eq. 5 keeps CoarseNet's blend of noisy frames where the reference is "
     "well exposed, and 77-87% of CoarseNet's error on the EV-2/+1 validation crops lies there.")
 
+REFINE_MULAW_INPUT_DEVIATION = (
+    "RefineNet's extractor takes the coarse HDRs mu-law tonemapped (config.mulaw_input) instead of linear over "
+    "H_sat: in linear the dark half of a frame, where 1 - M lies, reaches the first convolution as 1e-3..1e-2.")
+
 
 @dataclass(frozen=True)
 class RefineOptions(CoarseOptions):
@@ -60,10 +64,14 @@ class RefineOptions(CoarseOptions):
         "run": True, "help": "eq. 5's blend, CoarseNet's HDR kept where the reference is well exposed "
                              "(--no-output-mask: the residual applies everywhere, so noisy well-exposed pixels "
                              "are refined too)"})
+    mulaw_input: bool = field(default=False, metadata={
+        "run": True, "help": "feed RefineNet the coarse HDRs mu-law tonemapped instead of linear (the dark half "
+                             "of a frame is 1e-3..1e-2 in linear)"})
 
     def refine_config(self, exposures: int) -> RefineNetConfig:
         return dataclasses.replace(RefineNetConfig.for_exposures(exposures), deformable_align=self.deformable_align,
-                                   attention_fusion=self.attention_fusion, output_mask=self.output_mask)
+                                   attention_fusion=self.attention_fusion, output_mask=self.output_mask,
+                                   mulaw_input=self.mulaw_input)
 
 
 @register
@@ -141,7 +149,8 @@ class RefineStage(CoarseNetStage):
             return super().net_deviations(key, config)
         return (super().net_deviations(key, config) + [REFINE_RESIDUAL_DEVIATION] * bool(config.get("coarse_residual"))
                 + [REFINE_LOG_LOSS_DEVIATION] * (self.opt.loss == "log")
-                + [REFINE_UNMASKED_DEVIATION] * (config.get("output_mask") is False))
+                + [REFINE_UNMASKED_DEVIATION] * (config.get("output_mask") is False)
+                + [REFINE_MULAW_INPUT_DEVIATION] * bool(config.get("mulaw_input")))
 
 
 @register
