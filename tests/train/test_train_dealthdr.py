@@ -153,6 +153,39 @@ def test_auto_ship_keeps_weights_validated_on_other_crops(runs, root):
     assert out["shipped"] == [] and (tmp / "weights" / "dealthdr_2exp.safetensors").read_bytes() == before
 
 
+@pytest.mark.parametrize("lr, shipped_figure", [(1e-30, 1e3), (3e-2, -1e3)])
+def test_auto_ship_judges_against_the_start_validation_of_the_shipped_file(tmp_path, runs, root, lr, shipped_figure):
+    """A run from the shipped file is judged against its own validation of that file at step 0, not
+    the figure in the manifest, which may come from other crops of the same preset name (an old
+    entry has no crops digest): it ships exactly when it is not below its start, whether the
+    manifest's figure is unbeatable (a vanishing step holds the start) or unreachably low (a large
+    step makes it worse)."""
+    import shutil
+
+    weights = tmp_path / "weights"
+    shutil.copytree(runs[0] / "weights", weights)
+    manifest = json.loads((weights / "MANIFEST.json").read_text())
+    entry = manifest["dealthdr_2exp.safetensors"]
+    entry["metrics"]["val_psnr_mu"] = shipped_figure
+    entry["metrics"]["val_protocol"].pop("crops_sha256", None)
+    (weights / "MANIFEST.json").write_text(json.dumps(manifest))
+    before = (weights / "dealthdr_2exp.safetensors").read_bytes()
+    out = train(_cfg(tmp_path, root, steps=2, lr=lr, init_from="", val_at_start=True, ship="auto",
+                     runs_dir=str(tmp_path / "runs"), weights_dir=str(weights), out_name="judged"))
+    start = json.loads((tmp_path / "runs" / "judged" / "log.jsonl").read_text().splitlines()[0])["val"]
+    assert start["step"] == 0
+    held = out["val"]["val_psnr_mu"] >= start["val_psnr_mu"]
+    if lr < 1e-20:
+        assert out["val"]["val_psnr_mu"] == pytest.approx(start["val_psnr_mu"], abs=1e-3)
+    else:
+        assert not held  # the large step made it worse
+    if held:
+        assert out["shipped"]
+        assert W.read_manifest(weights)["dealthdr_2exp.safetensors"].metrics["val_protocol"]["crops_sha256"]
+    else:
+        assert out["shipped"] == [] and (weights / "dealthdr_2exp.safetensors").read_bytes() == before
+
+
 def test_losses_and_deviations_follow_the_options():
     def stage(**opts):
         return DeAltHDRStage(TrainConfig.from_dict({"stage": "dealthdr", **opts}), torch.device("cpu"))

@@ -14,6 +14,7 @@ eval mode; the reference-only linearisation is scored on the same crops.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -282,8 +283,11 @@ def train(cfg: TrainConfig) -> dict:
     summary = {"step": step, "stopped": stopped, "wall_time_s": round(wall, 1), "val": last,
                "run_dir": str(run_dir), "shipped": []}
     if stage.ship_files and cfg.ship != "never":
+        # this invocation's validation of the weights it started from, on the same crops as ship_val
+        start_val = history["val"][0] if resumed_from is None and history["val"] and history["val"][0]["step"] == 0 \
+            else None
         summary["shipped"] = _ship(stage, cfg, train_ds, val_ds, ship_step, wall, resumed_from, ship_val, run_dir,
-                                   device, fast)
+                                   device, fast, start_val)
     log.info("train %s: stopped at step %d (%s) after %.0f s; %s", cfg.out_name, step, stopped, wall,
              ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "step") or "not validated")
     return summary
@@ -332,9 +336,24 @@ def _default(cfg: TrainConfig, key: str):
     return next(f.default for f in cfg.options.fields() if f.name == key)
 
 
+def val_crops_digest(val_ds) -> str:
+    """sha256 of the validation crops' ground truth: two val folders of one preset name (synthesised
+    on different machines, or by another generator) give different crops and figures that do not compare."""
+    h = hashlib.sha256()
+    for i in range(len(val_ds)):
+        h.update(np.ascontiguousarray(val_ds[i]["gt"].numpy()).tobytes())
+    return h.hexdigest()
+
+
 def _ship(stage: Stage, cfg: TrainConfig, train_ds, val_ds, step: int, wall: float, resumed_from: str | None,
-          val: dict, run_dir: Path, device: torch.device, fast: FastPath) -> list[str]:
-    """Write the stage's networks (in their ``val`` state, at ``step``) and their manifest entries."""
+          val: dict, run_dir: Path, device: torch.device, fast: FastPath, start_val: dict | None = None) -> list[str]:
+    """Write the stage's networks (in their ``val`` state, at ``step``) and their manifest entries.
+
+    Under ``ship="auto"`` the shipped weights are beaten when ``val`` is not below their figure on the
+    same crops: this invocation's validation at step 0 (``start_val``) where it started from exactly
+    the shipped file, else the figure in their manifest entry where its protocol (crops digest
+    included) is this run's; otherwise nothing ships.
+    """
     folder = stage.ship_folder()
     manifest = W.read_manifest(folder)
     files = {key: W.REGISTRY[f"{key}-{cfg.exposures}exp"].file for key in stage.ship_files}
@@ -342,17 +361,25 @@ def _ship(stage: Stage, cfg: TrainConfig, train_ds, val_ds, step: int, wall: flo
     if val_ds is not None:
         protocol = {"preset": cfg.val_preset, "patch": cfg.val_patch, "windows_per_scene": cfg.val_windows,
                     "crops": len(val_ds),
-                    "window_refs": f"references valid for the {window_length('refine', cfg.exposures)}-frame refine window"}
-        judged = files[stage.ship_files[-1]]  # finetune: both files or neither, judged by the final output
-        old = manifest.get(judged)
-        if cfg.ship == "auto" and old is not None and old.metrics.get("val_protocol") != protocol:
-            log.warning("train: not shipping %s: the shipped weights were validated on other crops (%s), so the "
-                        "two figures do not compare (use --ship always to replace them)",
-                        ", ".join(files.values()), old.metrics.get("val_protocol"))
-            return []
-        if cfg.ship == "auto" and old is not None and old.metrics.get("val_psnr_mu", -math.inf) > val["val_psnr_mu"]:
-            log.warning("train: not shipping %s: val PSNR-mu %.3f is below the shipped %.3f (use --ship always)",
-                        ", ".join(files.values()), val["val_psnr_mu"], old.metrics["val_psnr_mu"])
+                    "window_refs": f"references valid for the {window_length('refine', cfg.exposures)}-frame refine window",
+                    "crops_sha256": val_crops_digest(val_ds)}
+        judged_key = stage.ship_files[-1]  # finetune: both files or neither, judged by the final output
+        old = manifest.get(files[judged_key])
+        prev = stage.previous.get(judged_key)
+        if old is not None and start_val is not None and prev is not None and prev.sha256 == old.sha256:
+            shipped_val, where = start_val["val_psnr_mu"], "validated at this run's start"
+        elif old is not None and old.metrics.get("val_protocol") == protocol:
+            shipped_val, where = old.metrics.get("val_psnr_mu", -math.inf), "in its manifest entry"
+        elif old is not None:
+            shipped_val, where = None, None
+            if cfg.ship == "auto":
+                log.warning("train: not shipping %s: the shipped weights were validated on other crops (%s), so the "
+                            "two figures do not compare (use --ship always to replace them)",
+                            ", ".join(files.values()), old.metrics.get("val_protocol"))
+                return []
+        if cfg.ship == "auto" and old is not None and shipped_val > val["val_psnr_mu"]:
+            log.warning("train: not shipping %s: val PSNR-mu %.3f is below the shipped weights' %.3f (%s; use "
+                        "--ship always)", ", ".join(files.values()), val["val_psnr_mu"], shipped_val, where)
             return []
         start = val.get(stage.start_metric) if stage.start_metric else None  # a correction must not be
         if cfg.ship == "auto" and start is not None and val["val_psnr_mu"] < start:  # worse than what it corrects
