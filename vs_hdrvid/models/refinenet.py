@@ -286,13 +286,12 @@ class RefineNet(nn.Module):
         out = act(self.hr_conv(torch.cat((skip1_ref, out), dim=1)))
         head = self.conv_last(out)
         mask = well_exposed_mask(ldrs[:, ci], evs[:, ci], evs, cfg.mask_low, cfg.mask_high, soft=True)
-        base = x[:, ci, -3:] if cfg.mulaw_input else mulaw(x[:, ci, -3:].clamp(0, 1))  # the reference's, padded
-        if not cfg.output_mask:  # the residual's change, added to the exact coarse HDR: a zero head returns it
-            delta = inverse_mulaw((base + head).clamp(0, 1)) - inverse_mulaw(base)
-            refined = hdrs[:, ci] + crop(delta) / scale
-            return RefineOutput(hdr=refined, refined=refined, mask=mask)
         if cfg.coarse_residual:
+            base = x[:, ci, -3:] if cfg.mulaw_input else mulaw(x[:, ci, -3:].clamp(0, 1))  # the reference's, padded
             refined = inverse_mulaw((base + head).clamp(0, 1))
+            if not cfg.output_mask:  # the residual's change, added to the exact coarse HDR: a zero head returns it
+                refined = hdrs[:, ci] + crop(refined - inverse_mulaw(base)) / scale
+                return RefineOutput(hdr=refined, refined=refined, mask=mask)
         else:
             refined = torch.sigmoid(head)
         refined = crop(refined) / scale  # (B, 3, H, W), absolute radiance

@@ -366,21 +366,20 @@ def _ship(stage: Stage, cfg: TrainConfig, train_ds, val_ds, step: int, wall: flo
         judged_key = stage.ship_files[-1]  # finetune: both files or neither, judged by the final output
         old = manifest.get(files[judged_key])
         prev = stage.previous.get(judged_key)
-        if old is not None and start_val is not None and prev is not None and prev.sha256 == old.sha256:
-            shipped_val, where = start_val["val_psnr_mu"], "validated at this run's start"
-        elif old is not None and old.metrics.get("val_protocol") == protocol:
-            shipped_val, where = old.metrics.get("val_psnr_mu", -math.inf), "in its manifest entry"
-        elif old is not None:
-            shipped_val, where = None, None
-            if cfg.ship == "auto":
+        if cfg.ship == "auto" and old is not None:
+            if start_val is not None and prev is not None and prev.sha256 == old.sha256:
+                shipped_val, where = start_val["val_psnr_mu"], "validated at this run's start"
+            elif old.metrics.get("val_protocol") == protocol:
+                shipped_val, where = old.metrics.get("val_psnr_mu", -math.inf), "in its manifest entry"
+            else:
                 log.warning("train: not shipping %s: the shipped weights were validated on other crops (%s), so the "
                             "two figures do not compare (use --ship always to replace them)",
                             ", ".join(files.values()), old.metrics.get("val_protocol"))
                 return []
-        if cfg.ship == "auto" and old is not None and shipped_val > val["val_psnr_mu"]:
-            log.warning("train: not shipping %s: val PSNR-mu %.3f is below the shipped weights' %.3f (%s; use "
-                        "--ship always)", ", ".join(files.values()), val["val_psnr_mu"], shipped_val, where)
-            return []
+            if shipped_val > val["val_psnr_mu"]:
+                log.warning("train: not shipping %s: val PSNR-mu %.3f is below the shipped weights' %.3f (%s; use "
+                            "--ship always)", ", ".join(files.values()), val["val_psnr_mu"], shipped_val, where)
+                return []
         start = val.get(stage.start_metric) if stage.start_metric else None  # a correction must not be
         if cfg.ship == "auto" and start is not None and val["val_psnr_mu"] < start:  # worse than what it corrects
             log.warning("train: not shipping %s: val PSNR-mu %.3f is below the %.3f of the %s it corrects",
