@@ -28,6 +28,7 @@ import torch
 
 from .. import weights as weights_mod
 from ..models.inference import Inference, Tiling
+from ..models.spynet import SpyNet
 from .report import write_figures
 
 __all__ = ["add_cli", "run_cli", "run_bench_nets", "measure", "network_configs", "write_random_weights"]
@@ -80,7 +81,7 @@ def write_random_weights(folder: str | os.PathLike, periods: tuple[int, ...] = (
             torch.manual_seed(seed + n)
             spec = weights_mod.REGISTRY[f"{kind}-{n}exp"]
             model = spec.build(cfg.to_dict())
-            if zero_flow and kind == "coarse" and model.flownet is not None:
+            if zero_flow and kind == "coarse" and isinstance(model.flownet, SpyNet):
                 for level in model.flownet.basic:
                     torch.nn.init.zeros_(level[-1].weight)
                     torch.nn.init.zeros_(level[-1].bias)

@@ -106,7 +106,7 @@ def evaluate_flows(root: str | Path, preset: str, exposures: int, methods: dict,
         arrays = SceneArrays(scene.path, flows=True)
         ldrs = torch.from_numpy(arrays.ldr.astype(np.float32) / arrays.scale)
         evs = torch.from_numpy(arrays.evs)
-        init_all, _ = arrays.classical_flows(reach)
+        init_all, conf_all = arrays.classical_flows(reach)
         acc = {m: np.zeros(4) for m in methods}  # error sum, pixels, saturated error sum, saturated pixels
         for t in range(reach, arrays.num_frames - reach):
             gt_np, valid_np = arrays.flows_from(t, offsets)
@@ -120,7 +120,8 @@ def evaluate_flows(root: str | Path, preset: str, exposures: int, methods: dict,
                     pred = init
                 else:
                     win = ldrs[t - reach:t + reach + 1][None]
-                    pred = net.flows(win, evs[t - reach:t + reach + 1][None], init[None])[0]
+                    conf = torch.from_numpy(conf_all[t].astype(np.float32))[None]
+                    pred = net.flows(win, evs[t - reach:t + reach + 1][None], init[None], conf)[0]
                 err = (pred - gt).pow(2).sum(1, keepdim=True).sqrt()
                 acc[name] += [float((err * defined).sum()), float(defined.sum()),
                               float((err * sat).sum()), float(sat.sum())]

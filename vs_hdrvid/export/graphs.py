@@ -102,8 +102,7 @@ def layout(model: nn.Module, kind: str, flows: bool = False) -> list[Plane]:
 def multiple_of(model: nn.Module, kind: str) -> int:
     """Frame sides the graph takes without padding (``--dynamic`` graphs take only these)."""
     if kind == "coarse":
-        flow = 2 ** (model.config.flow.levels - 1) if model.flownet is not None else 1
-        return math.lcm(flow, model.weightnet.multiple)
+        return math.lcm(model.flow_multiple, model.weightnet.multiple)
     if kind == "refine":
         return 8
     return model.multiple

@@ -30,12 +30,14 @@ from vs_hdrvid.models.blocks import (
     reexpose,
     well_exposed_mask,
 )
+from vs_hdrvid.models.flow_fill import FlowFill, FlowFillConfig
 from vs_hdrvid.models.spynet import SpyNet, SpyNetConfig
 from vs_hdrvid.ops.merge import blend_exposures, merge_weights
 from vs_hdrvid.ops.tonemap import inverse_mulaw, mulaw
 from vs_hdrvid.ops.warp import flow_warp
 
 BLENDS = ("paper", "merge")
+FLOW_NETS = ("spynet", "fill")
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,11 @@ class CoarseNetConfig(ConfigMixin):
             window and a mu-law residual over the blend. Untrained, it is that merge exactly.
         flow_refine: ``blend="merge"`` only: run the flow network on the classical flows (False:
             use them as they are; the network then has no flow network).
+        flow_net: ``blend="merge"`` with ``flow_refine`` only: which network corrects the
+            classical flows. ``"spynet"``: the DIS-initialised SpyNet of ``flow``; ``"fill"``: the
+            confidence-gated fill of ``fill`` (:class:`~vs_hdrvid.models.flow_fill.FlowFill`, this
+            project's deviation: it learns within a CPU budget where the SpyNet did not).
+        fill: config of that fill network.
         merge_radius: ``blend="merge"`` only: the merge being corrected is that of the frames
             within this distance of the reference (1: ``t-1..t+1``, which holds every exposure of a
             2- or 3-exposure pattern and, with DIS flows, merges 3-exposure footage better than the
@@ -180,9 +187,12 @@ class CoarseNetConfig(ConfigMixin):
     blend: str = "paper"
     flow_refine: bool = True
     merge_radius: int = 1
+    flow_net: str = "spynet"
+    fill: FlowFillConfig = field(default_factory=FlowFillConfig)
 
     @classmethod
-    def for_exposures(cls, n: int, blend: str = "merge", flow_refine: bool = True) -> CoarseNetConfig:
+    def for_exposures(cls, n: int, blend: str = "merge", flow_refine: bool = True,
+                      flow_net: str = "spynet") -> CoarseNetConfig:
         """Default config for ``n`` alternating exposures (batch norm only for two, as published).
 
         ``blend="paper"`` is the network of the paper; ``"merge"`` the shipped correction of the
@@ -196,7 +206,7 @@ class CoarseNetConfig(ConfigMixin):
         return cls(num_exposures=n, flow=SpyNetConfig(num_triples=n - 1, refine_init=True),
                    weight=WeightNetConfig(num_images=m, batch_norm=False, in_channels=6 * t + m + 3,
                                           out_channels=3 * m + 3, residual_head=True, skip=32),
-                   blend="merge", flow_refine=flow_refine, merge_radius=1)
+                   blend="merge", flow_refine=flow_refine, merge_radius=1, flow_net=flow_net)
 
     def __post_init__(self) -> None:
         n = self.num_exposures
@@ -204,6 +214,9 @@ class CoarseNetConfig(ConfigMixin):
             raise ValueError(f"CoarseNetConfig: num_exposures must be 2 or 3, got {n}")
         if self.blend not in BLENDS:
             raise ValueError(f"CoarseNetConfig: blend must be one of {BLENDS}, got {self.blend!r}")
+        if self.flow_net not in FLOW_NETS or (self.flow_net == "fill" and self.blend != "merge"):
+            raise ValueError(f"CoarseNetConfig: flow_net must be one of {FLOW_NETS} ('fill' with blend='merge'), "
+                             f"got {self.flow_net!r}")
         t, m = 2 * n - 1, 2 * self.merge_radius + 1
         if not 1 <= self.merge_radius <= n - 1:
             raise ValueError(f"CoarseNetConfig: merge_radius must be in 1..{n - 1}, got {self.merge_radius}")
@@ -249,7 +262,9 @@ class CoarseNet(nn.Module):
         super().__init__()
         self.config = cfg = config or CoarseNetConfig()
         n = cfg.num_exposures
-        self.flownet = SpyNet(cfg.flow) if cfg.blend == "paper" or cfg.flow_refine else None
+        self.flownet: SpyNet | FlowFill | None = None
+        if cfg.blend == "paper" or cfg.flow_refine:
+            self.flownet = FlowFill(cfg.fill) if cfg.flow_net == "fill" else SpyNet(cfg.flow)
         self.weightnet = WeightNet(cfg.weight)
         self.window = 2 * n - 1
         self.center = n - 1
@@ -273,21 +288,39 @@ class CoarseNet(nn.Module):
             raise ValueError(f"CoarseNet(blend='merge'): init_flows must be ({b}, {t - 1}, 2, {h}, {w}), got {got}")
         return torch.as_tensor(evs, dtype=ldrs.dtype, device=ldrs.device).expand(b, t)
 
-    def flows(self, ldrs: Tensor, evs: Tensor, init_flows: Tensor | None = None) -> Tensor:
+    @property
+    def flow_multiple(self) -> int:
+        """What the frame size must be a multiple of for the flow network (padded to it)."""
+        if isinstance(self.flownet, SpyNet):
+            return 2 ** (self.config.flow.levels - 1)
+        return 2 if self.flownet is not None else 1
+
+    def flows(self, ldrs: Tensor, evs: Tensor, init_flows: Tensor | None = None,
+              init_conf: Tensor | None = None) -> Tensor:
         """Flows from the reference to each neighbour, in time order (BasicSR's ``get_flow``).
 
         Per exposure pair the triple ``[N_a, C re-exposed to N_a, N_b]`` goes to the flow network;
         with ``blend="merge"`` it corrects ``init_flows`` (returned as they are without a flow
-        network).
+        network). ``flow_net="fill"`` corrects each flow on its own, from the reference and the
+        neighbour brought to the brighter of their exposures and the flows' confidence
+        ``init_conf`` (1 where not given).
 
-        Shape: ``ldrs (B, T, 3, H, W)``, ``evs (B, T)``, ``init_flows (B, T-1, 2, H, W)`` ->
-        ``(B, T-1, 2, H, W)``.
+        Shape: ``ldrs (B, T, 3, H, W)``, ``evs (B, T)``, ``init_flows (B, T-1, 2, H, W)``,
+        ``init_conf (B, T-1, 1, H, W)`` -> ``(B, T-1, 2, H, W)``.
         """
         evs = self._check(ldrs, evs, init_flows)
         if self.flownet is None:
             return init_flows
         gamma, ci = self.config.gamma, self.center
         ref = ldrs[:, ci]  # (B, 3, H, W)
+        if isinstance(self.flownet, FlowFill):
+            b, k = ldrs.shape[0], len(self.neighbours)
+            ev_ref, ev_nb = evs[:, ci:ci + 1].expand(b, k), evs[:, self.neighbours]
+            ev_hi = torch.maximum(ev_ref, ev_nb).flatten()
+            refs = reexpose(ref[:, None].expand(-1, k, -1, -1, -1).flatten(0, 1), ev_ref.flatten(), ev_hi, gamma)
+            nbrs = reexpose(ldrs[:, self.neighbours].flatten(0, 1), ev_nb.flatten(), ev_hi, gamma)
+            conf = torch.ones_like(init_flows[:, :, :1]) if init_conf is None else init_conf[:, :, :1].to(ldrs.dtype)
+            return self.flownet(refs, nbrs, init_flows.flatten(0, 1), conf.flatten(0, 1)).unflatten(0, (b, k))
         triples = torch.stack([
             torch.stack((ldrs[:, a], reexpose(ref, evs[:, ci], evs[:, a], gamma), ldrs[:, bb]), dim=1)
             for a, bb in self.pairs
@@ -304,7 +337,7 @@ class CoarseNet(nn.Module):
         window's linear radiance when the caller has it (a node), instead of ``ldr_to_hdr(ldrs)``.
         """
         evs = self._check(ldrs, evs, init_flows)
-        flows = self.flows(ldrs, evs, init_flows)  # (B, K, 2, H, W), time order
+        flows = self.flows(ldrs, evs, init_flows, init_conf)  # (B, K, 2, H, W), time order
         if self.config.blend == "merge":
             return self._merge_forward(ldrs, evs, flows, init_conf, hdrs)
         b, t, c, h, w = ldrs.shape

@@ -110,7 +110,8 @@ def _corrected_classical_flow(clip: vs.VideoNode, offset: int, engine: Inference
         ev = w.ev.to(dev, dtype)
         init = torch.stack([runner.fetch(fr) for fr in f[k:]]).to(dtype)[None]  # (1, K, 3, H, W)
         with engine.precision.context(dev):
-            flows = net.flows(radiance_to_ldr(w.frames, ev, net.config.gamma)[None], ev[None], init[:, :, :2])
+            flows = net.flows(radiance_to_ldr(w.frames, ev, net.config.gamma)[None], ev[None], init[:, :, :2],
+                              init[:, :, 2:3])
         return runner.emit(torch.cat((flows[0, out].float(), init[0, out, 2:3].float().clamp(0, 1))), RGBS, w.props)
 
     return runner.map_frames(blank_like(clip), window.clips + init_clips, process)

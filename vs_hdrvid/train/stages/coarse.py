@@ -51,6 +51,10 @@ class CoarseDesign(StageOptions):
     flow_refine: bool = field(default=True, metadata={
         "run": True, "help": "CoarseNet (blend=merge) with a flow network correcting the DIS flows "
                              "(--no-flow-refine: the DIS flows as they are)"})
+    flow_net: str = field(default="spynet", metadata={
+        "choices": ("spynet", "fill"), "run": True,
+        "help": "the flow network of --flow-refine: the DIS-initialised SpyNet, or the confidence-gated "
+                "fill of the DIS flow (models.flow_fill)"})
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,8 @@ class CoarseOptions(CoarseDesign):
 
 
 def coarse_config(cfg) -> CoarseNetConfig:
-    return CoarseNetConfig.for_exposures(cfg.exposures, cfg.options.blend, cfg.options.flow_refine)
+    opt = cfg.options
+    return CoarseNetConfig.for_exposures(cfg.exposures, opt.blend, opt.flow_refine, opt.flow_net)
 
 
 def shipped_coarse(stage: Stage, require: bool) -> CoarseNet | None:

@@ -54,20 +54,19 @@ class SpyNetStage(CoarseNetStage):
 
     def loss(self, batch):
         net = self.nets["coarse"]
-        ldrs, evs, init, _ = coarse_inputs(net, batch)
-        loss = epe(net.flows(ldrs, evs, init), batch["flows"], batch["flow_valid"])
+        loss = epe(net.flows(*coarse_inputs(net, batch)), batch["flows"], batch["flow_valid"])
         return loss, {"epe": loss.item()}
 
     @torch.no_grad()
     def validate(self, batch):
         net = self.nets["coarse"]
-        ldrs, evs, init, _ = coarse_inputs(net, batch)
+        ldrs, evs, init, conf = coarse_inputs(net, batch)
         v, gt = batch["flow_valid"], batch["flows"]
 
         def per(f: Tensor) -> Tensor:  # mean end-point error over the valid pixels of each crop
             err = (f - gt).pow(2).sum(2, keepdim=True).sqrt()  # (B, K, 1, H, W)
             return (err * v).flatten(1).sum(1) / v.flatten(1).sum(1).clamp(min=1)
-        res = {"val_epe": per(net.flows(ldrs, evs, init)), "val_epe_zero_flow": per(torch.zeros_like(gt))}
+        res = {"val_epe": per(net.flows(ldrs, evs, init, conf)), "val_epe_zero_flow": per(torch.zeros_like(gt))}
         if init is not None:
             res["val_epe_classical"] = per(init)
         return res
