@@ -351,7 +351,7 @@ def _ship(stage: Stage, cfg: TrainConfig, train_ds, val_ds, step: int, wall: flo
 
     Under ``ship="auto"`` the shipped weights are beaten when ``val`` is not below their figure on the
     same crops: this invocation's validation at step 0 (``start_val``) where it started from exactly
-    the shipped file, else the figure in their manifest entry where its protocol (crops digest
+    what the shipped file computes, else the figure in their manifest entry where its protocol (crops digest
     included) is this run's; otherwise nothing ships.
     """
     folder = stage.ship_folder()
@@ -367,7 +367,7 @@ def _ship(stage: Stage, cfg: TrainConfig, train_ds, val_ds, step: int, wall: flo
         old = manifest.get(files[judged_key])
         prev = stage.previous.get(judged_key)
         if cfg.ship == "auto" and old is not None:
-            if start_val is not None and prev is not None and prev.sha256 == old.sha256:
+            if start_val is not None and prev is not None and prev.sha256 == old.sha256 and stage.starts_as_previous:
                 shipped_val, where = start_val["val_psnr_mu"], "validated at this run's start"
             elif old.metrics.get("val_protocol") == protocol:
                 shipped_val, where = old.metrics.get("val_psnr_mu", -math.inf), "in its manifest entry"

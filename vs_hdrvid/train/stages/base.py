@@ -171,6 +171,8 @@ class Stage:
         self.nets: dict[str, nn.Module] = {}
         self.init_notes: list[str] = []
         self.previous: dict[str, W.ManifestEntry] = {}  # shipped entries continued from
+        # whether the networks start as those shipped files compute (not only some of their weights)
+        self.starts_as_previous = True
 
     # -- set-up
     def init(self) -> None:
