@@ -98,7 +98,7 @@ def coarse(clip: vs.VideoNode, weights: str | os.PathLike | None = None, device:
         flows = []
     window = ExposureWindow(clip, offsets, period, NODE)
     runner = NodeRunner(NODE, dev, dtype, num_streams=num_streams, cache_frames=2 * len(offsets) + 2, network=True)
-    multiple = math.lcm(2 ** (net.config.flow.levels - 1), net.weightnet.multiple)
+    multiple = math.lcm(net.flow_multiple, net.weightnet.multiple)
     ref, gamma, k = offsets.index(0), net.config.gamma, len(window.clips)
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:

@@ -134,6 +134,25 @@ def structure_loss(pred: Tensor, gt: Tensor, h_sat: float | Tensor, scales: int 
     return gradient_l1(tp, tg, scales) + (1 - ssim_map(tp, tg, window_size=k).mean())
 
 
+def log_epe(pred: Tensor, gt: Tensor, valid: Tensor, eps: float = 0.05) -> Tensor:
+    """Mean over the batch of ``log(eps + EPE of each crop)`` (valid pixels only).
+
+    As :func:`log_mu_l1` for the HDR: a crop whose flow is nearly right (clean footage, small
+    motion) moves the network as much as one with errors ten times larger, so a correction learnt
+    where the classical flow fails does not cost where it works. A deviation from the plain EPE.
+
+    Shape: ``pred, gt (B, ..., 2, H, W)``, ``valid (B, ..., 1, H, W)``.
+
+    Example:
+        >>> v = torch.ones(1, 1, 1, 1)
+        >>> round(float(log_epe(torch.zeros(1, 2, 1, 1), torch.ones(1, 2, 1, 1) * 3 ** 0.5, v, eps=0.0)), 4)
+        0.8959
+    """
+    err = (pred - gt).pow(2).sum(-3, keepdim=True).clamp(min=1e-12).sqrt()
+    per_crop = (err * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1.0)  # (B,)
+    return torch.log(per_crop + eps).mean()
+
+
 def epe(pred: Tensor, gt: Tensor, valid: Tensor | None = None) -> Tensor:
     """Average end-point error ``mean ||pred - gt||_2`` over the (valid) pixels.
 
