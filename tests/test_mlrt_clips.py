@@ -9,8 +9,9 @@ import vs_hdrvid as hv
 from vs_hdrvid import weights as W
 from vs_hdrvid.export.mlrt import network_clips
 from vs_hdrvid.models.dealthdr import DeAltHDR, DeAltHDRConfig
+from vs_hdrvid.models.refinenet import RefineNet, RefineNetConfig
 
-from conftest import make_sequence
+from conftest import make_sequence, planes
 
 
 @pytest.fixture(scope="module")
@@ -26,5 +27,17 @@ def test_dealthdr_clips_follow_the_weights_flow_source(tmp_path, lin, flow_sourc
     clips = network_clips("dealthdr", lin, weights=tmp_path)
     assert len(clips) == 5 + flow_clips + 5  # window frames, flows both ways, EV planes
     assert all(c.format.id == vs.RGBS for c in clips[:5 + flow_clips]) and clips[-1].format.id == vs.GRAYS
-    with pytest.raises(vs.Error, match="no DeAltHDR weights"):
+    with pytest.raises(vs.Error, match="no dealthdr-2exp weights"):
         network_clips("dealthdr", lin, weights=tmp_path / "empty")
+
+
+@pytest.mark.parametrize("temporal_base", [False, True])
+def test_refine_clips_fuse_the_reference_for_temporal_base_weights(tmp_path, lin, temporal_base):
+    W.write(RefineNet(RefineNetConfig(temporal_base=temporal_base)), "refine-2exp", tmp_path)
+    hdr = hv.merge(lin)
+    clips = network_clips("refine", lin, coarse=hdr, weights=tmp_path)
+    assert len(clips) == 3 + 3 + 3  # coarse HDRs, radiance, EV planes
+    expected = hv.temporal_fuse(hdr, lin) if temporal_base else hdr
+    for n in (1, 2):
+        assert (planes(clips[1].get_frame(n)) == planes(expected.get_frame(n))).all()
+    assert (planes(clips[0].get_frame(2)) == planes(hdr.get_frame(1))).all()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = ["linearize", "estimate_crf", "detect_exposures", "align", "merge", "classical_flow",
-           "coarse", "refine", "flow", "dealthdr",
+           "coarse", "refine", "temporal_fuse", "flow", "dealthdr",
            "tonemap", "source", "read_images", "read_exr", "write_exr", "tune_malloc"]
 
 _HOME = {name: ".nodes" for name in __all__} | {"tune_malloc": ".malloc"}
@@ -26,7 +26,7 @@ _SUBMODULES = {"bridge", "cli", "demo", "devices", "distributed", "encode", "eva
 if TYPE_CHECKING:
     from .malloc import tune_malloc
     from .nodes import (align, classical_flow, coarse, dealthdr, detect_exposures, estimate_crf, flow, linearize,
-                        merge, read_exr, read_images, refine, source, tonemap, write_exr)
+                        merge, read_exr, read_images, refine, source, temporal_fuse, tonemap, write_exr)
 
 
 def __getattr__(name: str) -> Any:

@@ -98,6 +98,8 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=METHODS, default="merge")
     p.add_argument("--flow", choices=FLOWS, default="none", help="dense flow for merge (classical DIS/Farneback)")
     p.add_argument("--radius", type=int, default=1, help="merge window half-width")
+    p.add_argument("--temporal-fuse", action="store_true", help="merge, coarse, dealthdr: average each HDR frame "
+                   "with its DIS-aligned neighbours where they agree with it to within its noise (hv.temporal_fuse)")
     p.add_argument("--s", type=_sensitivity, default=15.0, metavar="S",
                    help="dealthdr: FGMA sensitivity, 0 (flow only, fastest) .. inf (attention everywhere)")
     p.add_argument("--crf", default="gamma", help="'gamma' or a response file from estimate_crf")
@@ -161,7 +163,7 @@ def _reconstruct(args: argparse.Namespace, target) -> int:
     opts = Options(exposures=args.exposures, method=args.method, flow=args.flow, crf=args.crf,
                    device=args.device, frames=args.frames, radius=args.radius, weights=args.weights, s=args.s,
                    fp32=args.fp32, compile=args.compile, tile=args.tile, max_memory=args.max_memory,
-                   backend=args.backend)
+                   backend=args.backend, temporal_fuse=args.temporal_fuse)
     try:
         clip = source(args.input)
         hdr = build(clip, opts)

@@ -43,6 +43,7 @@ class Options:
     tile: int | None = None  # coarse/refine: tile side in pixels
     max_memory: float | None = None  # coarse/refine: GiB per forward pass; larger frames are tiled
     backend: str = "torch"  # networks: torch, or ort/ov/trt for their ONNX graphs
+    temporal_fuse: bool = False  # merge/coarse/dealthdr: hv.temporal_fuse on the result
 
 
 def output_kind(path: str) -> str:
@@ -87,6 +88,11 @@ def build(clip: vs.VideoNode, opts: Options) -> vs.VideoNode:
                              compile=opts.compile, backend=opts.backend)
     else:
         raise ValueError(f"unknown method {opts.method!r}; choose from {', '.join(METHODS)}")
+    if opts.temporal_fuse:
+        if opts.method in ("reference", "refine"):
+            raise ValueError(f"--temporal-fuse follows merge, coarse or dealthdr, not {opts.method} "
+                             "(the shipped RefineNet corrects that fusion already)")
+        hdr = nodes.temporal_fuse(hdr, lin, device=opts.device)
     if opts.frames is not None:
         a, b = opts.frames
         b = clip.num_frames if b is None else b

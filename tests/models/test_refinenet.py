@@ -72,6 +72,29 @@ def test_untrained_residual_refinenet_returns_the_coarse_hdr():
         assert (paper(hdrs, ldrs, evs).refined - hdrs[:, 1]).abs().max() > 0.1
 
 
+def test_temporal_base_untrained_refinenet_returns_the_temporal_fusion():
+    """``temporal_base``: the reference's coarse HDR is replaced by the fusion of the window, which a
+    zero head returns; without it :meth:`RefineNet.base_window` is the identity."""
+    from vs_hdrvid.ops.temporal_fuse import temporal_fuse
+
+    torch.manual_seed(5)
+    evs = torch.tensor([1.5, -1.5, 1.5])
+    h_sat = 2**1.5
+    hdrs = (torch.rand(1, 1, 3, 24, 32) + 0.1 * torch.rand(1, 3, 3, 24, 32)) * h_sat / 1.1
+    ldrs = torch.rand(1, 3, 3, 24, 32)
+    plain = RefineNet(RefineNetConfig(**SMALL)).eval()
+    assert plain.base_window(hdrs, evs) is hdrs
+    net = RefineNet(RefineNetConfig(temporal_base=True, **SMALL)).eval()
+    with torch.no_grad():
+        window = net.base_window(hdrs, evs)
+        fused = temporal_fuse(hdrs, torch.tensor([h_sat]))
+        out = net(window, ldrs, evs)
+    assert torch.equal(window[:, 0], hdrs[:, 0]) and torch.equal(window[:, 2], hdrs[:, 2])
+    torch.testing.assert_close(window[:, 1], fused)
+    assert (fused - hdrs[:, 1]).abs().max() > 1e-3  # the fusion changed the reference
+    torch.testing.assert_close(out.hdr, fused, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("mulaw_input", [False, True])
 def test_unmasked_residual_starts_exactly_at_coarse_and_reaches_well_exposed_pixels(mulaw_input):
     """``output_mask=False``: a zero head returns the coarse HDR bit for bit, even above ``H_sat``

@@ -13,7 +13,7 @@ from vs_hdrvid.devices import resolve_device
 
 from conftest import make_sequence, planes
 
-FRAME_NODES = ["linearize", "align", "merge", "classical_flow", "coarse", "refine", "flow", "dealthdr", "tonemap"]
+FRAME_NODES = ["linearize", "align", "merge", "classical_flow", "coarse", "refine", "temporal_fuse", "flow", "dealthdr", "tonemap"]
 
 
 @pytest.mark.parametrize("name", FRAME_NODES)

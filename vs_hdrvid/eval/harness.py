@@ -35,6 +35,7 @@ METHODS: dict[str, tuple[str, ...]] = {
     "merge": ("--method", "merge"),
     "merge+dis": ("--method", "merge", "--flow", "dis"),
     "merge+farneback": ("--method", "merge", "--flow", "farneback"),
+    "merge+dis+fuse": ("--method", "merge", "--flow", "dis", "--temporal-fuse"),
     "coarse": ("--method", "coarse"),
     "refine": ("--method", "refine"),
     "dealthdr": ("--method", "dealthdr"),

@@ -49,15 +49,15 @@ def ev_plane(lin: vs.VideoNode, offset: int, pattern: Sequence[float]) -> vs.Vid
     return core.std.Interleave(planes)[:n]
 
 
-def _dealthdr_takes_flows(folder: str | os.PathLike | None) -> bool:
+def _config(name: str, folder: str | os.PathLike | None) -> dict:
     from .. import weights as W
 
     path = Path(folder) if folder is not None else W.WEIGHTS_DIR
-    entry = W.read_manifest(path.parent if path.is_file() else path).get(W.REGISTRY["dealthdr-2exp"].file)
+    entry = W.read_manifest(path.parent if path.is_file() else path).get(W.REGISTRY[name].file)
     if entry is None:
-        raise vs.Error(f"network_clips: no DeAltHDR weights in {path}; give weights= the folder the graph was "
+        raise vs.Error(f"network_clips: no {name} weights in {path}; give weights= the folder the graph was "
                        "exported from")
-    return entry.config.get("flow_source", "spynet") == "dis"
+    return entry.config
 
 
 def network_clips(kind: str, lin: vs.VideoNode, coarse: vs.VideoNode | None = None,
@@ -76,9 +76,11 @@ def network_clips(kind: str, lin: vs.VideoNode, coarse: vs.VideoNode | None = No
             offsets ``-2, -1, 1, 2`` of a graph that takes flows (default ``hv.classical_flow``,
             as ``hv.dealthdr``; the reverse flows come from the same clips).
         frames: the window length of refine (3) or dealthdr (5), when not the default.
-        weights: dealthdr only: the weights folder the graph was exported from (default: the
-            shipped weights). Weights with ``flow_source="dis"`` give graphs that take flows;
-            those with the paper's SpyNet estimate their own, and get no flow clips.
+        weights: refine and dealthdr: the weights folder the graph was exported from (default:
+            the shipped weights). DeAltHDR weights with ``flow_source="dis"`` give graphs that
+            take flows; those with the paper's SpyNet estimate their own, and get no flow clips.
+            RefineNet weights with ``temporal_base`` take the reference's coarse HDR through
+            :func:`~vs_hdrvid.nodes.temporal_fuse`, as :func:`~vs_hdrvid.nodes.refine` does.
 
     Returns:
         the clips for ``core.ort.Model`` / ``core.ov.Model`` / ``core.trt.Model``.
@@ -100,12 +102,16 @@ def network_clips(kind: str, lin: vs.VideoNode, coarse: vs.VideoNode | None = No
         if coarse is None:
             raise vs.Error("network_clips: refine needs coarse=, the coarse HDR clip")
         clips += [shift_clip(coarse, o, p) for o in offsets]
+        if _config(f"refine-{p}exp", weights).get("temporal_base"):  # as hv.refine: the fused reference
+            from ..nodes import temporal_fuse
+
+            clips[offsets.index(0)] = temporal_fuse(coarse, lin)
     clips += [shift_clip(lin, o, p) for o in offsets]
     if kind == "coarse":
         from ..nodes import classical_flow
 
         clips += list(flows) if flows is not None else [classical_flow(lin, o) for o in nbrs]
-    elif kind == "dealthdr" and _dealthdr_takes_flows(weights):
+    elif kind == "dealthdr" and _config("dealthdr-2exp", weights).get("flow_source", "spynet") == "dis":
         from ..nodes import classical_flow
 
         flows = list(flows) if flows is not None else [classical_flow(lin, o) for o in nbrs]

@@ -27,6 +27,14 @@ linear radiance over ``H_sat``. Linear, the dark half of a frame (where RefineNe
 and the night footage) reaches the first convolution as values of 1e-3 to 1e-2; in the mu-law
 domain, where the loss is computed, they span a fifth of the range. Neither deviation has gained
 over CoarseNet yet within a CPU session's training (README, RefineNet).
+
+Deviation (``temporal_base``): the reference's coarse HDR, which the residual corrects and equation
+5 keeps where the reference is well exposed, is replaced by the classical temporal fusion of the
+window (:mod:`vs_hdrvid.ops.temporal_fuse`: the coarse HDRs of ``t-1, t+1`` aligned by DIS flow
+and averaged where they agree with it to within its noise), so an untrained RefineNet returns
+that fusion, and training starts from the best classical answer to the same question: what the
+window's neighbours add to the reference. :meth:`RefineNet.base_window` makes the substitution,
+outside :meth:`RefineNet.forward` (DIS runs on the CPU), for the node and the training stage alike.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from vs_hdrvid.models.blocks import (
     well_exposed_mask,
 )
 from vs_hdrvid.models.deform_conv import DeformConvPack
+from vs_hdrvid.ops.temporal_fuse import temporal_fuse
 from vs_hdrvid.ops.tonemap import inverse_mulaw, mulaw
 
 
@@ -72,6 +81,8 @@ class RefineNetConfig(ConfigMixin):
         output_mask: equation 5's blend, the coarse HDR kept where the reference is well
             exposed; False (with ``coarse_residual``): the residual applies to every pixel.
         mulaw_input: the coarse HDRs enter mu-law tonemapped (False: linear over ``H_sat``).
+        temporal_base: the reference's coarse HDR is replaced by the temporal fusion of the
+            window (:meth:`RefineNet.base_window`) before the network sees it.
     """
 
     num_frames: int = 3
@@ -89,6 +100,7 @@ class RefineNetConfig(ConfigMixin):
     attention_fusion: bool = True
     output_mask: bool = True
     mulaw_input: bool = False
+    temporal_base: bool = False
 
     @classmethod
     def for_exposures(cls, n: int, num_frames: int = 3) -> RefineNetConfig:
@@ -241,6 +253,19 @@ class RefineNet(nn.Module):
             nn.init.zeros_(self.conv_last.weight)
             nn.init.zeros_(self.conv_last.bias)
         self.act = nn.LeakyReLU(0.1, inplace=True)
+
+    def base_window(self, hdrs: Tensor, evs: Tensor) -> Tensor:
+        """The window :meth:`forward` takes: the coarse HDRs, the reference's replaced by the temporal
+        fusion of the window when ``config.temporal_base`` (else ``hdrs`` itself).
+
+        Shape: ``hdrs (B, N, 3, H, W)``, ``evs (B, N)`` or ``(N,)`` -> ``(B, N, 3, H, W)``.
+        """
+        if not self.config.temporal_base:
+            return hdrs
+        b, n = hdrs.shape[:2]
+        evs = torch.as_tensor(evs, dtype=torch.float32, device=hdrs.device).expand(b, n)
+        fused = temporal_fuse(hdrs.float(), 1 / hdr_scale(evs).flatten()).to(hdrs.dtype)
+        return torch.cat((hdrs[:, :n // 2], fused[:, None], hdrs[:, n // 2 + 1:]), dim=1)
 
     def forward(self, hdrs: Tensor, ldrs: Tensor, evs: Tensor) -> RefineOutput:
         b, n, c, h, w = hdrs.shape

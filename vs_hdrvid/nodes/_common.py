@@ -149,6 +149,19 @@ def validate_exposures(exposures: Sequence[float], node: str) -> list[float]:
     return evs
 
 
+def check_hdr_of(clip: object, lin: object, node: str, made_by: str) -> tuple[vs.VideoNode, vs.VideoNode]:
+    """An RGBS HDR clip and the linearised clip it was made from (``made_by``, e.g. ``"hv.coarse"``),
+    of one length and size."""
+    clip, lin = check_clip(clip, node), check_linear(lin, node)
+    if clip.format.id not in (vs.RGBS, vs.RGBH):
+        raise error(node, f"clip must be the RGBS output of {made_by}, got {clip.format.name}")
+    if (clip.num_frames, clip.width, clip.height) != (lin.num_frames, lin.width, lin.height):
+        raise error(node, f"clip ({clip.num_frames} frames of {clip.width}x{clip.height}) and lin "
+                          f"({lin.num_frames} frames of {lin.width}x{lin.height}) must match; pass lin the clip "
+                          f"{made_by} made clip from")
+    return clip, lin
+
+
 def pick_device(device: str, fp32: bool, node: str) -> tuple[torch.device, torch.dtype]:
     """``auto``/``cpu``/``cuda[:N]`` and the compute dtype (fp16 on CUDA unless ``fp32``)."""
     try:

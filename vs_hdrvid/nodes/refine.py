@@ -9,9 +9,10 @@ import vapoursynth as vs
 from ..bridge import NodeRunner, blank_like, shift_clip
 from ..models.blocks import GAMMA, pad_to_multiple, radiance_to_ldr
 from ..ops.warp import align_to_ref
-from ._common import check_clip, check_linear, error, pick_device, recall, remember, renamed_args
+from ._common import check_hdr_of, pick_device, recall, remember, renamed_args
 from ._nets import RGBS, load_network, network_period
 from ._window import ExposureWindow
+from .temporal_fuse import temporal_fuse
 
 __all__ = ["refine"]
 
@@ -30,7 +31,8 @@ def refine(clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathLike | N
     :func:`~vs_hdrvid.models.blocks.radiance_to_ldr`, are aligned on the reference by the similarity
     props of :func:`align`; the network aligns their features by deformable convolutions, fuses
     them with temporal attention and keeps the coarse HDR where the reference is well exposed
-    (equations 4-5).
+    (equations 4-5). With weights that have ``temporal_base`` (the shipped ones), the reference's
+    coarse HDR is first replaced by :func:`temporal_fuse` of ``clip``, which the network corrects.
 
     Args:
         clip: output of :func:`coarse` for ``lin`` (RGBS, same length and size).
@@ -52,14 +54,7 @@ def refine(clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathLike | N
 
         hdr = hv.refine(hv.coarse(lin), lin)
     """
-    clip = check_clip(clip, NODE)
-    lin = check_linear(lin, NODE)
-    if clip.format.id not in (vs.RGBS, vs.RGBH):
-        raise error(NODE, f"clip must be the RGBS output of hv.coarse, got {clip.format.name}")
-    if (clip.num_frames, clip.width, clip.height) != (lin.num_frames, lin.width, lin.height):
-        raise error(NODE, f"clip ({clip.num_frames} frames of {clip.width}x{clip.height}) and lin "
-                          f"({lin.num_frames} frames of {lin.width}x{lin.height}) must match; pass lin the clip "
-                          "hv.coarse made clip from")
+    clip, lin = check_hdr_of(clip, lin, NODE, "hv.coarse")
     period = network_period(lin, NODE)
     dev, dtype = pick_device(device, fp32 or backend != "torch", NODE)  # ONNX graphs run in float32
     engine = load_network("refine", weights, period, dev, NODE, fp32, compile, tile, max_memory,
@@ -69,12 +64,16 @@ def refine(clip: vs.VideoNode, lin: vs.VideoNode, weights: str | os.PathLike | N
     offsets = list(range(-half, half + 1))
     window = ExposureWindow(lin, offsets, period, NODE)
     hdr_clips = [shift_clip(clip, o, period) for o in offsets]  # same sources as the window
+    fused = net.config.temporal_base
+    if fused:  # the reference's coarse HDR, as RefineNet.base_window replaces it
+        hdr_clips[offsets.index(0)] = temporal_fuse(clip, lin, device=device)
     runner = NodeRunner(NODE, dev, dtype, num_streams=num_streams, cache_frames=4 * len(offsets) + 4, network=True)
     ref, k = offsets.index(0), len(window.clips)
 
     def process(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         w = window.gather(n, f[:k], runner)
-        hdrs = torch.stack([runner.fetch(fr, key=(1, m)) for fr, m in zip(f[k:], w.sources)])  # (N, 3, H, W)
+        hdrs = torch.stack([runner.fetch(fr, key=(1 + (i == ref and fused), m))  # the fused reference: its own key
+                            for i, (fr, m) in enumerate(zip(f[k:], w.sources))])  # (N, 3, H, W)
         ev = w.ev.to(dev, dtype)
         ldrs = align_to_ref(radiance_to_ldr(w.frames, ev, GAMMA), w.to_ref, ref)
         hdrs = align_to_ref(hdrs, w.to_ref, ref)

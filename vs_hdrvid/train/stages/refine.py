@@ -24,7 +24,7 @@ from vs_hdrvid.train.stages.base import load_into, load_shipped, ref_only, regis
 from vs_hdrvid.train.stages.coarse import CoarseNetStage, CoarseOptions, run_coarse_window, shipped_coarse
 
 __all__ = ["RefineOptions", "RefineStage", "FinetuneStage", "REFINE_RESIDUAL_DEVIATION", "REFINE_LOG_LOSS_DEVIATION",
-           "REFINE_UNMASKED_DEVIATION", "REFINE_MULAW_INPUT_DEVIATION"]
+           "REFINE_UNMASKED_DEVIATION", "REFINE_MULAW_INPUT_DEVIATION", "REFINE_TEMPORAL_BASE_DEVIATION"]
 
 log = logging.getLogger("vs_hdrvid.train")
 
@@ -48,6 +48,14 @@ REFINE_MULAW_INPUT_DEVIATION = (
     "RefineNet's extractor takes the coarse HDRs mu-law tonemapped (config.mulaw_input) instead of linear over "
     "H_sat: in linear the dark half of a frame, where 1 - M lies, reaches the first convolution as 1e-3..1e-2.")
 
+REFINE_TEMPORAL_BASE_DEVIATION = (
+    "RefineNet corrects the classical temporal fusion of its window instead of the reference's coarse HDR "
+    "(config.temporal_base; ops.temporal_fuse: the coarse HDRs of t-1 and t+1 aligned by DIS flow between the HDRs "
+    "and averaged with the reference where they agree with it to within its estimated noise, weighed against a "
+    "one-pixel flow error on its gradients), so an untrained RefineNet returns that fusion: a zero-initialised "
+    "residual over CoarseNet learns nothing a CPU session can see, and the fusion is the classical answer to what "
+    "the window adds to the reference.")
+
 
 @dataclass(frozen=True)
 class RefineOptions(CoarseOptions):
@@ -67,11 +75,14 @@ class RefineOptions(CoarseOptions):
     mulaw_input: bool = field(default=False, metadata={
         "run": True, "help": "feed RefineNet the coarse HDRs mu-law tonemapped instead of linear (the dark half "
                              "of a frame is 1e-3..1e-2 in linear)"})
+    temporal_base: bool = field(default=True, metadata={
+        "run": True, "help": "correct the classical temporal fusion of the coarse window (ops.temporal_fuse) instead "
+                             "of the reference's coarse HDR (--no-temporal-base: the coarse HDR, as in the paper)"})
 
     def refine_config(self, exposures: int) -> RefineNetConfig:
         return dataclasses.replace(RefineNetConfig.for_exposures(exposures), deformable_align=self.deformable_align,
                                    attention_fusion=self.attention_fusion, output_mask=self.output_mask,
-                                   mulaw_input=self.mulaw_input)
+                                   mulaw_input=self.mulaw_input, temporal_base=self.temporal_base)
 
 
 @register
@@ -83,7 +94,7 @@ class RefineStage(CoarseNetStage):
     kind = "refine"
     ship_files = ("refine",)
     trained = ("refine",)
-    start_metric = "val_psnr_mu_coarse"  # its zero-initialised residual starts from the coarse HDR
+    start_metric = "val_psnr_mu_base"  # its zero-initialised residual starts from the coarse HDR or its fusion
 
     @property
     def losses(self) -> str:  # type: ignore[override]
@@ -118,10 +129,12 @@ class RefineStage(CoarseNetStage):
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
             coarse = run_coarse_window(self.nets["coarse"], ldrs, evs, batch.get("init_flows"),
                                        batch.get("init_conf"))  # (B, 3, 3, H, W)
-        return coarse, self.nets["refine"](coarse, ldrs[:, n - 1:n + 2], evs[:, n - 1:n + 2])
+        net, window_evs = self.nets["refine"], evs[:, n - 1:n + 2]
+        base = net.base_window(coarse, window_evs)
+        return coarse, base, net(base, ldrs[:, n - 1:n + 2], window_evs)
 
     def loss(self, batch):
-        _, out = self._forward(batch)
+        *_, out = self._forward(batch)
         gt, hs = batch["gt"][:, 1], batch["h_sat"]
         l1 = refine_l1(out.hdr, gt, out.mask, hs)
         if self.opt.loss == "log":  # a correction of CoarseNet: every crop counts alike
@@ -131,10 +144,11 @@ class RefineStage(CoarseNetStage):
 
     @torch.no_grad()
     def validate(self, batch):
-        coarse, out = self._forward(batch)
+        coarse, base, out = self._forward(batch)
         gt, hs = batch["gt"][:, 1], batch["h_sat"]
         return {"val_psnr_mu": psnr_mu(out.hdr, gt, hs),
                 "val_psnr_mu_coarse": psnr_mu(coarse[:, 1], gt, hs),
+                "val_psnr_mu_base": psnr_mu(base[:, 1], gt, hs),
                 "val_psnr_mu_reference_only": psnr_mu(ref_only(batch, self.cfg.exposures), gt, hs)}
 
     def recipe(self, key: str, digests: dict[str, str]) -> dict[str, Any]:
@@ -150,7 +164,8 @@ class RefineStage(CoarseNetStage):
         return (super().net_deviations(key, config) + [REFINE_RESIDUAL_DEVIATION] * bool(config.get("coarse_residual"))
                 + [REFINE_LOG_LOSS_DEVIATION] * (self.opt.loss == "log")
                 + [REFINE_UNMASKED_DEVIATION] * (config.get("output_mask") is False)
-                + [REFINE_MULAW_INPUT_DEVIATION] * bool(config.get("mulaw_input")))
+                + [REFINE_MULAW_INPUT_DEVIATION] * bool(config.get("mulaw_input"))
+                + [REFINE_TEMPORAL_BASE_DEVIATION] * bool(config.get("temporal_base")))
 
 
 @register
