@@ -82,8 +82,10 @@ def noise_sigma(m: Tensor, bins: int = 8) -> Tensor:
     q = torch.linspace(0, 1, 2 * bins + 1, device=m.device, dtype=m.dtype)
     for i in range(m.shape[0]):
         y, a = lum[i].flatten(), local[i].flatten()
-        marks = y.quantile(q)  # bin edges at even marks, bin centres at odd ones
-        idx = torch.bucketize(y, marks[2:-1:2].contiguous())
+        step = max(1, y.numel() >> 21)  # the statistics from at most 2-4 M pixels (torch.quantile's limit: 16 M)
+        ys, a = y[::step].contiguous(), a[::step]
+        marks = ys.quantile(q)  # bin edges at even marks, bin centres at odd ones
+        idx = torch.bucketize(ys, marks[2:-1:2].contiguous())
         level = torch.stack([a[idx == k].quantile(_QUANTILE) if (idx == k).any() else a.quantile(_QUANTILE)
                              for k in range(bins)]) / _UNIT_NOISE_LEVEL
         # linear between the bin centres, so that the level is continuous in the brightness
