@@ -34,7 +34,9 @@ def test_plan_shares_the_budget_and_keeps_the_schedule():
     coarse = dict((i.name, c) for i, c in items)["coarse-2exp"]
     assert (coarse.batch, coarse.patch, coarse.options.flow_refine, coarse.options.blend) == (4, 128, False, "merge")
     configs = dict((i.name, c) for i, c in items)
-    assert configs["coarse-3exp"].lr == coarse.lr == 3e-5 and configs["spynet-2exp"].lr == TrainConfig(stage="spynet").lr
+    assert configs["coarse-3exp"].lr == coarse.lr == 3e-5
+    flow = configs["spynet-2exp"]
+    assert (flow.lr, flow.options.flow_net, flow.options.log_epe) == (1e-3, "fill", True)
     gpu = dict((i.name, c) for i, c in plan_configs(8, "gpu", ("coarse-2exp",)))
     assert list(gpu) == ["coarse-2exp"] and gpu["coarse-2exp"].batch == 16
     assert gpu["coarse-2exp"].max_minutes == pytest.approx(8)
