@@ -62,11 +62,10 @@ def noise_sigma(m: Tensor, bins: int = 8) -> Tensor:
 
     A noise level function: the frame's pixels are split by their brightness into ``bins`` of equal
     count; in each bin the level is the 10% quantile of the local std of the 3x3 high-pass over 7x7
-    squares, so the weakly textured squares of the bin set it (texture only adds
-    to a square's std) and scaled back to the std of white noise, and between the bins' centres
-    it is interpolated linearly. Sensor noise, large in the dark
-    after the mu-law, is heteroscedastic, so one figure per frame would understate it in the
-    shadows and overstate it in the highlights.
+    squares (so the bin's weakly textured squares set it: texture only adds to a square's std),
+    scaled back to the std of white noise, and between the bins' centres it is interpolated
+    linearly. Sensor noise, large in the dark after the mu-law, is heteroscedastic, so one figure
+    per frame would understate it in the shadows and overstate it in the highlights.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
