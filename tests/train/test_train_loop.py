@@ -236,3 +236,38 @@ def test_steps_with_non_finite_loss_are_not_taken(tmp_path, cfg, monkeypatch):
     monkeypatch.setattr(CoarseStage, "loss", lambda self, batch: (real(self, batch)[0] * torch.nan, {}))
     monkeypatch.setattr(loop, "MAX_SKIPPED_STEPS", 2)
     assert train(cfg(steps=10, runs_dir=str(tmp_path / "runs2")))["stopped"] == "non-finite"
+
+
+def test_weight_average_follows_the_weights_and_validation_sees_it():
+    from vs_hdrvid.train.ema import WeightAverage
+
+    net = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    avg = WeightAverage({"n": net}, decay=0.75)
+    with torch.no_grad():
+        net.weight.fill_(5.0)
+    avg.update()  # 0.75 * 1 + 0.25 * 5
+    with avg.applied():
+        assert torch.allclose(net.weight, torch.full_like(net.weight, 2.0))
+    assert torch.allclose(net.weight, torch.full_like(net.weight, 5.0))  # its own weights are back
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage({"n": net}, decay=1.0)
+    with pytest.raises(ValueError, match="ema"):
+        TrainConfig(stage="coarse", ema=1.5)
+
+
+def test_a_run_with_ema_ships_and_continues_the_average(tmp_path, cfg):
+    out = train(cfg(steps=3, ema=0.5, ship="always"))
+    ckpt = torch.load(tmp_path / "runs" / "coarse-2exp" / "ckpt.pt", weights_only=False)
+    average, raw = ckpt["ema"], ckpt["nets"]["coarse"]
+    shipped, _ = W.load("coarse-2exp", folder=tmp_path / "weights")
+    state = shipped.state_dict()
+    moved = [k for k in average if not torch.equal(average[k], raw[k.removeprefix("coarse.")])]
+    assert out["step"] == 3 and moved  # the average lags the weights
+    assert all(torch.equal(state[k.removeprefix("coarse.")], average[k]) for k in average)
+    # a run that starts from this checkpoint starts from its average
+    cont = train(cfg(steps=1, init_from=str(tmp_path / "runs" / "coarse-2exp" / "ckpt.pt"), out_name="cont",
+                     lr=0.0, warmup=0, ship="never"))
+    start = torch.load(tmp_path / "runs" / "cont" / "ckpt.pt", weights_only=False)["nets"]["coarse"]
+    assert cont["step"] == 1 and all(torch.equal(start[k.removeprefix("coarse.")], average[k]) for k in average)

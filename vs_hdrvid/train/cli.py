@@ -26,7 +26,7 @@ __all__ = ["add_cli", "run_cli", "run_training", "config_from_args", "log_to_std
 _OPTIONS = ("exposures", "root", "preset", "val_preset", "steps", "max_minutes", "batch", "patch", "lr",
             "device", "resume", "out_name", "seed", "workers", "init_from", "threads", "val_every",
             "ckpt_every", "log_every", "val_patch", "val_windows", "lr_halve_every", "weights_dir", "runs_dir",
-            "ship", "val_at_start", "warmup", "fp32", "compile")
+            "ship", "val_at_start", "warmup", "fp32", "compile", "ema")
 
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
@@ -112,6 +112,9 @@ def _add_common(p: argparse.ArgumentParser, stage: str) -> None:
     p.add_argument("--warmup", type=int, default=d.warmup, help="linear lr warm-up steps (0: none)")
     p.add_argument("--fp32", action="store_true", help="the plain fp32 eager step (no fast path)")
     p.add_argument("--compile", action="store_true", help="torch.compile the trained networks")
+    p.add_argument("--ema", type=float, default=d.ema, metavar="DECAY",
+                   help="validate and ship a moving average of the weights with this decay, e.g. 0.999 "
+                        "(default: 0, none)")
 
 
 def minutes_type(text: str) -> float:

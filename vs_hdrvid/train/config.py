@@ -59,6 +59,9 @@ class TrainConfig:
         synth_if_missing: generate a missing train/val preset with ``vs-hdrvid synth`` first.
         fp32: train on the plain fp32 eager path instead of :class:`~vs_hdrvid.train.fastpath.FastPath`.
         compile: ``torch.compile`` the trained networks (part of the fast path, opt-in).
+        ema: decay of an exponential moving average of the trained networks' weights
+            (:class:`~vs_hdrvid.train.ema.WeightAverage`; 0: none). Validation scores, and the
+            run ships, the average instead of the last weights.
     """
 
     stage: str
@@ -95,6 +98,7 @@ class TrainConfig:
     synth_if_missing: bool = True
     fp32: bool = False
     compile: bool = False
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         from vs_hdrvid.train.stages import stage_class
@@ -110,6 +114,8 @@ class TrainConfig:
             raise ValueError(f"train: the time budget must be a positive number of minutes, got {self.max_minutes}")
         if self.steps < 1 or self.batch < 1:
             raise ValueError(f"train: steps and batch must be positive, got {self.steps}, {self.batch}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"train: ema must be a decay in [0, 1) (0: none), got {self.ema}")
         if self.ship not in ("auto", "always", "never"):
             raise ValueError(f"train: ship must be auto, always or never, got {self.ship!r}")
         self.options.check(self)

@@ -2,18 +2,20 @@
 
 A run lives in ``<runs_dir>/<out_name>/``: ``ckpt.pt`` (networks, their configs, optimiser, step,
 RNG states, history, wall time; written every ``ckpt_every`` steps and when the run stops),
-``log.jsonl`` (one record per log line and validation) and ``curve.png``. A run stops cleanly at
-``steps``, after ``max_minutes``, or on SIGINT/SIGTERM, always writing a final checkpoint;
-``resume`` continues it. At the end the stage's networks are written to the weights folder with
-:func:`vs_hdrvid.weights.save` and described in ``MANIFEST.json`` (config, sha256, parameters,
-recipe, validation metrics, deviations from the paper), and the curve is copied to
-``<weights>/curves/<file>.png``.
+``log.jsonl`` (one record per log line and validation) and ``curve.png``; with ``cfg.ema`` the
+checkpoint also holds the moving average of the weights, which validation scores and the run
+ships. A run stops cleanly at ``steps``, after ``max_minutes``, or on SIGINT/SIGTERM, always
+writing a final checkpoint; ``resume`` continues it. At the end the stage's networks are written
+to the weights folder with :func:`vs_hdrvid.weights.save` and described in ``MANIFEST.json``
+(config, sha256, parameters, recipe, validation metrics, deviations from the paper), and the curve
+is copied to ``<weights>/curves/<file>.png``.
 
 Validation is deterministic: fixed crops of the validation preset (no augmentation), networks in
 eval mode; the reference-only linearisation is scored on the same crops.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -34,6 +36,7 @@ from vs_hdrvid import weights as W
 from vs_hdrvid.devices import resolve_device
 from vs_hdrvid.train.config import TrainConfig
 from vs_hdrvid.train.data import window_length
+from vs_hdrvid.train.ema import WeightAverage
 from vs_hdrvid.train.fastpath import FastPath
 from vs_hdrvid.train.stages import Stage, make_stage
 
@@ -162,12 +165,13 @@ def _plot(history: dict, path: Path, title: str, metric: str) -> None:
 
 
 def _save_ckpt(path: Path, stage: Stage, opt: torch.optim.Optimizer, step: int, history: dict,
-               wall: float, cfg: TrainConfig, notes: list[str], previous: dict) -> None:
+               wall: float, cfg: TrainConfig, notes: list[str], previous: dict, ema: WeightAverage | None) -> None:
     state = {"config": cfg.to_dict(), "step": step, "wall_time_s": wall, "history": history,
              "nets": {k: v.state_dict() for k, v in stage.nets.items()},
              "net_configs": {k: v.config.to_dict() for k, v in stage.nets.items()},
              "optimizer": opt.state_dict(), "rng": _rng_state(), "init": notes,
-             "previous": {k: e.to_dict() for k, e in previous.items()}}
+             "previous": {k: e.to_dict() for k, e in previous.items()},
+             "ema": ema.state_dict() if ema else None}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".pt.part")
     torch.save(state, tmp)
@@ -213,9 +217,13 @@ def train(cfg: TrainConfig) -> dict:
     fast = FastPath.baseline() if cfg.fp32 else FastPath.detect(device, cfg.compile, cfg.stage)
     fast.prepare(stage.nets, stage.trained)
     opt = make_optimizer(cfg, stage, step)
+    ema = WeightAverage({k: stage.nets[k] for k in stage.trained}, cfg.ema) if cfg.ema else None
     if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"])
         _set_rng_state(ckpt["rng"])
+        if ema and ckpt.get("ema"):  # else the average starts from the checkpoint's weights
+            ema.load_state_dict(ckpt["ema"])
+    averaged = ema.applied if ema else contextlib.nullcontext
 
     train_ds, val_ds = stage.datasets()
     loader = make_loader(cfg, train_ds, step, device)
@@ -238,13 +246,16 @@ def train(cfg: TrainConfig) -> dict:
     if val_ds is None:  # nothing to validate on (unlabeled footage)
         last_val = step
     elif cfg.val_at_start and step == 0 and last_val < 0:
-        _val(stage, val_ds, cfg, step, history, logf)
+        with averaged():
+            _val(stage, val_ds, cfg, step, history, logf)
     try:
         for batch in loader:
             lr = cfg.lr_at(step)
             loss, parts = train_step(stage, opt, _to(batch, device), lr, fast)
             step += 1
             skipped = skipped + 1 if not math.isfinite(loss.item()) else 0
+            if ema and not skipped:
+                ema.update()
             if skipped:
                 log.warning("train %s: step %d not taken, its loss or gradients are not finite (%d in a row)",
                             cfg.out_name, step, skipped)
@@ -260,10 +271,12 @@ def train(cfg: TrainConfig) -> dict:
                 log.info("train %s: step %d/%d loss %.5f %s lr %.2e (%.3f steps/s)", cfg.out_name, step, cfg.steps,
                          loss.item(), " ".join(f"{k} {v:.4f}" for k, v in parts.items()), lr, rec["steps_per_s"])
             if step % cfg.val_every == 0 and val_ds is not None:
-                best.offer(_val(stage, val_ds, cfg, step, history, logf))
+                with averaged():
+                    best.offer(_val(stage, val_ds, cfg, step, history, logf))
                 last_val = step
             if step % cfg.ckpt_every == 0:
-                _save_ckpt(ckpt_path, stage, opt, step, history, wall0 + elapsed, cfg, stage.init_notes, stage.previous)
+                _save_ckpt(ckpt_path, stage, opt, step, history, wall0 + elapsed, cfg, stage.init_notes, stage.previous,
+                           ema)
             if cfg.max_minutes and elapsed > 60 * cfg.max_minutes:
                 stop["reason"] = "max_minutes"
             if stop["reason"]:
@@ -274,9 +287,12 @@ def train(cfg: TrainConfig) -> dict:
     wall = wall0 + time.monotonic() - t0
     stopped = stop["reason"] or ("steps" if step >= cfg.steps else "data")
     if val_ds is not None and last_val != step:
-        best.offer(_val(stage, val_ds, cfg, step, history, logf))
-    _save_ckpt(ckpt_path, stage, opt, step, history, wall, cfg, stage.init_notes, stage.previous)
+        with averaged():
+            best.offer(_val(stage, val_ds, cfg, step, history, logf))
+    _save_ckpt(ckpt_path, stage, opt, step, history, wall, cfg, stage.init_notes, stage.previous, ema)
     last = history["val"][-1] if history["val"] else {}
+    if ema:  # what the last validation scored
+        ema.copy_to_nets()
     ship_val, ship_step = best.restore(last, step)  # the run's checkpoint keeps its last state
     _plot(history, run_dir / "curve.png", f"{cfg.out_name} ({cfg.stage})", stage.metric)
     logf.close()

@@ -73,6 +73,12 @@ def register(cls: type[Stage]) -> type[Stage]:
     return cls
 
 
+#: The papers ship their networks' last weights; a fine-tune here ships their moving average.
+EMA_DEVIATION = ("Validated and shipped: an exponential moving average of the weights (decay {decay:g}, "
+                 "train.ema.WeightAverage), not the last weights; a short fine-tune's raw weights swing by more "
+                 "than the validation differences that decide what ships.")
+
+
 def weights_dir(cfg: TrainConfig) -> Path:
     return Path(cfg.weights_dir) if cfg.weights_dir else W.WEIGHTS_DIR
 
@@ -102,7 +108,7 @@ def _config_changes(saved: dict, config: Any) -> str:
 
 def load_into(net: nn.Module, path: Path, key: str, previous: dict | None = None) -> str:
     """Load weights for ``net`` from a ``.safetensors`` file or from a run's ``ckpt.pt`` (its
-    ``nets[key]``). A safetensors file listed in its folder's manifest must match its sha256; its
+    ``nets[key]``, or its weight average where the run kept one). A safetensors file listed in its folder's manifest must match its sha256; its
     config may differ from ``net``'s where the tensors still fit (a fine-tune into a new design,
     such as another ``residual_bound``), which the provenance string then names. With
     ``previous`` (a stage's), the file's manifest entry goes into ``previous[key]``, so the weights
@@ -132,7 +138,11 @@ def load_into(net: nn.Module, path: Path, key: str, previous: dict | None = None
     if key not in state.get("nets", {}):
         raise ValueError(f"train: checkpoint {path} holds {sorted(state.get('nets', {}))}, not {key!r}")
     net.load_state_dict(state["nets"][key])
-    return f"{path} (step {state.get('step')})"
+    # a run with TrainConfig.ema validated and shipped its average: continue that
+    average = {n[len(key) + 1:]: t for n, t in (state.get("ema") or {}).items() if n.startswith(key + ".")}
+    if average:
+        net.load_state_dict(average, strict=False)
+    return f"{path} (step {state.get('step')}{', weight average' if average else ''})"
 
 
 def ref_only(batch: dict[str, Tensor], center: int) -> Tensor:
@@ -281,12 +291,14 @@ class Stage:
         return ""
 
     def run_deviations(self, device: torch.device) -> list[str]:
-        """Deviations of this run's sizes from the paper's (patch, batch, iterations)."""
+        """Deviations of this run's sizes from the paper's (patch, batch, iterations) and of its
+        weight averaging."""
         cfg, (paper_patch, paper_batch) = self.cfg, self.paper_sizes
+        average = [EMA_DEVIATION.format(decay=cfg.ema)] if cfg.ema else []
         if device.type == "cpu":
             return [f"Trained on CPU: {cfg.patch}x{cfg.patch} patches (paper {paper_patch}), batch {cfg.batch} "
-                    f"(paper {paper_batch}), far fewer iterations than the paper's epochs{self.size_note()}."]
-        return [f"{cfg.patch}x{cfg.patch} patches (paper {paper_patch})."] if cfg.patch != paper_patch else []
+                    f"(paper {paper_batch}), far fewer iterations than the paper's epochs{self.size_note()}."] + average
+        return ([f"{cfg.patch}x{cfg.patch} patches (paper {paper_patch})."] if cfg.patch != paper_patch else []) + average
 
     def command_flags(self) -> list[str]:
         """The stage's options as ``vs-hdrvid train`` flags, for the manifest's command."""
@@ -311,12 +323,15 @@ class Stage:
             parts.append(f"--minutes {cfg.max_minutes:g}")
         if cfg.lr_halve_every:
             parts.append(f"--lr-halve-every {cfg.lr_halve_every}")
+        if cfg.ema:
+            parts.append(f"--ema {cfg.ema:g}")
         return " ".join(parts + self.command_flags())
 
     def schedule_text(self) -> str:
         from vs_hdrvid.train.config import MIN_LR
 
         cfg = self.cfg
+        average = f"; weights averaged (EMA decay {cfg.ema:g}) for validation and shipping" if cfg.ema else ""
         if self.schedule == "cosine":
-            return f"AdamW (0.9, 0.999) lr {cfg.lr:g}, cosine to {MIN_LR:g} over {cfg.steps} steps"
-        return f"Adam lr {cfg.lr:g} halved every {cfg.halve_every} steps"
+            return f"AdamW (0.9, 0.999) lr {cfg.lr:g}, cosine to {MIN_LR:g} over {cfg.steps} steps{average}"
+        return f"Adam lr {cfg.lr:g} halved every {cfg.halve_every} steps{average}"
