@@ -32,11 +32,11 @@ def test_plan_shares_the_budget_and_keeps_the_schedule():
     assert [i.name for i, _ in items] == [p.name for p in PLAN]
     assert sum(c.max_minutes for _, c in items) == pytest.approx(60)
     coarse = dict((i.name, c) for i, c in items)["coarse-2exp"]
-    assert (coarse.batch, coarse.patch, coarse.options.flow_refine, coarse.options.blend) == (4, 128, False, "merge")
+    assert (coarse.batch, coarse.patch, coarse.options.flow_refine, coarse.options.flow_net,
+            coarse.options.blend) == (4, 128, True, "fill", "merge")
     configs = dict((i.name, c) for i, c in items)
-    assert configs["coarse-3exp"].lr == coarse.lr == 3e-5
-    flow = configs["spynet-2exp"]
-    assert (flow.lr, flow.options.flow_net, flow.options.log_epe) == (1e-3, "fill", True)
+    assert configs["coarse-3exp"].lr == coarse.lr == 5e-5 and not configs["coarse-3exp"].options.flow_refine
+    assert all(c.ema == 0.999 for name, c in configs.items() if name != "dealthdr-2exp")
     gpu = dict((i.name, c) for i, c in plan_configs(8, "gpu", ("coarse-2exp",)))
     assert list(gpu) == ["coarse-2exp"] and gpu["coarse-2exp"].batch == 16
     assert gpu["coarse-2exp"].max_minutes == pytest.approx(8)

@@ -14,8 +14,8 @@ exactly, and training on the ground-truth flow (EPE) can only start from there.
 It is the alternative (``CoarseNetConfig(flow_net="fill")``) to the DIS-initialised SpyNet of
 :mod:`vs_hdrvid.models.spynet`: that network must learn a correction from image evidence alone, and
 in 3174 CPU steps it moved the EPE by less than 0.001 px; here the known-good operation is one gate
-away. Trained, it lowers the EPE below DIS's, but a CoarseNet aligned by it reconstructs no better
-than with the DIS flows, so the shipped CoarseNet uses neither (README, the flow).
+away. Pretrained on the ground-truth flow and then trained end to end inside CoarseNet, it is the
+flow network of the shipped 2-exposure CoarseNet (README, the flow).
 
 Convention: flows are ``(N, 2, H, W)`` in pixels, channel 0 = x, backward-warping the neighbour
 onto the reference.

@@ -1,4 +1,4 @@
-"""``flow``: the trained flow network of CoarseNet (a SpyNet pyramid) as a flow-clip node."""
+"""``flow``: the trained flow network of CoarseNet (FlowFill over DIS, or a SpyNet pyramid) as a flow-clip node."""
 from __future__ import annotations
 
 import os
@@ -30,6 +30,9 @@ def flow(clip: vs.VideoNode, offset: int = 1, weights: str | os.PathLike | None 
     in, so the flow maps frame n to the ORIGINAL neighbour: backward-warping frame n + ``offset``
     by (u, v) aligns it on frame n, as ``merge(flow=...)`` expects. The confidence comes from a
     forward-backward check against the flow the network finds from the neighbour back to n.
+    With the shipped weights (``blend="merge"``) it is the flow ``coarse`` aligns its window with:
+    the DIS flow of :func:`classical_flow` as CoarseNet's FlowFill corrects it (2 exposures) or
+    as it is (3 exposures), with DIS's confidence.
 
     Args:
         clip: output of :func:`linearize`, ideally through :func:`align`; 2 or 3 exposures.

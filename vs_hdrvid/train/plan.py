@@ -48,17 +48,16 @@ class PlanItem:
 
 
 PLAN: tuple[PlanItem, ...] = (
-    # lr 3e-5 for the continued CoarseNets: at 1e-4 validation peaked within a few hundred steps and
-    # fell; at 3e-5 it rose for 5200 (2-exp) and 8426 (3-exp) steps (weights/MANIFEST.json)
-    PlanItem("coarse-2exp", "coarse", 2, 0.30, {"flow_refine": False}, {"lr": 3e-5}),
-    PlanItem("coarse-3exp", "coarse", 3, 0.20, {"flow_refine": False}, {"lr": 3e-5}),
-    # the FlowFill correction of the DIS flow (the DIS-initialised SpyNet moved its EPE by < 0.001 px in 3174
-    # steps); at 1e-3 its validation EPE fell from DIS's 2.086 to 1.94-1.97 within 500-4500 steps
-    PlanItem("spynet-2exp", "spynet", 2, 0.10, {"flow_net": "fill", "log_epe": True}, {"lr": 1e-3}),
-    # on the shipped coarse-2exp; at 1e-4 (with eq. 6) its validation fell from step 300, at 3e-5 (per-crop
-    # log loss) it held within 0.005 dB of CoarseNet for 983 steps
-    PlanItem("refine-2exp", "refine", 2, 0.15, {"flow_refine": False}, {"lr": 3e-5}),
-    PlanItem("refine-3exp", "refine", 3, 0.10, {"flow_refine": False}, {"lr": 3e-5}),
+    # The DIS flows corrected by FlowFill (2 exposures; its pretraining run, ``train spynet --flow-net fill``,
+    # is for a design not shipped yet) or as they are (3 exposures: a FlowFill CoarseNet validated +0.07 to
+    # +0.18 dB but was not better on the test split), and the weight network's residual over the merge.
+    # Fine-tuned at lr 5e-5 with the weights' moving average (decay 0.999) validated and shipped: the raw
+    # weights' validation swung by +-0.1 dB from check to check, the average's rose steadily for 12000 steps
+    PlanItem("coarse-2exp", "coarse", 2, 0.35, {"flow_net": "fill"}, {"lr": 5e-5, "ema": 0.999}),
+    PlanItem("coarse-3exp", "coarse", 3, 0.25, {"flow_refine": False}, {"lr": 5e-5, "ema": 0.999}),
+    # on the shipped CoarseNets, over the temporal fusion of their window
+    PlanItem("refine-2exp", "refine", 2, 0.15, {"flow_net": "fill"}, {"lr": 1e-4, "ema": 0.999}),
+    PlanItem("refine-3exp", "refine", 3, 0.10, {"flow_refine": False}, {"lr": 1e-4, "ema": 0.999}),
     PlanItem("dealthdr-2exp", "dealthdr", 2, 0.15, {}),
 )
 

@@ -60,10 +60,10 @@ class CoarseDesign(StageOptions):
     flow_refine: bool = field(default=True, metadata={
         "run": True, "help": "CoarseNet (blend=merge) with a flow network correcting the DIS flows "
                              "(--no-flow-refine: the DIS flows as they are)"})
-    flow_net: str = field(default="spynet", metadata={
+    flow_net: str = field(default="fill", metadata={
         "choices": ("spynet", "fill"), "run": True,
-        "help": "the flow network of --flow-refine: the DIS-initialised SpyNet, or the confidence-gated "
-                "fill of the DIS flow (models.flow_fill)"})
+        "help": "the flow network of --flow-refine: the confidence-gated fill of the DIS flow "
+                "(models.flow_fill; the shipped design), or the DIS-initialised SpyNet"})
 
 
 @dataclass(frozen=True)
