@@ -2,7 +2,7 @@
 
 Examples::
 
-    vs-hdrvid train spynet --exposures 2 --steps 300 --batch 4 --patch 96
+    vs-hdrvid train spynet --exposures 2 --steps 300 --batch 4 --patch 96   # FlowFill (--flow-net spynet: SpyNet)
     vs-hdrvid train coarse --exposures 2 --steps 2000 --max-minutes 30
     vs-hdrvid train refine --exposures 2 --steps 1000
     vs-hdrvid train coarse --exposures 2 --resume                 # continue runs/coarse-2exp/

@@ -55,7 +55,7 @@ PLAN: tuple[PlanItem, ...] = (
     # weights' validation swung by +-0.1 dB from check to check, the average's rose steadily for 12000 steps
     PlanItem("coarse-2exp", "coarse", 2, 0.35, {"flow_net": "fill"}, {"lr": 5e-5, "ema": 0.999}),
     PlanItem("coarse-3exp", "coarse", 3, 0.25, {"flow_refine": False}, {"lr": 5e-5, "ema": 0.999}),
-    # on the shipped CoarseNets, over the temporal fusion of their window
+    # on the shipped CoarseNets, over the temporal fusion of their window; lr 1e-4 as their shipped runs
     PlanItem("refine-2exp", "refine", 2, 0.15, {"flow_net": "fill"}, {"lr": 1e-4, "ema": 0.999}),
     PlanItem("refine-3exp", "refine", 3, 0.10, {"flow_refine": False}, {"lr": 1e-4, "ema": 0.999}),
     PlanItem("dealthdr-2exp", "dealthdr", 2, 0.15, {}),
