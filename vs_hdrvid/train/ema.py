@@ -35,11 +35,11 @@ class WeightAverage:
         self.params = {f"{k}.{n}": p for k, net in nets.items() for n, p in net.named_parameters()
                        if p.dtype.is_floating_point}
         self.shadow = {k: p.detach().clone() for k, p in self.params.items()}
+        self._pairs = (list(self.shadow.values()), [p.detach() for p in self.params.values()])  # views, once
 
     @torch.no_grad()
     def update(self) -> None:
-        torch._foreach_lerp_(list(self.shadow.values()), [p.detach() for p in self.params.values()],
-                             1.0 - self.decay)
+        torch._foreach_lerp_(*self._pairs, 1.0 - self.decay)
 
     @torch.no_grad()
     def copy_to_nets(self) -> None:

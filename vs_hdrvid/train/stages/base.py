@@ -108,11 +108,12 @@ def _config_changes(saved: dict, config: Any) -> str:
 
 def load_into(net: nn.Module, path: Path, key: str, previous: dict | None = None) -> str:
     """Load weights for ``net`` from a ``.safetensors`` file or from a run's ``ckpt.pt`` (its
-    ``nets[key]``, or its weight average where the run kept one). A safetensors file listed in its folder's manifest must match its sha256; its
-    config may differ from ``net``'s where the tensors still fit (a fine-tune into a new design,
-    such as another ``residual_bound``), which the provenance string then names. With
-    ``previous`` (a stage's), the file's manifest entry goes into ``previous[key]``, so the weights
-    shipped from it record what they continued (``continued_from``).
+    ``nets[key]``, or its weight average where the run kept one). A safetensors file listed in its
+    folder's manifest must match its sha256; its config may differ from ``net``'s where the tensors
+    still fit (a fine-tune into a new design, such as another ``residual_bound``), which the
+    provenance string then names. With ``previous`` (a stage's), the file's manifest entry goes
+    into ``previous[key]``, so the weights shipped from it record what they continued
+    (``continued_from``).
 
     Returns:
         a provenance string ``"<path> (sha256 ...)"``.
