@@ -143,6 +143,22 @@ def test_graph_equals_module_forward(nets, kind, options):
         assert 0 < float(got[1]) < 1  # some pixels, not all, went through the attention
 
 
+@pytest.mark.parametrize("s", [15.0, math.inf])
+def test_graph_of_the_residual_fgma_design_equals_module_forward(s):
+    config = DeAltHDRConfig.from_dict({**_tiny("dealthdr").config.to_dict(), "attention_residual": True})
+    model = _randomise(weights_mod.build_network("dealthdr", config.to_dict()), 0.05, seed=3).eval().requires_grad_(False)
+    for module in model.modules():
+        if type(module).__name__ == "FGMA":
+            module.proj_o.weight.mul_(40)
+            module.bias.mul_(20)
+    graph = build_graph(model, "dealthdr", "all", s=s)
+    x = sample_window(graph, (40, 32), 2)
+    with torch.no_grad():
+        got, want = graph(x), graph.reference(model, x)
+    for g, w in zip(got, want):
+        assert (g - w).abs().max() <= 1e-5 * max(1.0, float(w.abs().max()))
+
+
 def _module_args(kind: str) -> tuple:
     """A call of each network's forward, with LDR frames, exposures (and for CoarseNet flows)."""
     gen = torch.Generator().manual_seed(6)

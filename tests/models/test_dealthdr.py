@@ -14,7 +14,8 @@ import torch
 
 from vs_hdrvid.models import fgma
 from vs_hdrvid.models.blocks import ldr_to_hdr
-from vs_hdrvid.models.dealthdr import DeAltHDR, DeAltHDRConfig, FeatureCache, prepare_inputs, window_merge
+from vs_hdrvid.models.dealthdr import (DeAltHDR, DeAltHDRConfig, FeatureCache, prepare_inputs,
+                                      residual_attention_state, window_merge)
 from vs_hdrvid.models.fgma import consistency_difference, level_mask
 from vs_hdrvid.models.spynet import PairSpyNet, PairSpyNetConfig
 
@@ -295,6 +296,22 @@ def test_attention_branch_receives_gradients_only_when_used():
     net.zero_grad()
     net(ldrs, evs, math.inf).hdr.mean().backward()
     assert proj.grad is not None and proj.grad.abs().max() > 0
+
+
+def test_weights_of_eq8_converted_to_the_residual_design_compute_their_s0_output_for_every_s():
+    net = net_of(tiny(window=3), head=True)
+    with torch.no_grad():  # every weight random, so the fusion's mask and attention columns matter
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    res = DeAltHDR(tiny(window=3, attention_residual=True)).eval()
+    res.load_state_dict(residual_attention_state(net.state_dict()))
+    ldrs, evs = random_window(1, 16, 16, seed=3)
+    flows = (torch.randn(1, 4, 2, 16, 16), torch.randn(1, 4, 2, 16, 16))
+    with torch.no_grad():
+        want = net(ldrs, evs, 0.0, flows=flows).hdr
+        assert (net(ldrs, evs, math.inf, flows=flows).hdr - want).abs().max() > 1e-4  # eq. 8: s matters
+        for s in (0.0, 15.0, math.inf):
+            torch.testing.assert_close(res(ldrs, evs, s, flows=flows).hdr, want, rtol=0, atol=1e-6)
 
 
 # -- external flows

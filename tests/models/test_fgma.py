@@ -251,6 +251,42 @@ def test_fgma_output_layout():
     torch.testing.assert_close(out[:, c + 1:], ref, rtol=1e-10, atol=1e-10)  # eq. 7: Proj_q(F * M)
 
 
+def test_residual_fgma_starts_as_the_flow_warp_and_splits_by_the_mask():
+    torch.manual_seed(1)
+    c, h, w = 8, 12, 10
+    m = FGMA(c, heads=2, window=5, residual=True).double()
+    cur, nbr = _texture(2, c, h, w, 1), _texture(2, c, h, w, 2)
+    flow = (torch.rand(2, 2, h, w, dtype=torch.float64) - 0.5) * 4
+    mask = (torch.rand(2, 1, h, w) > 0.5).double()
+    warped = flow_warp(nbr, flow)
+    with torch.no_grad():
+        out = m(cur, nbr, flow, mask)
+    assert out.shape == (2, 2 * c + 1, h, w) and torch.equal(out[:, c:c + 1], mask)
+    torch.testing.assert_close(out[:, :c], warped * (1 - mask), rtol=0, atol=0)  # no F_flow where masked
+    torch.testing.assert_close(out[:, c + 1:], warped * mask, rtol=0, atol=0)  # O = 0: F_att is the warp
+    with torch.no_grad():
+        m.proj_o.weight.normal_()
+        out = m(cur, nbr, flow, mask)
+        att = masked_window_attention(cur, m.proj_k(warped), m.proj_v(warped), None, mask, 2, 5, m.bias,
+                                      q_proj=m.proj_q)
+    # the window of the warped neighbour around each query, through O
+    want = warped * mask + torch.einsum("oc,bchw->bohw", m.proj_o.weight[:, :, 0, 0], att)
+    torch.testing.assert_close(out[:, c + 1:], want, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(att, masked_window_attention(m.proj_q(cur), m.proj_k(warped), m.proj_v(warped),
+                                                            torch.zeros_like(flow), mask, 2, 5, m.bias))
+
+
+def test_residual_fgma_attention_gets_the_masked_pixels_gradient():
+    """Eq. 8's design left the attention a sliver of the gradient beside F_flow; here O gets it from step 0."""
+    torch.manual_seed(2)
+    m = FGMA(4, heads=1, window=3, residual=True).double()
+    cur, nbr = _texture(1, 4, 8, 8, 3), _texture(1, 4, 8, 8, 4)
+    flow = _const_flow(1, 8, 8, 1.5, -0.5)
+    assert not m(cur, nbr, flow, torch.zeros(1, 1, 8, 8, dtype=torch.float64)).requires_grad  # no mask: no attention
+    m(cur, nbr, flow, torch.ones(1, 1, 8, 8, dtype=torch.float64)).pow(2).sum().backward()
+    assert m.proj_o.weight.grad.abs().max() > 1e-3
+
+
 def test_fgma_without_mask_is_the_flow_warp():
     m = FGMA(4, heads=1, window=3).double()
     cur, nbr = _texture(1, 4, 8, 8, 3), _texture(1, 4, 8, 8, 4)

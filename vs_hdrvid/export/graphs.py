@@ -264,10 +264,14 @@ def _fgma(fgma: nn.Module, cur: Tensor, nbr: Tensor, flow: Tensor, mask: Tensor,
     warped = flow_warp(nbr, flow)
     if s == 0:
         att = torch.zeros_like(cur)
+    elif fgma.residual:  # the window of the warped neighbour around the query, then the output projection
+        att = fgma.proj_o(window_attention(cur, fgma.proj_k(warped), fgma.proj_v(warped), torch.zeros_like(flow),
+                                           fgma.heads, fgma.window, fgma.bias, None if math.isinf(s) else mask,
+                                           fgma.proj_q))
     else:
         att = window_attention(cur, fgma.proj_k(nbr), fgma.proj_v(nbr), flow, fgma.heads, fgma.window, fgma.bias,
                                None if math.isinf(s) else mask, fgma.proj_q)
-    return torch.cat((warped, mask, att), dim=1)
+    return fgma.compose(warped, mask, att)
 
 
 def build_graph(model: nn.Module, kind: str, outputs: str = "hdr", deform: str = "grid",

@@ -58,7 +58,7 @@ from vs_hdrvid.ops.metrics import MU, mu_law
 from vs_hdrvid.ops.warp import flow_warp, resize_flow
 
 __all__ = ["CPU_SIZES", "RESIDUAL_BASES", "DeAltHDRConfig", "DeAltHDR", "DeAltHDROutput", "FeatureCache",
-           "prepare_inputs", "window_merge"]
+           "prepare_inputs", "residual_attention_state", "window_merge"]
 
 #: What the network's zero-initialised output corrects (``DeAltHDRConfig.residual_base``).
 RESIDUAL_BASES = ("merge", "tuned_merge", "bounded_merge", "reference")
@@ -102,6 +102,10 @@ class DeAltHDRConfig(ConfigMixin):
             ``1``: a fixed fraction of the radiance; ``0.5``: proportional to shot noise, whose
             share of the signal falls as ``1 / sqrt(b)``, so the well-exposed highlights get
             the least change; ``0``: one absolute bound.
+        attention_residual: FGMA's residual design (:class:`~vs_hdrvid.models.fgma.FGMA`): where
+            the mask is set the fusion sees the flow-warped features only through the attention
+            (``F_att = F_flow + O(attention)``, ``O`` zero-initialised); False: eq. 8 as written,
+            ``F_flow`` everywhere beside ``F_att`` (the weights shipped before it).
         gamma: camera response exponent of the LDR input.
         flow: the SpyNet's config.
     """
@@ -120,6 +124,7 @@ class DeAltHDRConfig(ConfigMixin):
     residual_bound: float = 0.0
     bound_floor: float = 0.05
     bound_power: float = 1.0
+    attention_residual: bool = False
     gamma: float = 2.2
     flow: PairSpyNetConfig = field(default_factory=PairSpyNetConfig)
 
@@ -306,6 +311,25 @@ class FeatureCache:
         return len(self._items)
 
 
+def residual_attention_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Weights of eq. 8's design (``attention_residual=False``) for the residual one, as a new dict.
+
+    Each fusion reads ``F_att`` with the columns it read ``F_flow`` with, and the mask not at all,
+    and each FGMA's output projection is zero: the converted network computes for every ``s`` what
+    the given one computes at ``s = 0`` (flow only), and training starts from there.
+    """
+    out = dict(state)
+    for key, w in state.items():
+        if key.endswith("fgma.proj_q.weight"):
+            out[key.replace("proj_q", "proj_o")] = torch.zeros_like(w)
+        elif key.endswith("fuse.reduce.weight"):
+            c = (w.shape[1] - 1) // 2
+            new = w.clone()
+            new[:, c + 1:], new[:, c] = w[:, :c], 0
+            out[key] = new
+    return out
+
+
 class _Encoder(nn.Module):
     def __init__(self, cfg: DeAltHDRConfig) -> None:
         super().__init__()
@@ -328,9 +352,9 @@ class _Encoder(nn.Module):
 class _AlignFuse(nn.Module):
     """FGMA of every neighbour, then the fusion (the start of the middle and of each decoder level)."""
 
-    def __init__(self, dim: int, heads: int, window: int, expansion: float) -> None:
+    def __init__(self, dim: int, heads: int, window: int, expansion: float, residual: bool = False) -> None:
         super().__init__()
-        self.fgma = FGMA(dim, heads, window)
+        self.fgma = FGMA(dim, heads, window, residual)
         self.fuse = ChannelCrossFusion(dim, 2 * dim + 1, heads, expansion)
 
     def forward(self, cur: Tensor, nbrs: Tensor, flows: Tensor, masks: Tensor) -> Tensor:
@@ -355,14 +379,15 @@ class DeAltHDR(nn.Module):
         self.flownet = PairSpyNet(cfg.flow) if cfg.flow_source == "spynet" else None
         self.enc_short = _Encoder(cfg)
         self.enc_long = _Encoder(cfg) if cfg.dual_encoders else self.enc_short
-        self.middle_align = _AlignFuse(8 * d, cfg.heads[3], w, e)
+        r = cfg.attention_residual
+        self.middle_align = _AlignFuse(8 * d, cfg.heads[3], w, e, r)
         self.middle = nn.Sequential(*[ChannelBlock(8 * d, cfg.heads[3], e) for _ in range(cfg.middle_blocks)])
         self.up, self.skip, self.align, self.dec = nn.ModuleList(), nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         for lvl in (2, 1, 0):  # decoder levels 3, 2, 1
             c = d * 2 ** lvl
             self.up.append(Upsample(2 * c))
             self.skip.append(nn.Conv2d(2 * c, c, 1))
-            self.align.append(_AlignFuse(c, cfg.heads[lvl], w, e))
+            self.align.append(_AlignFuse(c, cfg.heads[lvl], w, e, r))
             self.dec.append(nn.Sequential(*[ChannelBlock(c, cfg.heads[lvl], e) for _ in range(cfg.dec_blocks[2 - lvl])]))
         self.head = nn.Conv2d(d, 3, 3, padding=1)
         nn.init.zeros_(self.head.weight)

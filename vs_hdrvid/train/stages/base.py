@@ -19,7 +19,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 from safetensors.torch import load_file
@@ -106,14 +106,16 @@ def _config_changes(saved: dict, config: Any) -> str:
     return "config changed: " + ", ".join(diff) if diff else ""
 
 
-def load_into(net: nn.Module, path: Path, key: str, previous: dict | None = None) -> str:
+def load_into(net: nn.Module, path: Path, key: str, previous: dict | None = None,
+              upgrade: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None) -> str:
     """Load weights for ``net`` from a ``.safetensors`` file or from a run's ``ckpt.pt`` (its
     ``nets[key]``, or its weight average where the run kept one). A safetensors file listed in its
     folder's manifest must match its sha256; its config may differ from ``net``'s where the tensors
     still fit (a fine-tune into a new design, such as another ``residual_bound``), which the
     provenance string then names. With ``previous`` (a stage's), the file's manifest entry goes
     into ``previous[key]``, so the weights shipped from it record what they continued
-    (``continued_from``).
+    (``continued_from``). ``upgrade`` maps the loaded tensors to ``net``'s design first (a stage's
+    conversion of weights of an earlier design).
 
     Returns:
         a provenance string ``"<path> (sha256 ...)"``.
@@ -128,7 +130,7 @@ def load_into(net: nn.Module, path: Path, key: str, previous: dict | None = None
             raise W.WeightsError(f"{path}: sha256 {digest} but the manifest expects {entry.sha256}")
         changed = _config_changes(entry.config, net.config) if entry is not None else ""
         try:
-            net.load_state_dict(load_file(str(path)))
+            net.load_state_dict((upgrade or dict)(load_file(str(path))))
         except RuntimeError as e:  # another width or depth: the tensors do not fit
             raise ValueError(f"train: {path} holds a network with config {entry.config if entry else '?'}, whose "
                              f"tensors do not fit {net.config.to_dict()}: {str(e).splitlines()[0]}") from None
@@ -138,11 +140,11 @@ def load_into(net: nn.Module, path: Path, key: str, previous: dict | None = None
     state = torch.load(path, map_location="cpu", weights_only=False)
     if key not in state.get("nets", {}):
         raise ValueError(f"train: checkpoint {path} holds {sorted(state.get('nets', {}))}, not {key!r}")
-    net.load_state_dict(state["nets"][key])
+    net.load_state_dict((upgrade or dict)(state["nets"][key]))
     # a run with TrainConfig.ema validated and shipped its average: continue that
     average = {n[len(key) + 1:]: t for n, t in (state.get("ema") or {}).items() if n.startswith(key + ".")}
     if average:
-        net.load_state_dict(average, strict=False)
+        net.load_state_dict((upgrade or dict)(average), strict=False)
     return f"{path} (step {state.get('step')}{', weight average' if average else ''})"
 
 

@@ -14,15 +14,17 @@ Ships ``dealthdr_2exp.safetensors``.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from vs_hdrvid import weights as W
-from vs_hdrvid.models.dealthdr import CPU_SIZES, DeAltHDR, DeAltHDRConfig
+from vs_hdrvid.models.dealthdr import CPU_SIZES, DeAltHDR, DeAltHDRConfig, residual_attention_state
 from vs_hdrvid.ops.metrics import psnr_l, psnr_mu
 from vs_hdrvid.train.losses import epe, linear_l1, mu_l1, structure_loss
 from vs_hdrvid.train.stages.base import Stage, StageOptions, load_into, load_shipped, ref_only, register, weights_dir
@@ -83,6 +85,14 @@ BOUND_DEVIATION = ("The correction is bounded around the base's linear radiance 
                    "Unbounded, the network trained here pushed near-clipped short-frame highlights towards "
                    "saturation on scenes it had not seen and gave back PSNR-L the merge had.")
 
+ATTENTION_DEVIATION = ("FGMA's masked pixels reach the fusion only through the attention (config.attention_residual): "
+                       "F_flow is zeroed there and F_att = F_flow + O(softmax(QK^T/sqrt(d) + bias) V) over the window "
+                       "of the flow-warped neighbour around the query, O zero-initialised, so the attention starts "
+                       "as the flow warp; eq. 8 keeps F_flow everywhere beside F_att, and trained here on a CPU its "
+                       "attention branch got 0.025% of the gradient and changed nothing. Weights of eq. 8's design "
+                       "were converted (the fusion reads F_att with F_flow's columns), which computes their s = 0 "
+                       "output for every s.")
+
 BRANCHES = "30% flow only (s=0), 30% attention only (s=inf), 40% FGMA with s ~ U(0,1] or U(1,100)"
 
 
@@ -123,6 +133,10 @@ class DeAltHDROptions(StageOptions):
     bound_power: float = field(default=0.5, metadata={
         "run": True, "help": "growth of the trust region with the radiance (DeAltHDRConfig.bound_power; "
                              "1: a fixed fraction, 0.5: with the shot noise)"})
+    attention_residual: bool = field(default=True, metadata={
+        "run": True, "help": "FGMA's residual design (DeAltHDRConfig.attention_residual): masked pixels reach the "
+                             "fusion only through the attention, which starts as the flow warp; weights of eq. 8's "
+                             "design are converted on loading (models.dealthdr.residual_attention_state)"})
     shared_encoder: bool = field(default=False, metadata={
         "run": True, "help": "one encoder for both exposures (the paper's Table 5 ablation)"})
     flow_weight: float = field(default=0.01, metadata={"help": "weight of the SpyNet's EPE against ground-truth flow"})
@@ -161,7 +175,8 @@ class DeAltHDRStage(Stage):
     def _config(self) -> DeAltHDRConfig:
         return DeAltHDRConfig.sized(self.opt.model, flow_source=self.opt.flow_source,
                                     dual_encoders=not self.opt.shared_encoder, residual_base=self.opt.residual_base,
-                                    residual_bound=self.opt.residual_bound, bound_power=self.opt.bound_power)
+                                    residual_bound=self.opt.residual_bound, bound_power=self.opt.bound_power,
+                                    attention_residual=self.opt.attention_residual)
 
     @property
     def losses(self) -> str:  # type: ignore[override]
@@ -178,18 +193,32 @@ class DeAltHDRStage(Stage):
     def _run(self, batch, s: float):
         return self.nets["dealthdr"](batch["ldrs"], batch["evs"], s, flows=self._flows(batch))
 
+    def _upgrade(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Weights of eq. 8's FGMA design converted for the residual one, where this run trains it."""
+        old = not any(".proj_o." in k for k in state) and any(".proj_q." in k for k in state)
+        return residual_attention_state(state) if old and self.opt.attention_residual else state
+
     def init(self) -> None:
         cfg = self.cfg
         if cfg.init_from and cfg.init_from != "none":
             self.nets["dealthdr"] = DeAltHDR(self._config())
-            self.init_notes.append(load_into(self.nets["dealthdr"], Path(cfg.init_from), "dealthdr", self.previous))
+            self.init_notes.append(load_into(self.nets["dealthdr"], Path(cfg.init_from), "dealthdr", self.previous,
+                                             self._upgrade))
             return
         shipped = None if cfg.init_from == "none" else load_shipped("dealthdr-2exp", cfg, self.device)
-        if shipped is not None and shipped[0].config == self._config():
-            self.nets["dealthdr"], self.previous["dealthdr"] = shipped
-            self.init_notes.append(f"{weights_dir(cfg) / W.REGISTRY['dealthdr-2exp'].file} (shipped)")
+        want = self._config()
+        if shipped is not None and dataclasses.replace(shipped[0].config, attention_residual=want.attention_residual) == want:
+            note = f"{weights_dir(cfg) / W.REGISTRY['dealthdr-2exp'].file} (shipped)"
+            self.previous["dealthdr"] = shipped[1]
+            if shipped[0].config == want:
+                self.nets["dealthdr"] = shipped[0]
+            else:  # eq. 8's design, shipped before the residual one
+                self.nets["dealthdr"] = DeAltHDR(want).to(self.device)
+                self.nets["dealthdr"].load_state_dict(self._upgrade(shipped[0].state_dict()))
+                note += ", converted to FGMA's residual design"
+            self.init_notes.append(note)
             return
-        self.nets["dealthdr"] = DeAltHDR(self._config())
+        self.nets["dealthdr"] = DeAltHDR(want)
 
     def loss(self, batch):
         s = sample_sensitivity()
@@ -229,7 +258,7 @@ class DeAltHDRStage(Stage):
         cfg = DeAltHDRConfig.from_dict(config)
         out = list(self.deviations) + (DIS_DEVIATIONS if cfg.flow_source == "dis" else SPYNET_DEVIATIONS)
         return (out + [RESIDUAL_DEVIATIONS[cfg.residual_base]] + [BOUND_DEVIATION] * bool(cfg.residual_bound)
-                + [LINEAR_DEVIATION] * bool(self.opt.lin_weight))
+                + [LINEAR_DEVIATION] * bool(self.opt.lin_weight) + [ATTENTION_DEVIATION] * cfg.attention_residual)
 
     def size_note(self) -> str:
         return f"; the '{self.opt.model}' size (models.dealthdr.CPU_SIZES)" if self.opt.model in CPU_SIZES else ""
