@@ -119,7 +119,8 @@ def test_dealthdr_stage_trains_and_ships(runs):
     assert all(0.0 <= r["attention_ratio"] <= 1.0 for r in steps)
 
     net, entry = W.load("dealthdr-2exp", folder=tmp / "weights")  # sha256 checked
-    want = DeAltHDRConfig.small(flow_source="dis", residual_base="bounded_merge", residual_bound=0.05, bound_power=0.5)
+    want = DeAltHDRConfig.small(flow_source="dis", residual_base="bounded_merge", residual_bound=0.05, bound_power=0.5,
+                                attention_residual=True)
     assert isinstance(net, DeAltHDR) and net.config == want
     assert net.flownet is None and net.needs_flows
     assert entry.network == "DeAltHDR" and entry.parameters == sum(p.numel() for p in net.parameters())
@@ -208,7 +209,8 @@ def test_dealthdr_resume_continues_history_schedule_and_optimiser(runs):
     ckpt = torch.load(run / "ckpt.pt", weights_only=False)
     assert [s for s, _ in ckpt["history"]["train"]] == [1, 2, 3]
     assert set(ckpt["nets"]) == {"dealthdr"} and ckpt["net_configs"]["dealthdr"] == DeAltHDRConfig.small(
-        flow_source="dis", residual_base="bounded_merge", residual_bound=0.05, bound_power=0.5).to_dict()
+        flow_source="dis", residual_base="bounded_merge", residual_bound=0.05, bound_power=0.5,
+        attention_residual=True).to_dict()
     group = ckpt["optimizer"]["param_groups"][0]
     assert group["betas"] == (0.9, 0.999) and group["weight_decay"] == 0.01  # AdamW's default decay (Adam: 0)
     lrs = [r["lr"] for r in _log(run)]
