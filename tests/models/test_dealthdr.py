@@ -441,6 +441,27 @@ def test_bounded_merge_drops_neighbours_that_contradict_a_short_centres_highligh
     torch.testing.assert_close(same[1], same[0], rtol=0, atol=0)
 
 
+def test_bounded_merge_keeps_each_channel_a_short_centre_clips():
+    """A white highlight clipped in the short centre, seen as a yellow light by a misaligned short
+    neighbour: bright enough to pass the luminance tests, but its blue channel is dark. The tuned
+    base pulls the highlight's blue halfway to it; the bounded base keeps every clipped channel at
+    least at the centre's clipping radiance, and leaves the unclipped pixels alone."""
+    h, w = 16, 16
+    evs = torch.tensor([EVS])
+    hdr = torch.full((1, 3, h, w), 0.05)
+    hdr[..., :6, :] = 8.0  # clipped in every frame of the scene
+    ldrs = torch.stack([(hdr * 2.0 ** ev).clamp(0, 1).pow(1 / 2.2) for ev in EVS], 1)
+    ldrs[:, 4, 2, :6] = 0.1  # the short neighbour t+2 sees a yellow light there
+    flows = zero_flows(1, h, w)
+    with torch.no_grad():
+        tuned = net_of(tiny(flow_source="dis", residual_base="tuned_merge")).merge_base(ldrs, evs, flows)
+        bounded = net_of(tiny(flow_source="dis", residual_base="bounded_merge")).merge_base(ldrs, evs, flows)
+    short_clip = 2.0 ** 2  # the radiance where the EV -2 frames clip
+    assert float(tuned[:, 2, :6].max()) < 0.6 * short_clip
+    assert float(bounded[..., :6, :].min()) >= short_clip * 0.92 ** 2.2 * 0.999
+    torch.testing.assert_close(bounded[..., 9:, :], tuned[..., 9:, :], rtol=1e-6, atol=0)
+
+
 def test_bound_power_shrinks_the_trust_region_in_the_highlights_only():
     """``bound_power``: the bound ``tau * f**(1 - p) * (b + f)**p`` holds for p = 0.5, never lets
     through more than p = 1's and somewhere less (p = 0.5 is tighter wherever b > 0)."""

@@ -216,6 +216,9 @@ def window_merge(lin: Tensor, ldrs: Tensor, evs: Tensor, fwd: Tensor, d: Tensor,
     frame is integrated over the motion, and its blur spreads its highlights beyond the sharp
     scene's. Below the knee, and ``hv.merge``'s upper bound where the centre is black, stay out:
     they reject the noisy neighbours of a noisy short centre, which is where the window denoises.
+    The tests look at luminance, so a neighbour of another colour can pass them: last, each channel
+    a short centre clips is kept at least at the centre's own radiance (a misaligned yellow light
+    would otherwise put a clipped white highlight's blue channel near zero).
 
     Shape: ``lin, ldrs (B, T, 3, H, W)``, ``evs (B, T)``, ``fwd (B, T-1, 2, H, W)``,
     ``d (B*(T-1), 1, H, W)`` -> ``(B, 3, H, W)`` in ``lin``'s units.
@@ -238,7 +241,11 @@ def window_merge(lin: Tensor, ldrs: Tensor, evs: Tensor, fwd: Tensor, d: Tensor,
         if bounds:
             w = torch.cat((w[:, :1] + 1e-8, w[:, 1:] * _within_bounds(frames, ldr, ev - evs.min(1, keepdim=True).values,
                                                                        high)), 1)
-    return (w * frames[:, :, :3]).sum(1) / w.sum(1)
+    out = (w * frames[:, :, :3]).sum(1) / w.sum(1)
+    if bounds:  # a short centre's clipped channel measured at least its own radiance
+        short = (ev[:, :1] <= evs.min(1, keepdim=True).values + 1e-3).view(b, 1, 1, 1)
+        out = torch.maximum(out, frames[:, 0, :3] * ((ldr[:, 0] >= high) & short))
+    return out
 
 
 def _within_bounds(frames: Tensor, ldr: Tensor, rel_ev: Tensor, high: float, gamma: float = 2.2,
