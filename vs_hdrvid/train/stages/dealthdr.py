@@ -71,7 +71,9 @@ RESIDUAL_DEVIATIONS = {
                      "0.35 a neighbour whose 3x3-averaged log2 ratio to it exceeds 0.25 stops is dropped, spread "
                      "over 3x3 (config.residual_base='bounded_merge'), so the untrained network is that merge; "
                      "not Turtle's global residual over the centre frame. Without the tests, misaligned and "
-                     "motion-blurred neighbours darkened the highlights of short frames.",
+                     "motion-blurred neighbours darkened the highlights of short frames. Last, each channel the short "
+                     "centre clips is kept at least at the centre's own radiance: a neighbour of another colour "
+                     "passes the luminance tests.",
     "reference": "The mu-law global residual over the centre frame (Turtle's) is this project's choice where the "
                  "paper gives none.",
 }
