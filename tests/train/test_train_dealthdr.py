@@ -249,3 +249,17 @@ def test_init_from_weights_of_another_design_that_fits_and_of_another_width(tmp_
     assert entry.config["residual_bound"] == 0.05 and entry.recipe["continued_from"]["sha256"] == sha
     with pytest.raises(ValueError, match="do not fit"):
         train(_cfg(tmp_path, root, steps=1, init_from=str(shipped), out_name="wider", model="medium"))
+
+
+def test_attention_lr_scale_puts_the_fgma_parameters_in_their_own_group():
+    stage = DeAltHDRStage(TrainConfig.from_dict({"stage": "dealthdr", "init_from": "none",
+                                                 "attention_lr_scale": 10.0}), torch.device("cpu"))
+    stage.init()
+    net = stage.nets["dealthdr"]
+    rest, att = stage.param_groups()
+    assert (rest["lr_scale"], att["lr_scale"]) == (1.0, 10.0)
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert att["params"] and all(".fgma." in names[id(p)] for p in att["params"])
+    assert any(names[id(p)].endswith("proj_o.weight") for p in att["params"])  # the residual design's O
+    assert len(rest["params"]) + len(att["params"]) == len(list(net.parameters()))
+    assert stage.recipe("dealthdr", {})["attention_lr_scale"] == 10.0

@@ -143,6 +143,9 @@ class DeAltHDROptions(StageOptions):
         "run": True, "help": "one encoder for both exposures (the paper's Table 5 ablation)"})
     flow_weight: float = field(default=0.01, metadata={"help": "weight of the SpyNet's EPE against ground-truth flow"})
     perc_weight: float = field(default=0.5, metadata={"help": "weight of the perceptual substitute"})
+    attention_lr_scale: float = field(default=1.0, metadata={
+        "help": "lr of the FGMA attention's parameters (q, k, v, O, position bias) relative to --lr: the residual "
+                "design's O starts at zero, and q, k, v learn only once it is not"})
     lin_weight: float = field(default=0.0, metadata={
         "help": "weight of an L1 on the normalised linear HDR, for the highlights (README: it did not raise "
                 "PSNR-L at the CPU budget, so it is off)"})
@@ -222,6 +225,13 @@ class DeAltHDRStage(Stage):
             return
         self.nets["dealthdr"] = DeAltHDR(want)
 
+    def param_groups(self) -> list[dict]:
+        net = self.nets["dealthdr"]
+        attention = [p for n, p in net.named_parameters() if ".fgma." in n]
+        ids = {id(p) for p in attention}
+        return [{"params": [p for p in net.parameters() if id(p) not in ids], "lr_scale": 1.0, "name": "dealthdr"},
+                {"params": attention, "lr_scale": self.opt.attention_lr_scale, "name": "attention"}]
+
     def loss(self, batch):
         s = sample_sensitivity()
         out = self._run(batch, s)
@@ -253,7 +263,8 @@ class DeAltHDRStage(Stage):
         return res
 
     def recipe(self, key: str, digests: dict[str, str]) -> dict[str, Any]:
-        out = {**super().recipe(key, digests), "lin_weight": self.opt.lin_weight, "branches": BRANCHES}
+        out = {**super().recipe(key, digests), "lin_weight": self.opt.lin_weight, "branches": BRANCHES,
+               "attention_lr_scale": self.opt.attention_lr_scale}
         return out | ({"flow_weight": self.opt.flow_weight} if self.opt.flow_source == "spynet" else {})
 
     def net_deviations(self, key: str, config: dict) -> list[str]:
