@@ -58,9 +58,10 @@ PLAN: tuple[PlanItem, ...] = (
     # on the shipped CoarseNets, over the temporal fusion of their window; lr 1e-4 as their shipped runs
     PlanItem("refine-2exp", "refine", 2, 0.15, {"flow_net": "fill"}, {"lr": 1e-4, "ema": 0.999}),
     PlanItem("refine-3exp", "refine", 3, 0.10, {"flow_refine": False}, {"lr": 1e-4, "ema": 0.999}),
-    # as its shipped run: fp32 (train.fastpath.FP32_STAGES), the structure term at 0.1 of the mu-law L1's
-    # weight, lr 5e-5 with the moving average; validation rose at every check for 3850 steps
-    PlanItem("dealthdr-2exp", "dealthdr", 2, 0.15, {"perc_weight": 0.1}, {"lr": 5e-5, "ema": 0.999}),
+    # as its shipped runs: fp32 (train.fastpath.FP32_STAGES), the structure term at 0.1 of the mu-law L1's
+    # weight, lr 5e-5 with the moving average, the attention at 50x (its last run); validation rose at every check
+    PlanItem("dealthdr-2exp", "dealthdr", 2, 0.15, {"perc_weight": 0.1, "attention_lr_scale": 50.0},
+             {"lr": 5e-5, "ema": 0.999}),
 )
 
 #: Batch and patch per stage kind, for the 2-core CPU and for a lent H100/H200.
