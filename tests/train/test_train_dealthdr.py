@@ -263,3 +263,13 @@ def test_attention_lr_scale_puts_the_fgma_parameters_in_their_own_group():
     assert any(names[id(p)].endswith("proj_o.weight") for p in att["params"])  # the residual design's O
     assert len(rest["params"]) + len(att["params"]) == len(list(net.parameters()))
     assert stage.recipe("dealthdr", {})["attention_lr_scale"] == 10.0
+
+
+def test_eq8_run_does_not_load_residual_design_weights(tmp_path, root):
+    """Shipped weights of FGMA's residual design cannot be converted back to eq. 8's exactly: a run
+    of eq. 8's design (--no-attention-residual) starts from zero instead of failing to load them."""
+    train(_cfg(tmp_path, root, steps=1))
+    assert W.read_manifest(tmp_path / "weights")["dealthdr_2exp.safetensors"].config["attention_residual"]
+    out = train(_cfg(tmp_path, root, steps=1, init_from="", out_name="eq8", attention_residual=False))
+    ckpt = torch.load(tmp_path / "runs" / "eq8" / "ckpt.pt", weights_only=False)
+    assert not any("(shipped)" in note for note in ckpt["init"]) and out["step"] == 1

@@ -11,8 +11,8 @@
    ``O(masked pixels)``: that is what makes ``s`` a quality/cost dial. Output
    ``concat(F_flow, M, F_att)`` (``F_att = 0`` where the mask is 0).
 
-``residual=True`` (the design `train dealthdr` trains; the shipped weights are eq. 8's) reads the paper's "attention within the masked
-regions, flow-based warping for the rest" literally: where the mask is set ``F_flow`` is zeroed
+``residual=True`` (the design of the shipped weights and the one ``train dealthdr`` trains) reads the
+paper's "attention within the masked regions, flow-based warping for the rest" literally: where the mask is set ``F_flow`` is zeroed
 and ``F_att = F_flow + O(attention)``, an attention over the window of the *warped* neighbour
 around the query (its centre is ``F_flow`` itself) through a zero-initialised output projection
 ``O``. With eq. 8's ``F_flow`` kept everywhere, the fusion never needed ``F_att`` and the branch got

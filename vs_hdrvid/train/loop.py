@@ -184,6 +184,13 @@ def train(cfg: TrainConfig) -> dict:
     Returns:
         ``{"step", "stopped", "wall_time_s", "val": {...}, "shipped": [files], "run_dir"}``.
     """
+    try:
+        return _train(cfg)
+    finally:  # the fast path's denormal flushing is process-wide: it ends with the run (torch's default)
+        torch.set_flush_denormal(False)
+
+
+def _train(cfg: TrainConfig) -> dict:
     device = resolve_device(cfg.device)  # ValueError names the device when CUDA is missing
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -212,7 +212,9 @@ class DeAltHDRStage(Stage):
             return
         shipped = None if cfg.init_from == "none" else load_shipped("dealthdr-2exp", cfg, self.device)
         want = self._config()
-        if shipped is not None and dataclasses.replace(shipped[0].config, attention_residual=want.attention_residual) == want:
+        convertible = (shipped is not None and want.attention_residual and not shipped[0].config.attention_residual
+                       and dataclasses.replace(shipped[0].config, attention_residual=True) == want)
+        if shipped is not None and (shipped[0].config == want or convertible):
             note = f"{weights_dir(cfg) / W.REGISTRY['dealthdr-2exp'].file} (shipped)"
             self.previous["dealthdr"] = shipped[1]
             if shipped[0].config == want:
